@@ -1,0 +1,175 @@
+"""Named coordinate spaces: units and anatomical orientation codes.
+
+Orientation codes follow BrainGlobe's *origin* convention: one letter per array
+axis naming the side where index 0 lies (``psl``: axis 0 starts posterior,
+axis 1 superior, axis 2 left). NIfTI-style codes name the direction each axis
+*points toward* (``psl`` is ``AIR``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+# Size of one unit in micrometres. Exact powers of ten.
+_UNIT_IN_UM = {"nm": 1e-3, "um": 1.0, "mm": 1e3}
+_UNIT_ALIASES = {
+    "nm": "nm", "nanometer": "nm", "nanometers": "nm", "nanometre": "nm", "nanometres": "nm",
+    "um": "um", "µm": "um", "μm": "um", "micron": "um", "microns": "um", "micrometer": "um",
+    "micrometers": "um", "micrometre": "um", "micrometres": "um",
+    "mm": "mm", "millimeter": "mm", "millimeters": "mm", "millimetre": "mm", "millimetres": "mm",
+}
+
+_OPPOSITE = {"a": "p", "p": "a", "s": "i", "i": "s", "l": "r", "r": "l"}
+_AXIS_OF = {"a": 0, "p": 0, "s": 1, "i": 1, "l": 2, "r": 2}
+
+
+def normalize_unit(unit: str) -> str:
+    """Return the canonical unit name (``"nm"``, ``"um"`` or ``"mm"``).
+
+    >>> normalize_unit("microns")
+    'um'
+    """
+    if not isinstance(unit, str) or unit.strip().lower() not in _UNIT_ALIASES:
+        raise InputError(
+            f"unknown unit {unit!r}; use one of 'nm', 'um' (µm, microns) or 'mm'", field="unit"
+        )
+    return _UNIT_ALIASES[unit.strip().lower()]
+
+
+def unit_scale(src_unit: str, dst_unit: str) -> float:
+    """Factor that converts a length in ``src_unit`` into ``dst_unit``.
+
+    >>> unit_scale("nm", "um")
+    0.001
+    """
+    s, d = normalize_unit(src_unit), normalize_unit(dst_unit)
+    if s == d:
+        return 1.0
+    # Ratios of exact powers of ten, computed as such to avoid 1e-3/1e3 rounding.
+    exponents = {"nm": -3, "um": 0, "mm": 3}
+    return 10.0 ** (exponents[s] - exponents[d])
+
+
+def validate_orientation(code: str) -> str:
+    """Check a BrainGlobe origin code such as ``"psl"``; return it lower-case."""
+    if not isinstance(code, str) or len(code) != 3:
+        raise InputError(
+            f"orientation code {code!r} must be three letters from a/p, s/i, l/r, one per axis "
+            "(BrainGlobe origin convention, e.g. 'psl')",
+            field="orientation",
+        )
+    c = code.lower()
+    if any(ch not in _AXIS_OF for ch in c) or sorted(_AXIS_OF[ch] for ch in c) != [0, 1, 2]:
+        raise InputError(
+            f"orientation code {code!r} is not valid: it needs exactly one of a/p, one of s/i and one "
+            "of l/r (e.g. 'psl', 'asr')",
+            field="orientation",
+        )
+    return c
+
+
+def origin_to_nifti(code: str) -> str:
+    """Convert a BrainGlobe origin code to the NIfTI-style "points toward" code.
+
+    >>> origin_to_nifti("psl")
+    'AIR'
+    """
+    c = validate_orientation(code)
+    return "".join(_OPPOSITE[ch] for ch in c).upper()
+
+
+def nifti_to_origin(code: str) -> str:
+    """Convert a NIfTI-style "points toward" code (``RAS``, ``AIR``) to a BrainGlobe origin code.
+
+    >>> nifti_to_origin("AIR")
+    'psl'
+    """
+    if not isinstance(code, str) or len(code) != 3:
+        raise InputError(f"NIfTI orientation code {code!r} must be three letters", field="orientation")
+    return validate_orientation("".join(_OPPOSITE.get(ch, "?") for ch in code.lower()))
+
+
+def orientation_mapping(src_code: str, dst_code: str) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+    """How the axes of ``dst_code`` come from those of ``src_code``.
+
+    Returns ``(perm, flip)``: destination axis ``j`` is source axis ``perm[j]``,
+    reversed where ``flip[j]``.
+    """
+    s, d = validate_orientation(src_code), validate_orientation(dst_code)
+    perm, flip = [], []
+    for ch in d:
+        i = next(k for k, sc in enumerate(s) if _AXIS_OF[sc] == _AXIS_OF[ch])
+        perm.append(i)
+        flip.append(s[i] != ch)
+    return tuple(perm), tuple(flip)
+
+
+def reorient_points(points: np.ndarray, src_code: str, dst_code: str, shape, voxel_size) -> np.ndarray:
+    """Move physical points (origin 0, identity direction) from one orientation code to another.
+
+    ``shape`` and ``voxel_size`` describe the volume in the *source* orientation.
+    A flipped axis of ``n`` voxels with spacing ``s`` maps ``x`` to ``(n - 1) * s - x``
+    (voxel centres stay voxel centres; CONVENTIONS).
+
+    >>> reorient_points(np.array([[500., 0., 200.]]), "psl", "asl", (270, 193, 271), (50, 40, 40))
+    array([[12950.,     0.,   200.]])
+    """
+    pts = np.asarray(points, dtype=float)
+    perm, flip = orientation_mapping(src_code, dst_code)
+    shape = np.asarray(shape, dtype=float)
+    vs = np.asarray(voxel_size, dtype=float)
+    out = pts[:, list(perm)].copy()
+    for j, (i, f) in enumerate(zip(perm, flip)):
+        if f:
+            out[:, j] = (shape[i] - 1) * vs[i] - out[:, j]
+    return out
+
+
+@dataclass(frozen=True)
+class Space:
+    """A named coordinate space with a length unit and, where known, an orientation code.
+
+    Parameters
+    ----------
+    name : str
+        Identifier used by transforms and the SpaceGraph (``"ccf"``, ``"sample"``).
+    unit : str
+        ``"nm"``, ``"um"`` or ``"mm"`` (aliases such as ``"microns"`` accepted).
+    orientation : str, optional
+        BrainGlobe origin code of the space's axes (``"asr"`` for the Allen CCF).
+
+    Examples
+    --------
+    >>> Space("ccf", "microns", "ASR")
+    Space(name='ccf', unit='um', orientation='asr')
+    """
+
+    name: str
+    unit: str = "um"
+    orientation: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise InputError(f"space name must be a non-empty string, got {self.name!r}", field="space")
+        object.__setattr__(self, "unit", normalize_unit(self.unit))
+        if self.orientation is not None:
+            object.__setattr__(self, "orientation", validate_orientation(self.orientation))
+
+    def __str__(self) -> str:
+        return f"{self.name} [{self.unit}{', ' + self.orientation if self.orientation else ''}]"
+
+
+def as_space(space: "Space | str | None", default_name: str = "unnamed", unit: str | None = None) -> Space:
+    """Coerce a name or Space into a Space (a bare name means micrometres unless ``unit`` says otherwise)."""
+    if isinstance(space, Space):
+        if unit is not None and normalize_unit(unit) != space.unit:
+            raise InputError(
+                f"space {space.name!r} is in {space.unit}, but unit={unit!r} was given", field="unit"
+            )
+        return space
+    if space is None:
+        space = default_name
+    return Space(str(space), unit if unit is not None else "um")

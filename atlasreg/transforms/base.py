@@ -1,0 +1,296 @@
+"""The transform contract: ``T.map_points`` takes points in ``T.src`` and returns points in ``T.dst``.
+
+Everything else (fields, splines, chains, file formats) builds on the two
+classes here: the abstract :class:`Transform` and the exact :class:`Affine`.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence as _Seq
+
+import numpy as np
+
+from ..errors import InputError, SpaceMismatchError
+from ..spaces import Space, as_space, unit_scale
+
+
+def as_points(points, name: str = "points") -> np.ndarray:
+    """Validate and return an ``(N, 3)`` float64 array (a single ``(3,)`` point is accepted)."""
+    try:
+        arr = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be numeric (N, 3) coordinates: {exc}", field=name) from None
+    if arr.ndim == 1 and arr.shape[0] == 3:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise InputError(f"{name} must have shape (N, 3), got {arr.shape}", field=name)
+    return arr
+
+
+class Transform(ABC):
+    """A map of physical points from space ``src`` to space ``dst``.
+
+    Subclasses implement :meth:`_map` on validated ``(N, 3)`` float64 arrays and
+    :meth:`_inverse`. An explicit inverse (e.g. the inverse warp ANTs wrote) can
+    be attached with :meth:`with_inverse` and is then preferred.
+    """
+
+    #: True where the map is exactly invertible in closed form (affines).
+    exact_inverse: bool = False
+
+    def __init__(self, src: Space | str, dst: Space | str):
+        self.src = as_space(src, "src")
+        self.dst = as_space(dst, "dst")
+        self._explicit_inverse: Transform | None = None
+
+    # -- the contract -------------------------------------------------------
+    def map_points(self, points) -> np.ndarray:
+        """Map ``(N, 3)`` points of ``self.src`` (its unit) into ``self.dst`` (its unit).
+
+        Points that leave the domain of a field come back as NaN rows.
+        """
+        pts = as_points(points)
+        if len(pts) == 0:
+            return pts.copy()
+        return self._map(pts)
+
+    def inverse(self) -> "Transform":
+        """The transform from ``dst`` back to ``src``."""
+        if self._explicit_inverse is not None:
+            return self._explicit_inverse
+        return self._inverse()
+
+    def with_inverse(self, inverse: "Transform") -> "Transform":
+        """Attach a known inverse (checked to run ``dst -> src``); returns ``self``."""
+        if inverse.src.name != self.dst.name or inverse.dst.name != self.src.name:
+            raise SpaceMismatchError(
+                f"an inverse of {self.src.name} -> {self.dst.name} must map {self.dst.name} -> "
+                f"{self.src.name}, not {inverse.src.name} -> {inverse.dst.name}"
+            )
+        self._explicit_inverse = inverse
+        inverse._explicit_inverse = self
+        return self
+
+    @abstractmethod
+    def _map(self, pts: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def _inverse(self) -> "Transform": ...
+
+    # -- conveniences ------------------------------------------------------
+    def then(self, other: "Transform") -> "Sequence":
+        """``self`` followed by ``other`` (a :class:`Sequence`)."""
+        return Sequence([self, other])
+
+    def jacobian(self, points, step: float | None = None) -> np.ndarray:
+        """Local Jacobian ``(N, 3, 3)`` by central differences (``step`` in src units)."""
+        pts = as_points(points)
+        h = step if step is not None else 1e-3 * max(1.0, float(np.nanmax(np.abs(pts))) * 1e-3)
+        J = np.empty((len(pts), 3, 3))
+        for a in range(3):
+            d = np.zeros(3)
+            d[a] = h
+            J[:, :, a] = (self.map_points(pts + d) - self.map_points(pts - d)) / (2 * h)
+        return J
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.src.name} -> {self.dst.name})"
+
+
+class Affine(Transform):
+    """An affine map ``y = M[:3, :3] @ x + M[:3, 3]`` from ``src`` to ``dst``.
+
+    Parameters
+    ----------
+    matrix : array_like, shape (4, 4) or (3, 4)
+        Homogeneous matrix acting on column vectors of physical coordinates.
+    src, dst : Space or str
+
+    Examples
+    --------
+    >>> T = Affine.from_scale(1e-3, src=Space("em", "nm"), dst="lm")
+    >>> T.map_points([[1000.0, 0, 0]])
+    array([[1., 0., 0.]])
+    >>> T.inverse().map_points([[1.0, 0, 0]])
+    array([[1000.,    0.,    0.]])
+    """
+
+    exact_inverse = True
+
+    def __init__(self, matrix, src: Space | str = "src", dst: Space | str = "dst"):
+        super().__init__(src, dst)
+        m = np.asarray(matrix, dtype=np.float64)
+        if m.shape == (3, 4):
+            m = np.vstack([m, [0, 0, 0, 1]])
+        if m.shape != (4, 4):
+            raise InputError(f"affine matrix must be 4x4 or 3x4, got shape {m.shape}", field="matrix")
+        if not np.all(np.isfinite(m)):
+            raise InputError("affine matrix contains NaN or inf", field="matrix")
+        if not np.allclose(m[3], [0, 0, 0, 1]):
+            raise InputError(f"last row of a 4x4 affine must be [0, 0, 0, 1], got {m[3]}", field="matrix")
+        self.matrix = m
+
+    # constructors ---------------------------------------------------------
+    @classmethod
+    def identity(cls, src="src", dst="dst") -> "Affine":
+        return cls(np.eye(4), src, dst)
+
+    @classmethod
+    def from_translation(cls, t, src="src", dst="dst") -> "Affine":
+        m = np.eye(4)
+        m[:3, 3] = np.asarray(t, float)
+        return cls(m, src, dst)
+
+    @classmethod
+    def from_scale(cls, s, src="src", dst="dst", center=None) -> "Affine":
+        m = np.eye(4)
+        m[:3, :3] = np.diag(np.broadcast_to(np.asarray(s, float), (3,)))
+        out = cls(m, src, dst)
+        return out._about(center) if center is not None else out
+
+    @classmethod
+    def from_rotation(cls, angles_deg=None, src="src", dst="dst", center=None, matrix=None) -> "Affine":
+        """Rotation by Euler angles (degrees, about axes 0, 1, 2 applied in that order) or a 3x3 matrix."""
+        if matrix is None:
+            a, b, c = np.deg2rad(np.asarray(angles_deg, float))
+            rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+            ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+            rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+            matrix = rz @ ry @ rx
+        m = np.eye(4)
+        m[:3, :3] = np.asarray(matrix, float)
+        out = cls(m, src, dst)
+        return out._about(center) if center is not None else out
+
+    @classmethod
+    def from_units(cls, src: Space, dst: Space) -> "Affine":
+        """Pure unit change between two spaces sharing axes (e.g. EM nm -> EM um)."""
+        return cls.from_scale(unit_scale(src.unit, dst.unit), src, dst)
+
+    @classmethod
+    def fit(cls, src_points, dst_points, model: str = "affine", src="src", dst="dst",
+            weights=None) -> "Affine":
+        """Least-squares fit of a ``rigid``, ``similarity`` or ``affine`` map from point pairs."""
+        from .fitting import fit_linear
+
+        return cls(fit_linear(src_points, dst_points, model=model, weights=weights), src, dst)
+
+    def _about(self, center) -> "Affine":
+        c = np.asarray(center, float)
+        m = self.matrix.copy()
+        m[:3, 3] = m[:3, 3] + c - m[:3, :3] @ c
+        return Affine(m, self.src, self.dst)
+
+    # contract ---------------------------------------------------------------
+    def _map(self, pts: np.ndarray) -> np.ndarray:
+        return pts @ self.matrix[:3, :3].T + self.matrix[:3, 3]
+
+    def _inverse(self) -> "Affine":
+        return Affine(np.linalg.inv(self.matrix), self.dst, self.src)
+
+    def compose(self, after: "Affine") -> "Affine":
+        """The single affine equal to ``self`` then ``after``."""
+        _check_chain(self, after)
+        return Affine(after.matrix @ self.matrix, self.src, after.dst)
+
+    def jacobian(self, points, step=None) -> np.ndarray:
+        pts = as_points(points)
+        return np.broadcast_to(self.matrix[:3, :3], (len(pts), 3, 3)).copy()
+
+
+def _check_chain(a: Transform, b: Transform) -> None:
+    if a.dst.name != b.src.name:
+        raise SpaceMismatchError(
+            f"transforms do not chain: {a!r} ends in space {a.dst.name!r} but {b!r} starts in "
+            f"{b.src.name!r}"
+        )
+    if a.dst.unit != b.src.unit:
+        raise SpaceMismatchError(
+            f"space {a.dst.name!r} is in {a.dst.unit} for {a!r} but in {b.src.unit} for {b!r}; "
+            "declare the space with one unit (an Affine.from_units step converts between spaces)"
+        )
+
+
+class Sequence(Transform):
+    """Apply transforms in order: ``Sequence([A, B])`` maps with A, then B.
+
+    Adjacent affines are folded into one matrix, and an affine on either side of
+    a displacement field is fused into the field's kernel, so a chain costs
+    about one pass over the points per field. Points that leave a field's domain
+    stay NaN through the rest of the chain.
+
+    Examples
+    --------
+    >>> A = Affine.from_scale(1e-3, src=Space("em", "nm"), dst=Space("lm"))
+    >>> B = Affine.from_translation([10, 0, 0], src="lm", dst="ccf")
+    >>> Sequence([A, B]).map_points([[2000.0, 0, 0]])
+    array([[12.,  0.,  0.]])
+    """
+
+    def __init__(self, transforms: _Seq[Transform]):
+        steps: list[Transform] = []
+        for t in transforms:
+            if not isinstance(t, Transform):
+                raise InputError(f"Sequence takes Transform objects, got {type(t).__name__}")
+            steps.extend(t.steps if isinstance(t, Sequence) else [t])
+        if not steps:
+            raise InputError("Sequence needs at least one transform")
+        for a, b in zip(steps[:-1], steps[1:]):
+            _check_chain(a, b)
+        super().__init__(steps[0].src, steps[-1].dst)
+        self.steps = steps
+        self._plan = None
+
+    @property
+    def exact_inverse(self) -> bool:  # type: ignore[override]
+        return all(t.exact_inverse for t in self.steps)
+
+    def simplified(self) -> list[Transform]:
+        """Steps with adjacent affines folded into one matrix."""
+        out: list[Transform] = []
+        for t in self.steps:
+            if out and isinstance(t, Affine) and isinstance(out[-1], Affine):
+                out[-1] = out[-1].compose(t)
+            else:
+                out.append(t)
+        return out
+
+    def _build_plan(self):
+        from .field import DisplacementField
+
+        plan = []
+        steps = self.simplified()
+        i = 0
+        while i < len(steps):
+            t = steps[i]
+            if isinstance(t, Affine) and i + 1 < len(steps) and isinstance(steps[i + 1], DisplacementField):
+                post = steps[i + 2] if i + 2 < len(steps) and isinstance(steps[i + 2], Affine) else None
+                plan.append(("fused", t, steps[i + 1], post))
+                i += 3 if post is not None else 2
+            elif isinstance(t, DisplacementField):
+                post = steps[i + 1] if i + 1 < len(steps) and isinstance(steps[i + 1], Affine) else None
+                plan.append(("fused", None, t, post))
+                i += 2 if post is not None else 1
+            else:
+                plan.append(("step", t))
+                i += 1
+        return plan
+
+    def _map(self, pts: np.ndarray) -> np.ndarray:
+        if self._plan is None:
+            self._plan = self._build_plan()
+        out = pts
+        for item in self._plan:
+            if item[0] == "fused":
+                _, pre, field, post = item
+                out = field._map_fused(out, pre, post)
+            else:
+                out = item[1]._map(out)
+        return out
+
+    def _inverse(self) -> "Sequence":
+        return Sequence([t.inverse() for t in reversed(self.steps)])
+
+    def __repr__(self) -> str:
+        names = [self.steps[0].src.name] + [t.dst.name for t in self.steps]
+        return "Sequence(" + " -> ".join(names) + ")"
