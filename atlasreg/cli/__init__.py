@@ -1,0 +1,10 @@
+"""The ``atlasreg`` command line: one verb per user task. It only parses arguments and calls the library.
+
+Each verb lives in its own module here and registers itself on :data:`app`.
+"""
+from __future__ import annotations
+
+from ._app import app, main  # noqa: F401
+
+# Verb modules (each adds its commands to `app` on import).
+from . import info  # noqa: F401,E402

@@ -1,0 +1,66 @@
+"""The typer application and the helpers every verb shares (errors -> exit codes, verbosity)."""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+
+import typer
+
+from ..errors import AtlasregError, InputError, NoPathError, OutputExistsError, SpaceMismatchError
+
+app = typer.Typer(
+    name="atlasreg",
+    help="Multi-scale brain atlas registration: EM, light-sheet and the atlas in one coordinate frame.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Exit codes scripts can rely on.
+EXIT_OK = 0
+EXIT_INPUT = 2        # bad input: file, argument, value
+EXIT_SPACES = 3       # spaces do not chain / no path
+EXIT_EXISTS = 4       # output exists, --force not given
+EXIT_FAILED = 1       # anything else atlasreg reports
+
+
+def run_cli(func):
+    """Decorator: turn atlasreg errors into one readable line on stderr and a documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except OutputExistsError as exc:
+            typer.echo(f"error: {exc} (use --force to overwrite)", err=True)
+            raise typer.Exit(EXIT_EXISTS)
+        except (NoPathError, SpaceMismatchError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_SPACES)
+        except InputError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_INPUT)
+        except AtlasregError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_FAILED)
+
+    return wrapper
+
+
+def set_verbosity(quiet: bool = False, verbose: bool = False) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+
+
+def main() -> None:  # console entry point
+    app()
+
+
+@app.callback()
+def _root(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug output."),
+) -> None:
+    """Multi-scale brain atlas registration: EM, light-sheet and the atlas in one coordinate frame."""
+    set_verbosity(quiet, verbose)
