@@ -1,0 +1,89 @@
+"""Spaces, units and orientation codes: the coordinate contract (CONVENTIONS.md)."""
+import itertools
+
+import numpy as np
+import pytest
+
+import atlasreg as ar
+from atlasreg.errors import InputError
+from atlasreg.spaces import orientation_mapping, validate_orientation
+
+ALL_CODES = ["".join(p) for letters in itertools.product("ap", "si", "lr")
+             for p in itertools.permutations(letters)]
+
+
+def test_there_are_48_orientation_codes():
+    assert len(set(ALL_CODES)) == 48
+    for c in ALL_CODES:
+        assert validate_orientation(c.upper()) == c
+
+
+@pytest.mark.parametrize("unit,alias", [("um", "µm"), ("um", "microns"), ("nm", "nanometers"), ("mm", "MM")])
+def test_unit_aliases(unit, alias):
+    assert ar.Space("s", alias).unit == unit
+
+
+def test_unit_scale_is_exact():
+    assert ar.unit_scale("nm", "um") == 1e-3
+    assert ar.unit_scale("mm", "um") == 1e3
+    assert ar.unit_scale("nm", "mm") == 1e-6
+    assert ar.unit_scale("um", "um") == 1.0
+
+
+@pytest.mark.parametrize("bad", ["furlong", "", "m", None])
+def test_unknown_unit_is_a_clear_error(bad):
+    with pytest.raises(InputError, match="unknown unit"):
+        ar.Space("s", bad)
+
+
+@pytest.mark.parametrize("bad", ["pal", "ps", "xyz", "ppl", "aps"])
+def test_bad_orientation_code_is_a_clear_error(bad):
+    with pytest.raises(InputError, match="orientation code"):
+        ar.Space("s", "um", bad)
+
+
+def test_origin_and_nifti_codes():
+    # CONVENTIONS: psl (origin) == AIR (points toward)
+    assert ar.origin_to_nifti("psl") == "AIR"
+    assert ar.nifti_to_origin("AIR") == "psl"
+    assert ar.origin_to_nifti("asr") == "PIL"
+    for c in ALL_CODES:
+        assert ar.nifti_to_origin(ar.origin_to_nifti(c)) == c
+
+
+def test_worked_example_of_conventions():
+    # TIFF (270, 193, 271), voxel (50, 40, 40) um, psl: voxel (10, 0, 5) is at (500, 0, 200) um.
+    v = ar.Volume(np.zeros((270, 193, 271), np.uint8), voxel_size=(50, 40, 40), orientation="psl", space="sample")
+    np.testing.assert_array_equal(v.index_to_physical([[10, 0, 5]]), [[500, 0, 200]])
+    np.testing.assert_allclose(v.physical_to_index([[500, 0, 200]]), [[10, 0, 5]])
+
+
+def test_flip_keeps_voxel_centres():
+    # Flipping an axis of n voxels with spacing s maps x to (n - 1) * s - x.
+    pts = np.array([[0.0, 0, 0], [(270 - 1) * 50.0, 0, 0]])
+    out = ar.reorient_points(pts, "psl", "asl", (270, 193, 271), (50, 40, 40))
+    np.testing.assert_allclose(out[:, 0], [(270 - 1) * 50.0, 0.0])
+
+
+@pytest.mark.parametrize("dst", ["asr", "ial", "rsa", "lpi", "psl"])
+def test_reorient_volume_and_points_agree(dst):
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 1000, size=(6, 5, 4)).astype(np.uint16)
+    v = ar.Volume(data, voxel_size=(50, 40, 30), orientation="psl", space="sample")
+    w = v.reorient(dst)
+    T = v.reorient_transform(dst)
+    assert T.dst.name == w.space.name and w.orientation == dst
+    idx = np.array([[i, j, k] for i in range(6) for j in range(5) for k in range(4)], float)
+    p_old = v.index_to_physical(idx)
+    p_new = T.map_points(p_old)
+    # same as the pure point helper
+    np.testing.assert_allclose(p_new, ar.reorient_points(p_old, "psl", dst, v.shape, v.voxel_size), atol=1e-9)
+    new_idx = np.rint(w.physical_to_index(p_new)).astype(int)
+    np.testing.assert_array_equal(w.data[tuple(new_idx.T)], data[tuple(idx.astype(int).T)])
+    # and back
+    back = w.reorient("psl", space="sample_back")
+    np.testing.assert_array_equal(back.data, data)
+
+
+def test_orientation_mapping_identity():
+    assert orientation_mapping("asr", "asr") == ((0, 1, 2), (False, False, False))
