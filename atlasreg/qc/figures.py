@@ -1,0 +1,421 @@
+"""QC figures (matplotlib, Agg backend; no display needed).
+
+Every function returns a :class:`matplotlib.figure.Figure`; :func:`figure_png`
+renders one to PNG bytes (what the HTML report embeds). Volumes may be given as
+:class:`atlasreg.Volume` (voxel sizes set the aspect, orientation codes name the
+planes) or as plain 3-D arrays. Slices are taken through the middle of each
+axis unless ``positions`` (voxel indices, one per axis) says otherwise.
+
+Example
+-------
+>>> fig = overlay_slices(atlas.reference, warped_sample)      # doctest: +SKIP
+>>> open("overlay.png", "wb").write(figure_png(fig))           # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..errors import InputError
+
+# Anatomical axis names from a BrainGlobe origin letter.
+_AXIS_NAME = {"a": "AP", "p": "AP", "s": "DV", "i": "DV", "l": "LR", "r": "LR"}
+# The plane perpendicular to an anatomical axis.
+_PLANE_NAME = {"AP": "coronal", "DV": "horizontal", "LR": "sagittal"}
+
+
+def _new_figure(nrows: int, ncols: int, size=(4.0, 3.6)):
+    from matplotlib.figure import Figure
+
+    # A bare Figure (not pyplot) so nothing accumulates in pyplot's registry.
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), dpi=100, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def figure_png(fig, dpi: int = 90) -> bytes:
+    """PNG bytes of a figure.
+
+    Example
+    -------
+    >>> png = figure_png(landmark_residuals(pred, truth))       # doctest: +SKIP
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def _as_array(vol, name: str) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """(array, voxel size, orientation code) of a Volume or array."""
+    if hasattr(vol, "numpy") and hasattr(vol, "voxel_size"):
+        arr = vol.numpy()
+        vs = np.asarray(vol.voxel_size, float)
+        code = getattr(vol, "orientation", None)
+    else:
+        arr = np.asarray(vol)
+        vs = np.ones(3)
+        code = None
+    if arr.ndim != 3:
+        raise InputError(f"{name} must be a 3-D volume, got shape {arr.shape}", field=name)
+    return arr, vs, code
+
+
+def _same_shape(a: np.ndarray, b: np.ndarray, names: str) -> None:
+    if a.shape != b.shape:
+        raise InputError(f"{names} must share one grid (warp one into the other first); "
+                         f"shapes {a.shape} and {b.shape} differ", field=names)
+
+
+def _positions(shape, positions) -> list[int]:
+    if positions is None:
+        return [s // 2 for s in shape]
+    pos = [int(round(p)) for p in positions]
+    if len(pos) != 3 or any(not 0 <= p < s for p, s in zip(pos, shape)):
+        raise InputError(f"positions must be 3 voxel indices inside shape {shape}, got {positions}",
+                         field="positions")
+    return pos
+
+
+def _slice(arr: np.ndarray, axis: int, index: int) -> np.ndarray:
+    return np.take(arr, index, axis=axis)
+
+
+def _plane_title(axis: int, index: int, code: str | None) -> str:
+    if code:
+        name = _AXIS_NAME[code[axis]]
+        return f"{_PLANE_NAME[name]} (axis {axis}={index})"
+    return f"axis {axis} = {index}"
+
+
+def _aspect(vs: np.ndarray, axis: int) -> float:
+    rows, cols = [a for a in range(3) if a != axis]
+    return float(vs[rows] / vs[cols])
+
+
+def _axis_labels(ax, axis: int, code: str | None) -> None:
+    rows, cols = [a for a in range(3) if a != axis]
+    if code:
+        ax.set_ylabel(f"axis {rows} ({code[rows].upper()}\u2192)", fontsize=8)
+        ax.set_xlabel(f"axis {cols} ({code[cols].upper()}\u2192)", fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _norm(arr: np.ndarray, mask=None) -> np.ndarray:
+    """Scale intensities to [0, 1] between robust percentiles (1st, 99.5th of non-zero voxels)."""
+    a = np.asarray(arr, dtype=np.float32)
+    vals = a[np.isfinite(a)]
+    nz = vals[vals != 0]
+    ref = nz if nz.size > 100 else vals
+    if ref.size == 0:
+        return np.zeros_like(a)
+    lo, hi = np.percentile(ref, [1.0, 99.5])
+    if hi <= lo:
+        hi = lo + 1.0
+    out = np.clip((a - lo) / (hi - lo), 0, 1)
+    out[~np.isfinite(out)] = 0
+    return out
+
+
+# -- figures ------------------------------------------------------------------------------------------
+def overlay_slices(fixed, moving, positions=None, title: str | None = None):
+    """Fixed (magenta) and moving (green) in three planes: grey where they agree, colour where not.
+
+    Parameters
+    ----------
+    fixed, moving : Volume or array, same grid (warp ``moving`` into ``fixed`` first)
+    positions : 3 voxel indices, optional (default: the centre)
+
+    Example
+    -------
+    >>> fig = overlay_slices(atlas.reference, result.warp(sample))   # doctest: +SKIP
+    """
+    f, vs, code = _as_array(fixed, "fixed")
+    m, _, _ = _as_array(moving, "moving")
+    _same_shape(f, m, "fixed/moving")
+    pos = _positions(f.shape, positions)
+    fn, mn = _norm(f), _norm(m)
+    fig, axes = _new_figure(1, 3)
+    for a in range(3):
+        fs, ms = _slice(fn, a, pos[a]), _slice(mn, a, pos[a])
+        rgb = np.stack([fs, ms, fs], axis=-1)
+        ax = axes[0, a]
+        ax.imshow(rgb, aspect=_aspect(vs, a), interpolation="nearest")
+        ax.set_title(_plane_title(a, pos[a], code), fontsize=9)
+        _axis_labels(ax, a, code)
+    fig.suptitle(title or "overlay: fixed magenta, moving green (grey = agreement)", fontsize=10)
+    return fig
+
+
+def checkerboard_slices(fixed, moving, tiles: int = 8, positions=None, title: str | None = None):
+    """Alternating tiles of fixed and moving in three planes: edges should run on across tile borders.
+
+    Example
+    -------
+    >>> fig = checkerboard_slices(atlas.reference, warped, tiles=6)   # doctest: +SKIP
+    """
+    f, vs, code = _as_array(fixed, "fixed")
+    m, _, _ = _as_array(moving, "moving")
+    _same_shape(f, m, "fixed/moving")
+    if int(tiles) < 2:
+        raise InputError(f"tiles must be at least 2, got {tiles}", field="tiles")
+    pos = _positions(f.shape, positions)
+    fn, mn = _norm(f), _norm(m)
+    fig, axes = _new_figure(1, 3)
+    for a in range(3):
+        fs, ms = _slice(fn, a, pos[a]), _slice(mn, a, pos[a])
+        r = (np.arange(fs.shape[0]) * tiles // max(1, fs.shape[0]))[:, None]
+        c = (np.arange(fs.shape[1]) * tiles // max(1, fs.shape[1]))[None, :]
+        board = np.where((r + c) % 2 == 0, fs, ms)
+        ax = axes[0, a]
+        ax.imshow(board, cmap="gray", vmin=0, vmax=1, aspect=_aspect(vs, a), interpolation="nearest")
+        ax.set_title(_plane_title(a, pos[a], code), fontsize=9)
+        _axis_labels(ax, a, code)
+    fig.suptitle(title or f"checkerboard ({tiles}\u00d7{tiles}): fixed / moving", fontsize=10)
+    return fig
+
+
+def _boundaries(labels2d: np.ndarray) -> np.ndarray:
+    b = np.zeros(labels2d.shape, bool)
+    b[:-1, :] |= labels2d[:-1, :] != labels2d[1:, :]
+    b[1:, :] |= labels2d[:-1, :] != labels2d[1:, :]
+    b[:, :-1] |= labels2d[:, :-1] != labels2d[:, 1:]
+    b[:, 1:] |= labels2d[:, :-1] != labels2d[:, 1:]
+    return b
+
+
+def boundary_slices(image, annotation, positions=None, title: str | None = None, color=(1.0, 0.85, 0.0)):
+    """Region boundaries of ``annotation`` drawn over ``image`` (same grid) in three planes.
+
+    Use it with the sample and the atlas annotation warped onto it (or the sample warped into
+    the atlas): boundaries should follow the tissue's own edges.
+
+    Example
+    -------
+    >>> fig = boundary_slices(sample, result.warp_back(atlas.annotation, interpolation="nearest"))  # doctest: +SKIP
+    """
+    img, vs, code = _as_array(image, "image")
+    lab, _, _ = _as_array(annotation, "annotation")
+    _same_shape(img, lab, "image/annotation")
+    pos = _positions(img.shape, positions)
+    im = _norm(img)
+    fig, axes = _new_figure(1, 3)
+    for a in range(3):
+        s = _slice(im, a, pos[a])
+        rgb = np.repeat(s[..., None], 3, axis=-1)
+        rgb[_boundaries(_slice(lab, a, pos[a]))] = color
+        ax = axes[0, a]
+        ax.imshow(rgb, aspect=_aspect(vs, a), interpolation="nearest")
+        ax.set_title(_plane_title(a, pos[a], code), fontsize=9)
+        _axis_labels(ax, a, code)
+    fig.suptitle(title or "atlas region boundaries on the image", fontsize=10)
+    return fig
+
+
+def jacobian_slices(jacobian, positions=None, mask=None, title: str | None = None):
+    """Jacobian determinant (log scale colours: blue shrink, red growth) with folding (det <= 0) in black.
+
+    ``positions`` defaults to the slice through the most folded voxel if there is any folding,
+    else the centre, so a fold is never missed by the picture.
+
+    Example
+    -------
+    >>> det = qc.jacobian_determinant(result.transform, atlas.reference.grid)   # doctest: +SKIP
+    >>> fig = jacobian_slices(det)                                               # doctest: +SKIP
+    """
+    from matplotlib.colors import ListedColormap, LogNorm
+
+    det, vs, code = _as_array(jacobian, "jacobian")
+    det = det.astype(np.float64)
+    inside = np.isfinite(det) if mask is None else (np.isfinite(det) & np.asarray(mask, bool))
+    folded = inside & (det <= 0)
+    if positions is None and folded.any():
+        positions = np.unravel_index(np.argmin(np.where(folded, det, np.inf)), det.shape)
+    pos = _positions(det.shape, positions)
+    fig, axes = _new_figure(1, 3)
+    good = det[inside & ~folded]
+    span = float(np.clip(np.nanmax(np.abs(np.log(good))) if good.size else 1.0, 0.05, 3.0))
+    norm = LogNorm(vmin=np.exp(-span), vmax=np.exp(span))
+    im = None
+    for a in range(3):
+        d = _slice(det, a, pos[a])
+        show = np.where(_slice(inside, a, pos[a]) & (d > 0), d, np.nan)
+        ax = axes[0, a]
+        ax.set_facecolor("0.85")
+        im = ax.imshow(show, cmap="RdBu_r", norm=norm, aspect=_aspect(vs, a), interpolation="nearest")
+        fold2d = _slice(folded, a, pos[a])
+        if fold2d.any():
+            ax.imshow(np.ma.masked_where(~fold2d, np.ones(fold2d.shape)), cmap=ListedColormap(["black"]),
+                      aspect=_aspect(vs, a), interpolation="nearest")
+        n_f = int(fold2d.sum())
+        ax.set_title(_plane_title(a, pos[a], code) + (f", {n_f} folded" if n_f else ""), fontsize=9)
+        _axis_labels(ax, a, code)
+    fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.8, label="det J (volume ratio)")
+    n_in = int(inside.sum())
+    frac = folded.sum() / n_in if n_in else float("nan")
+    fig.suptitle(title or f"Jacobian determinant (folding: det \u2264 0, black; {100 * frac:.3f}% of voxels)",
+                 fontsize=10)
+    return fig
+
+
+def landmark_residuals(predicted, truth, labels=None, unit: str = "\u00b5m", title: str | None = None):
+    """Residuals of mapped landmarks against their true positions: sorted bar chart + 2-D arrows.
+
+    Parameters
+    ----------
+    predicted, truth : (N, 3) points in the same space
+    labels : N names, optional (shown on the bars when N <= 40)
+
+    Example
+    -------
+    >>> fig = landmark_residuals(T.map_points(em_pts), ccf_pts, unit="\u00b5m")   # doctest: +SKIP
+    """
+    p = np.asarray(predicted, float)
+    t = np.asarray(truth, float)
+    if p.shape != t.shape or p.ndim != 2 or p.shape[1] != 3:
+        raise InputError(f"predicted and truth must both be (N, 3); got {p.shape} and {t.shape}",
+                         field="predicted")
+    r = p - t
+    err = np.linalg.norm(r, axis=1)
+    ok = np.isfinite(err)
+    fig, axes = _new_figure(1, 2, size=(5.0, 3.6))
+    ax = axes[0, 0]
+    order = np.argsort(np.where(ok, err, np.inf))[::-1]
+    shown = order[:60]
+    y = np.arange(len(shown))
+    ax.barh(y, np.where(ok[shown], err[shown], 0), color=np.where(ok[shown], "tab:blue", "tab:red"))
+    if labels is not None and len(shown) <= 40:
+        ax.set_yticks(y, [str(labels[i]) for i in shown], fontsize=7)
+    else:
+        ax.set_yticks([])
+    if ok.any():
+        med = float(np.median(err[ok]))
+        ax.axvline(med, color="k", ls="--", lw=1, label=f"median {med:.3g} {unit}")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.invert_yaxis()
+    ax.set_xlabel(f"residual ({unit})")
+    ax.set_title(f"{int(ok.sum())} landmarks" + (f", {int((~ok).sum())} unmapped (red)" if (~ok).any() else ""),
+                 fontsize=9)
+    ax = axes[0, 1]
+    # Arrows in the plane of the two axes with the largest spread: where do residuals point?
+    spread = np.nanstd(t, axis=0)
+    a0, a1 = sorted(np.argsort(spread)[-2:])
+    ax.scatter(t[:, a1], t[:, a0], s=10, c="k", label="true")
+    if ok.any():
+        ax.quiver(t[ok, a1], t[ok, a0], r[ok, a1], r[ok, a0], err[ok], cmap="viridis", angles="xy",
+                  scale_units="xy", scale=1.0, width=0.006)
+    ax.set_xlabel(f"axis {a1} ({unit})")
+    ax.set_ylabel(f"axis {a0} ({unit})")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_title("residual vectors (true \u2192 mapped)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.suptitle(title or "landmark residuals", fontsize=10)
+    return fig
+
+
+def region_counts_bar(counts, ontology=None, top: int = 20, title: str | None = None, xlabel: str = "count"):
+    """Horizontal bar chart of the largest per-region counts.
+
+    Parameters
+    ----------
+    counts : mapping region -> count, a pandas Series, or a DataFrame with a ``count`` column
+        (and ``acronym`` or ``name``/``region`` columns used as labels when present).
+    ontology : optional; anything with ``acronym(id)`` or ``__getitem__(id).acronym`` turns integer
+        ids into acronyms.
+
+    Example
+    -------
+    >>> fig = region_counts_bar(atlas.count_by_region(cells))     # doctest: +SKIP
+    """
+    labels, values = _counts_items(counts, ontology)
+    if not values:
+        raise InputError("no region counts to plot (all points outside the atlas?)", field="counts")
+    order = np.argsort(values)[::-1][: int(top)]
+    labels = [labels[i] for i in order]
+    values = [values[i] for i in order]
+    fig, axes = _new_figure(1, 1, size=(6.5, max(2.5, 0.28 * len(values) + 1.0)))
+    ax = axes[0, 0]
+    y = np.arange(len(values))
+    ax.barh(y, values, color="tab:green")
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    for yi, v in zip(y, values):
+        ax.text(v, yi, f" {v:g}", va="center", fontsize=7)
+    fig.suptitle(title or f"per-region counts (top {len(values)})", fontsize=10)
+    return fig
+
+
+def _label_of(region, ontology) -> str:
+    if ontology is None or not isinstance(region, (int, np.integer)):
+        return str(region)
+    for attr in ("acronym",):
+        f = getattr(ontology, attr, None)
+        if callable(f):
+            try:
+                return str(f(int(region)))
+            except Exception:
+                pass
+    try:
+        item = ontology[int(region)]
+        return str(getattr(item, "acronym", item if isinstance(item, str) else region))
+    except Exception:
+        return str(region)
+
+
+def _counts_items(counts, ontology) -> tuple[list[str], list[float]]:
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(counts, pd.DataFrame):
+        col = next((c for c in ("count", "counts", "n", "cells", "value") if c in counts.columns), None)
+        if col is None:
+            num = counts.select_dtypes("number").columns
+            if len(num) == 0:
+                raise InputError("counts table has no numeric column", field="counts")
+            col = num[-1]
+        lab = next((c for c in ("acronym", "name", "region") if c in counts.columns), None)
+        labels = (counts[lab].astype(str).tolist() if lab is not None
+                  else [_label_of(i, ontology) for i in counts.index])
+        return labels, [float(v) for v in counts[col].tolist()]
+    if pd is not None and isinstance(counts, pd.Series):
+        counts = counts.to_dict()
+    if not isinstance(counts, Mapping):
+        raise InputError(f"counts must be a mapping, Series or DataFrame, got {type(counts).__name__}",
+                         field="counts")
+    items = [(k, float(v)) for k, v in counts.items() if float(v) > 0]
+    return [_label_of(k, ontology) for k, _ in items], [v for _, v in items]
+
+
+def registration_figures(fixed, moved, annotation=None, jacobian=None, positions=None) -> dict:
+    """The standard set of registration figures, keyed by caption.
+
+    Parameters
+    ----------
+    fixed : Volume, the target grid
+    moved : Volume, the moving image warped into ``fixed``'s grid
+    annotation : labels on ``fixed``'s grid, optional (boundaries drawn on ``moved``)
+    jacobian : determinant map on ``fixed``'s grid, optional
+
+    Example
+    -------
+    >>> figs = registration_figures(atlas.reference, result.warp(sample), atlas.annotation)  # doctest: +SKIP
+    """
+    figs = {
+        "Overlay of the registered image on the target": overlay_slices(fixed, moved, positions),
+        "Checkerboard of target and registered image": checkerboard_slices(fixed, moved, 8, positions),
+    }
+    if annotation is not None:
+        figs["Atlas region boundaries drawn on the registered sample"] = boundary_slices(moved, annotation,
+                                                                                          positions)
+    if jacobian is not None:
+        figs["Jacobian determinant of the transform (folding marked)"] = jacobian_slices(jacobian)
+    return figs
