@@ -1,0 +1,284 @@
+"""A self-contained HTML QC report: figures embedded as PNG data URIs, numbers in a table.
+
+One file, no external resources, opens in any browser and can be mailed or archived as is.
+
+A report is described by a dict (every key optional except what you want shown)::
+
+    {"title": "...", "summary": "one paragraph",
+     "stages":  [{"name": "register", "status": "ok", "seconds": 12.3, "detail": "TRE 41 µm"}, ...],
+     "metrics": [{"section": "registration", "name": "TRE median", "value": 41.2, "unit": "µm",
+                  "note": "vs ground truth"}, ...]          # or a flat {name: value} dict
+     "figures": {caption: Figure | PNG bytes | path to a .png, ...}   # or a list of (caption, fig)
+     "tables":  {caption: pandas.DataFrame, ...}}
+
+or by a result folder: one holding ``summary.json`` in that layout (figures and tables named by
+file, as the demo writes it), or a saved registration result (:meth:`RegistrationResult.save`),
+from which the figures and numbers are computed.
+
+Example
+-------
+>>> from atlasreg.qc import write_report
+>>> write_report({"title": "demo", "metrics": {"TRE median (µm)": 12.0}}, "report.html")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, OutputExistsError
+
+SUMMARY_FILE = "summary.json"
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
+header{background:#1f3a5f;color:#fff;padding:18px 28px}
+header h1{margin:0;font-size:1.5em} header p{margin:4px 0 0;opacity:.85;font-size:.9em}
+main{padding:8px 28px 40px;max-width:1400px}
+h2{border-bottom:2px solid #1f3a5f;padding-bottom:4px;margin-top:28px;font-size:1.15em}
+table{border-collapse:collapse;background:#fff;font-size:.9em;margin:8px 0}
+th,td{border:1px solid #d5d9e0;padding:4px 10px;text-align:left;vertical-align:top}
+th{background:#e8ecf2} td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.sec td{background:#f0f2f5;font-weight:600}
+.ok{color:#1a7f37;font-weight:600} .failed{color:#c62828;font-weight:600} .skipped{color:#8a6d00;font-weight:600}
+figure{background:#fff;border:1px solid #d5d9e0;margin:14px 0;padding:8px;display:inline-block;max-width:100%}
+figure img{max-width:100%;height:auto;display:block}
+figcaption{font-size:.9em;color:#444;margin-top:4px}
+.summary{background:#fff;border-left:4px solid #1f3a5f;padding:8px 14px;margin:14px 0}
+footer{color:#777;font-size:.8em;padding:0 28px 20px}
+"""
+
+# Sets body attributes once the page has loaded, so a headless browser (and a person with the
+# developer tools open) can see at a glance whether every figure decoded.
+_JS = """
+window.addEventListener("load", function () {
+  var imgs = document.images, broken = [];
+  for (var i = 0; i < imgs.length; i++) {
+    if (!(imgs[i].complete && imgs[i].naturalWidth > 0)) { broken.push(imgs[i].alt || String(i)); }
+  }
+  document.body.setAttribute("data-figures", String(imgs.length));
+  document.body.setAttribute("data-figures-broken", String(broken.length));
+  document.body.setAttribute("data-qc-ready", "1");
+});
+"""
+
+
+# -- inputs -----------------------------------------------------------------------------------------
+def _png_bytes(obj, base: Path | None) -> bytes:
+    if isinstance(obj, (bytes, bytearray)):
+        data = bytes(obj)
+    elif isinstance(obj, (str, Path)):
+        p = Path(obj)
+        if base is not None and not p.is_absolute():
+            p = base / p
+        if not p.exists():
+            raise InputError("figure file not found", path=p)
+        data = p.read_bytes()
+    elif hasattr(obj, "savefig"):
+        from .figures import figure_png
+
+        data = figure_png(obj)
+    else:
+        raise InputError(f"a figure must be a matplotlib Figure, PNG bytes or a .png path, "
+                         f"got {type(obj).__name__}", field="figures")
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise InputError("figure is not a PNG image", field="figures")
+    return data
+
+
+def _items(obj) -> list:
+    if obj is None:
+        return []
+    if isinstance(obj, Mapping):
+        return list(obj.items())
+    out = []
+    for it in obj:
+        if isinstance(it, Mapping):
+            out.append((it.get("caption", ""), it.get("file", it.get("figure", it.get("table")))))
+        else:
+            out.append(tuple(it))
+    return out
+
+
+def _metric_rows(metrics) -> list[dict]:
+    if metrics is None:
+        return []
+    if isinstance(metrics, Mapping):
+        rows = []
+        for k, v in metrics.items():
+            if isinstance(v, Mapping) and "value" not in v:  # {section: {name: value}}
+                rows += [dict(section=str(k), name=str(n), value=x) for n, x in v.items()]
+            elif isinstance(v, Mapping):
+                rows.append(dict(v, name=str(k)))
+            else:
+                rows.append(dict(name=str(k), value=v))
+        return rows
+    return [dict(r) for r in metrics]
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        if math.isnan(f):
+            return "n/a"
+        if f != 0 and (abs(f) >= 1e6 or abs(f) < 1e-3):
+            return f"{f:.3e}"
+        return f"{f:.4g}" if abs(f) < 1000 else f"{f:,.1f}"
+    return str(v)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _load_folder(folder: Path) -> dict:
+    summ = folder / SUMMARY_FILE
+    if summ.exists():
+        try:
+            data = json.loads(summ.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON ({exc})", path=summ) from None
+        data["_base"] = folder
+        tables = []
+        for cap, f in _items(data.get("tables")):
+            import pandas as pd
+
+            p = folder / f if isinstance(f, str) else f
+            if isinstance(p, Path):
+                if not p.exists():
+                    raise InputError("table file named in summary.json not found", path=p)
+                tables.append((cap, pd.read_csv(p)))
+            else:
+                tables.append((cap, f))
+        data["tables"] = tables
+        return data
+    return _load_registration(folder)
+
+
+def _load_registration(folder: Path) -> dict:
+    raise InputError(f"no {SUMMARY_FILE} here and not a saved registration result; give the folder "
+                     "`atlasreg register` or `atlasreg demo` wrote", path=folder)
+
+
+# -- rendering --------------------------------------------------------------------------------------
+def render_report(result) -> str:
+    """The HTML text of a report (see the module docstring for what ``result`` may be).
+
+    Example
+    -------
+    >>> html_text = render_report({"title": "t", "metrics": {"Dice mean": 0.91}})
+    >>> "Dice mean" in html_text
+    True
+    """
+    if isinstance(result, (str, Path)):
+        folder = Path(result)
+        if not folder.is_dir():
+            raise InputError("result folder not found (give the folder a registration or the demo wrote)",
+                             path=folder)
+        result = _load_folder(folder)
+    if not isinstance(result, Mapping):
+        raise InputError(f"a report is made from a result folder or a dict, got {type(result).__name__}",
+                         field="result")
+    base = result.get("_base")
+    e = html.escape
+    title = str(result.get("title") or "atlasreg QC report")
+    now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    try:
+        import importlib.metadata as md
+
+        version = md.version("atlasreg")
+    except Exception:
+        version = "?"
+    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+             f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+             f"<title>{e(title)}</title><style>{_CSS}</style><script>{_JS}</script></head><body>",
+             f"<header><h1>{e(title)}</h1><p>atlasreg {e(version)} &middot; {e(now)}"
+             + (f" &middot; {e(str(result['subtitle']))}" if result.get("subtitle") else "") + "</p></header><main>"]
+    if result.get("summary"):
+        parts.append(f"<div class=\"summary\">{e(str(result['summary']))}</div>")
+
+    stages = result.get("stages") or []
+    if stages:
+        parts.append("<h2>Stages</h2><table><tr><th>stage</th><th>status</th><th>time (s)</th>"
+                     "<th>result</th></tr>")
+        for s in stages:
+            status = str(s.get("status", ""))
+            cls = status if status in ("ok", "failed", "skipped") else ""
+            parts.append(f"<tr><td>{e(str(s.get('name', '')))}</td><td class=\"{cls}\">{e(status)}</td>"
+                         f"<td class=\"num\">{e(_fmt(s.get('seconds')))}</td>"
+                         f"<td>{e(str(s.get('detail', '')))}</td></tr>")
+        parts.append("</table>")
+
+    rows = _metric_rows(result.get("metrics"))
+    if rows:
+        parts.append("<h2>Numbers</h2><table><tr><th>measure</th><th>value</th><th>unit</th><th>note</th></tr>")
+        section = None
+        for r in rows:
+            sec = r.get("section")
+            if sec and sec != section:
+                parts.append(f"<tr class=\"sec\"><td colspan=\"4\">{e(str(sec))}</td></tr>")
+                section = sec
+            v = r.get("value")
+            parts.append(f"<tr><td>{e(str(r.get('name', '')))}</td>"
+                         f"<td class=\"{'num' if _is_num(v) else ''}\">{e(_fmt(v))}</td>"
+                         f"<td>{e(str(r.get('unit', '') or ''))}</td><td>{e(str(r.get('note', '') or ''))}</td></tr>")
+        parts.append("</table>")
+
+    figs = _items(result.get("figures"))
+    if figs:
+        parts.append("<h2>Figures</h2>")
+        for cap, fig in figs:
+            b64 = base64.b64encode(_png_bytes(fig, base)).decode("ascii")
+            parts.append(f"<figure><img alt=\"{e(str(cap), quote=True)}\" src=\"data:image/png;base64,{b64}\">"
+                         f"<figcaption>{e(str(cap))}</figcaption></figure>")
+
+    for cap, table in _items(result.get("tables")):
+        parts.append(f"<h2>{e(str(cap))}</h2>")
+        if hasattr(table, "to_html"):
+            parts.append(table.to_html(index=False, border=0, na_rep="n/a", float_format=lambda x: f"{x:.4g}"))
+        else:
+            parts.append(f"<pre>{e(str(table))}</pre>")
+
+    if result.get("notes"):
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(str(n))}</li>" for n in result["notes"]) + "</ul>")
+    parts.append("</main><footer>Self-contained report written by atlasreg; figures are embedded PNG images."
+                 "</footer></body></html>\n")
+    return "".join(parts)
+
+
+def write_report(result, out_html, force: bool = False) -> Path:
+    """Write a self-contained HTML report and return its path.
+
+    Parameters
+    ----------
+    result : result folder (``summary.json`` or a saved registration) or a report dict
+    out_html : path of the ``.html`` file to write
+    force : overwrite an existing file
+
+    Example
+    -------
+    >>> write_report("atlasreg-demo", "atlasreg-demo/report.html", force=True)   # doctest: +SKIP
+    """
+    out = Path(out_html)
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} exists")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise InputError("the report is HTML: give a file name ending in .html", path=out)
+    text = render_report(result)  # fully rendered before anything is written
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return out
