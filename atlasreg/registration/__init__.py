@@ -1,0 +1,1 @@
+"""Registration: intensity registration presets and backends, landmark fitting. Each returns atlasreg transforms."""
