@@ -83,8 +83,21 @@ def _positions(shape, positions) -> list[int]:
     return pos
 
 
-def _slice(arr: np.ndarray, axis: int, index: int) -> np.ndarray:
-    return np.take(arr, index, axis=axis)
+_OPPOSITE = {"a": "p", "p": "a", "s": "i", "i": "s", "l": "r", "r": "l"}
+
+
+def _plane_axes(axis: int, code: str | None) -> tuple[int, int]:
+    """(row axis, column axis) of the slice across ``axis``; dorsoventral runs down the page when known."""
+    rows, cols = [a for a in range(3) if a != axis]
+    if code and _AXIS_NAME[code[cols]] == "DV":
+        rows, cols = cols, rows
+    return rows, cols
+
+
+def _slice(arr: np.ndarray, axis: int, index: int, code: str | None = None) -> np.ndarray:
+    s = np.take(arr, index, axis=axis)
+    rows, cols = _plane_axes(axis, code)
+    return s.T if rows > cols else s
 
 
 def _plane_title(axis: int, index: int, code: str | None) -> str:
@@ -94,16 +107,19 @@ def _plane_title(axis: int, index: int, code: str | None) -> str:
     return f"axis {axis} = {index}"
 
 
-def _aspect(vs: np.ndarray, axis: int) -> float:
-    rows, cols = [a for a in range(3) if a != axis]
+def _aspect(vs: np.ndarray, axis: int, code: str | None = None) -> float:
+    rows, cols = _plane_axes(axis, code)
     return float(vs[rows] / vs[cols])
 
 
 def _axis_labels(ax, axis: int, code: str | None) -> None:
-    rows, cols = [a for a in range(3) if a != axis]
+    rows, cols = _plane_axes(axis, code)
     if code:
-        ax.set_ylabel(f"axis {rows} ({code[rows].upper()}\u2192)", fontsize=8)
-        ax.set_xlabel(f"axis {cols} ({code[cols].upper()}\u2192)", fontsize=8)
+        ax.set_ylabel(f"axis {rows} ({code[rows].upper()}\u2192{_OPPOSITE[code[rows]].upper()})", fontsize=8)
+        ax.set_xlabel(f"axis {cols} ({code[cols].upper()}\u2192{_OPPOSITE[code[cols]].upper()})", fontsize=8)
+    else:
+        ax.set_ylabel(f"axis {rows}", fontsize=8)
+        ax.set_xlabel(f"axis {cols}", fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -144,10 +160,10 @@ def overlay_slices(fixed, moving, positions=None, title: str | None = None):
     fn, mn = _norm(f), _norm(m)
     fig, axes = _new_figure(1, 3)
     for a in range(3):
-        fs, ms = _slice(fn, a, pos[a]), _slice(mn, a, pos[a])
+        fs, ms = _slice(fn, a, pos[a], code), _slice(mn, a, pos[a], code)
         rgb = np.stack([fs, ms, fs], axis=-1)
         ax = axes[0, a]
-        ax.imshow(rgb, aspect=_aspect(vs, a), interpolation="nearest")
+        ax.imshow(rgb, aspect=_aspect(vs, a, code), interpolation="nearest")
         ax.set_title(_plane_title(a, pos[a], code), fontsize=9)
         _axis_labels(ax, a, code)
     fig.suptitle(title or "overlay: fixed magenta, moving green (grey = agreement)", fontsize=10)
@@ -170,12 +186,12 @@ def checkerboard_slices(fixed, moving, tiles: int = 8, positions=None, title: st
     fn, mn = _norm(f), _norm(m)
     fig, axes = _new_figure(1, 3)
     for a in range(3):
-        fs, ms = _slice(fn, a, pos[a]), _slice(mn, a, pos[a])
+        fs, ms = _slice(fn, a, pos[a], code), _slice(mn, a, pos[a], code)
         r = (np.arange(fs.shape[0]) * tiles // max(1, fs.shape[0]))[:, None]
         c = (np.arange(fs.shape[1]) * tiles // max(1, fs.shape[1]))[None, :]
         board = np.where((r + c) % 2 == 0, fs, ms)
         ax = axes[0, a]
-        ax.imshow(board, cmap="gray", vmin=0, vmax=1, aspect=_aspect(vs, a), interpolation="nearest")
+        ax.imshow(board, cmap="gray", vmin=0, vmax=1, aspect=_aspect(vs, a, code), interpolation="nearest")
         ax.set_title(_plane_title(a, pos[a], code), fontsize=9)
         _axis_labels(ax, a, code)
     fig.suptitle(title or f"checkerboard ({tiles}\u00d7{tiles}): fixed / moving", fontsize=10)
@@ -208,11 +224,11 @@ def boundary_slices(image, annotation, positions=None, title: str | None = None,
     im = _norm(img)
     fig, axes = _new_figure(1, 3)
     for a in range(3):
-        s = _slice(im, a, pos[a])
+        s = _slice(im, a, pos[a], code)
         rgb = np.repeat(s[..., None], 3, axis=-1)
-        rgb[_boundaries(_slice(lab, a, pos[a]))] = color
+        rgb[_boundaries(_slice(lab, a, pos[a], code))] = color
         ax = axes[0, a]
-        ax.imshow(rgb, aspect=_aspect(vs, a), interpolation="nearest")
+        ax.imshow(rgb, aspect=_aspect(vs, a, code), interpolation="nearest")
         ax.set_title(_plane_title(a, pos[a], code), fontsize=9)
         _axis_labels(ax, a, code)
     fig.suptitle(title or "atlas region boundaries on the image", fontsize=10)
@@ -245,15 +261,15 @@ def jacobian_slices(jacobian, positions=None, mask=None, title: str | None = Non
     norm = LogNorm(vmin=np.exp(-span), vmax=np.exp(span))
     im = None
     for a in range(3):
-        d = _slice(det, a, pos[a])
-        show = np.where(_slice(inside, a, pos[a]) & (d > 0), d, np.nan)
+        d = _slice(det, a, pos[a], code)
+        show = np.where(_slice(inside, a, pos[a], code) & (d > 0), d, np.nan)
         ax = axes[0, a]
         ax.set_facecolor("0.85")
-        im = ax.imshow(show, cmap="RdBu_r", norm=norm, aspect=_aspect(vs, a), interpolation="nearest")
-        fold2d = _slice(folded, a, pos[a])
+        im = ax.imshow(show, cmap="RdBu_r", norm=norm, aspect=_aspect(vs, a, code), interpolation="nearest")
+        fold2d = _slice(folded, a, pos[a], code)
         if fold2d.any():
             ax.imshow(np.ma.masked_where(~fold2d, np.ones(fold2d.shape)), cmap=ListedColormap(["black"]),
-                      aspect=_aspect(vs, a), interpolation="nearest")
+                      aspect=_aspect(vs, a, code), interpolation="nearest")
         n_f = int(fold2d.sum())
         ax.set_title(_plane_title(a, pos[a], code) + (f", {n_f} folded" if n_f else ""), fontsize=9)
         _axis_labels(ax, a, code)
