@@ -1,0 +1,146 @@
+"""QC figures and the self-contained HTML report."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+
+from atlasreg import InputError, OutputExistsError, Volume, qc
+
+
+@pytest.fixture(scope="module")
+def ccf(data_dir):
+    z = np.load(data_dir / "atlas" / "allen_mouse_200um.npz")
+    ref = Volume(z["reference"], 200.0, space="ccf", orientation="asr")
+    ann = Volume(z["annotation"], 200.0, space="ccf", orientation="asr")
+    return ref, ann
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        im.load()
+        return im.size
+
+
+def test_figures_render_from_real_atlas(ccf):
+    ref, ann = ccf
+    moved = ref.with_data(np.roll(ref.numpy(), 3, axis=2))
+    for fig in (qc.overlay_slices(ref, moved), qc.checkerboard_slices(ref, moved, tiles=5),
+                qc.boundary_slices(ref, ann)):
+        png = qc.figure_png(fig)
+        w, h = _png_size(png)
+        assert w > 600 and h > 200
+        assert len(fig.axes) >= 3
+    # plane titles follow the orientation code (asr: axis 0 AP -> coronal, 1 DV -> horizontal, 2 LR -> sagittal)
+    titles = [ax.get_title() for ax in qc.overlay_slices(ref, moved).axes]
+    assert [t.split()[0] for t in titles] == ["coronal", "horizontal", "sagittal"]
+
+
+def test_boundary_figure_marks_region_edges(ccf):
+    ref, ann = ccf
+    fig = qc.boundary_slices(ref, ann, color=(1.0, 0.0, 1.0))
+    img = fig.axes[0].images[0].get_array()
+    magenta = (img[..., 0] == 1) & (img[..., 1] == 0) & (img[..., 2] == 1)
+    lab = np.take(ann.numpy(), ann.shape[0] // 2, axis=0)
+    edges = np.zeros(lab.shape, bool)
+    edges[:-1] |= lab[:-1] != lab[1:]
+    edges[:, :-1] |= lab[:, :-1] != lab[:, 1:]
+    assert magenta.sum() >= edges.sum() > 100
+
+
+def test_jacobian_figure_marks_folds():
+    det = np.ones((10, 12, 14))
+    det[4:6, 5:7, 6:9] = -0.5
+    fig = qc.jacobian_slices(det)
+    assert "folded" in fig.axes[0].get_title()  # the slice goes through the fold
+    assert "0.714%" in fig._suptitle.get_text()  # 12 of 1680 voxels
+    shown = fig.axes[0].images[1].get_array()  # the black fold overlay on the first plane
+    assert int((~np.ma.getmaskarray(shown)).sum()) == 2 * 3  # axis-0 slice through the fold: 2 x 3 voxels
+
+
+def test_landmark_and_region_figures_and_bad_input(ccf):
+    _, ann = ccf
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 1000, (20, 3))
+    pred = truth + rng.normal(0, 10, truth.shape)
+    pred[3] = np.nan
+    fig = qc.landmark_residuals(pred, truth, labels=[f"L{i}" for i in range(20)])
+    assert "19 landmarks" in fig.axes[0].get_title() and "1 unmapped" in fig.axes[0].get_title()
+    ids, counts = np.unique(ann.numpy()[ann.numpy() > 0], return_counts=True)
+    fig = qc.region_counts_bar(dict(zip(ids.tolist(), counts.tolist())), top=7)
+    bars = fig.axes[0].patches
+    assert len(bars) == 7 and bars[0].get_width() == counts.max()
+    with pytest.raises(InputError, match="same grid|share one grid"):
+        qc.overlay_slices(ann, ann.numpy()[1:])
+    with pytest.raises(InputError):
+        qc.landmark_residuals(pred[:5], truth)
+    with pytest.raises(InputError, match="no region counts"):
+        qc.region_counts_bar({})
+
+
+def test_report_is_self_contained_and_guards_output(ccf, tmp_path):
+    import pandas as pd
+
+    ref, ann = ccf
+    figs = {"overlay": qc.overlay_slices(ref, ref), "boundaries <&>": qc.boundary_slices(ref, ann)}
+    png_file = tmp_path / "extra.png"
+    png_file.write_bytes(qc.figure_png(qc.checkerboard_slices(ref, ref)))
+    figs["from file"] = png_file
+    rep = {"title": "QC <test>", "summary": "all good",
+           "stages": [{"name": "register", "status": "ok", "seconds": 3.25, "detail": "done"},
+                      {"name": "landmarks", "status": "skipped", "detail": "not available"}],
+           "metrics": [{"section": "registration", "name": "TRE median", "value": 12.345678, "unit": "µm"},
+                       {"section": "registration", "name": "folding", "value": float("nan")}],
+           "figures": figs, "tables": {"counts": pd.DataFrame({"acronym": ["CA3"], "count": [4]})}}
+    out = qc.write_report(rep, tmp_path / "r.html")
+    text = out.read_text()
+    assert "QC &lt;test&gt;" in text and "boundaries &lt;&amp;&gt;" in text
+    assert "12.35" in text and "n/a" in text and "skipped" in text and "CA3" in text
+    # nothing is fetched from anywhere: no src/href other than data URIs
+    assert not re.search(r'(src|href)="(?!data:)', text)
+    uris = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
+    assert len(uris) == 3
+    for u in uris:
+        w, h = _png_size(base64.b64decode(u))
+        assert w > 100 and h > 100
+    with pytest.raises(OutputExistsError):
+        qc.write_report(rep, out)
+    qc.write_report({"title": "again"}, out, force=True)
+    assert "again" in out.read_text()
+    with pytest.raises(InputError, match="PNG"):
+        qc.write_report({"figures": {"x": b"not a png"}}, tmp_path / "bad.html")
+    with pytest.raises(InputError, match=".html"):
+        qc.write_report({}, tmp_path / "r.txt")
+    assert not (tmp_path / "bad.html").exists()
+
+
+def test_report_from_result_folder(tmp_path):
+    import pandas as pd
+
+    folder = tmp_path / "result"
+    (folder / "figures").mkdir(parents=True)
+    det = np.ones((5, 6, 7))
+    det[2, 2, 2] = -1
+    (folder / "figures" / "jac.png").write_bytes(qc.figure_png(qc.jacobian_slices(det)))
+    pd.DataFrame({"region": ["CA1", "CA3"], "count": [3, 5]}).to_csv(folder / "counts.csv", index=False)
+    (folder / "summary.json").write_text(json.dumps({
+        "title": "from folder", "metrics": {"folding fraction": 1 / 210},
+        "figures": [{"caption": "Jacobian", "file": "figures/jac.png"}],
+        "tables": [{"caption": "cells per region", "file": "counts.csv"}]}))
+    text = qc.render_report(folder)
+    assert "from folder" in text and text.count("data:image/png;base64,") == 1 and "cells per region" in text
+    (folder / "figures" / "jac.png").unlink()
+    with pytest.raises(InputError, match="jac.png"):
+        qc.render_report(folder)
+    with pytest.raises(InputError, match="not found"):
+        qc.render_report(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="summary.json"):
+        qc.render_report(empty)
