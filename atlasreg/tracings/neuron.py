@@ -360,7 +360,7 @@ def _frames_equal(a: pd.DataFrame | None, b: pd.DataFrame | None, atol: float) -
                 return False
             if not np.allclose(x, y, rtol=0, atol=atol, equal_nan=True):
                 return False
-        elif not np.array_equal(x, y):
+        elif not a[c].reset_index(drop=True).equals(b[c].reset_index(drop=True)):  # NaN == NaN here
             return False
     return True
 

@@ -72,7 +72,10 @@ def _jacobian_step(pts: np.ndarray) -> float:
 def radius_scale(t: Transform, pts: np.ndarray) -> np.ndarray:
     """``|det J|^(1/3)`` of ``t`` at each point (1-D array)."""
     J = t.jacobian(pts, step=_jacobian_step(pts))
-    return np.cbrt(np.abs(np.linalg.det(J)))
+    out = np.full(len(pts), np.nan)
+    ok = np.all(np.isfinite(J), axis=(1, 2))  # NaN where a field's grid ends (on_outside="nan")
+    out[ok] = np.cbrt(np.abs(np.linalg.det(J[ok])))
+    return out
 
 
 def transform_neuron(neuron: Neuron, transform: Transform | SpaceGraph, dst: Space | str | None = None,
