@@ -1,0 +1,119 @@
+"""The life of one blockwise output: temporary location, per-block completion, atomic publish.
+
+Layout while a job runs (``out`` is what the user asked for)::
+
+    out.partial/            work folder (never mistaken for the result)
+      job.json              fingerprint of inputs and parameters
+      done/<block-key>      one empty file per finished block, written AFTER the block's data
+      <out name>            the output being built (a viewer may open it meanwhile)
+
+Publishing renames ``out.partial/<out name>`` to ``out`` in one step, so ``out``
+exists only when every block was written. A rerun with the same fingerprint
+skips finished blocks; any other rerun starts afresh.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ..errors import InputError, OutputExistsError
+
+
+class Job:
+    """Temporary work folder, per-block markers and atomic publishing of one output path."""
+
+    def __init__(self, output, token: str, kind: str, overwrite: bool = False, resume: bool = True):
+        self.output = Path(output).expanduser().absolute()
+        self.work = self.output.with_name(self.output.name + ".partial")
+        self.target = self.work / self.output.name
+        self.done_dir = self.work / "done"
+        self.token = token
+        self.kind = kind
+        self.overwrite = overwrite
+        self.resume = resume
+        self.resumed = False
+        self._lock = None
+
+    # -- before any computation ----------------------------------------------------------------
+    def check(self) -> None:
+        """Fail fast: refuse an existing output without ``overwrite``; check the folder is writable."""
+        if self.output.exists() and not self.overwrite:
+            raise OutputExistsError(f"{self.output} exists; pass overwrite=True (--force) to replace it")
+        parent = self.output.parent
+        if not parent.is_dir():
+            raise InputError("the output's folder does not exist; create it first", path=parent)
+        if not os.access(parent, os.W_OK):
+            raise InputError("the output's folder is not writable", path=parent)
+
+    def begin(self) -> bool:
+        """Lock the output, then resume a matching unfinished job or start clean; True when resuming."""
+        from filelock import FileLock, Timeout
+
+        self.check()
+        self._lock = FileLock(str(self.work) + ".lock")
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise InputError("another atlasreg job is writing this output right now (lock file "
+                             f"{self.work}.lock); wait for it or remove the lock if that job died",
+                             path=self.output) from None
+        meta = self.work / "job.json"
+        if self.work.exists():
+            old = None
+            try:
+                old = json.loads(meta.read_text())
+            except (OSError, ValueError):
+                pass
+            if self.resume and old is not None and old.get("token") == self.token and self.target.exists():
+                self.resumed = True
+                return True
+            shutil.rmtree(self.work)
+        self.done_dir.mkdir(parents=True)
+        # job.json last: a work folder without it is never resumed.
+        tmp = meta.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"token": self.token, "kind": self.kind, "started": time.time()}))
+        os.replace(tmp, meta)
+        return False
+
+    # -- per block -------------------------------------------------------------------------------
+    def done_keys(self) -> set[str]:
+        try:
+            return set(os.listdir(self.done_dir))
+        except FileNotFoundError:
+            return set()
+
+    # -- the end -----------------------------------------------------------------------------------
+    def publish(self) -> Path:
+        """Move the finished output into place atomically (replacing an old one if allowed)."""
+        trash = None
+        if self.output.exists():
+            if not self.overwrite:
+                raise OutputExistsError(f"{self.output} appeared while the job ran; not replacing it")
+            trash = self.output.with_name(self.output.name + f".old-{os.getpid()}")
+            os.replace(self.output, trash)
+        os.replace(self.target, self.output)
+        shutil.rmtree(self.work, ignore_errors=True)
+        if trash is not None:
+            if trash.is_dir():
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                trash.unlink(missing_ok=True)
+        return self.output
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            try:
+                os.unlink(self._lock.lock_file)
+            except OSError:
+                pass
+            self._lock = None
+
+
+def mark_done(done_dir: str, key: str) -> None:
+    """Record that block ``key`` is fully written (called by tasks, possibly on other machines)."""
+    with open(os.path.join(done_dir, key), "w"):
+        pass

@@ -1,0 +1,517 @@
+"""Blockwise warping of volumes larger than memory into a multiscale OME-Zarr.
+
+Each output block computes its voxel centres, maps them through the pull-back
+(target -> source; atlasreg picks the direction, CONVENTIONS), reads only the
+box of the source those positions need (plus the one-voxel interpolation
+margin), samples it with the numba kernels and writes the block. Memory is set
+by the block size, not the volume size. The result equals the in-memory
+:func:`atlasreg.warp` (nearest neighbour: the same voxels; linear: to float
+rounding).
+
+The pyramid is written as the warp goes: a task covers a super-block of
+``2**k`` chunks per axis and writes levels ``0..k`` of it; the few coarser
+levels follow from level ``k`` at the end.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import _kernels as K
+from ..errors import InputError, SpaceMismatchError
+from ..graph import SpaceGraph
+from ..transforms.base import Affine, Sequence, Transform
+from ..transforms.field import DisplacementField, InverseDisplacementField
+from ..volume import Grid, Volume, _as_grid, _pull_transform
+from . import _kernels as BK
+from . import _ngff
+from ._job import Job, mark_done
+from ._source import Source
+from .engine import open_engine, run_tasks
+
+log = logging.getLogger(__name__)
+
+#: Most levels a task writes itself before the pyramid's tail is built from level k.
+_IN_TASK_LEVELS = 2
+#: A task plan keeps at least this many tasks (for parallelism), shrinking super-blocks if needed.
+_MIN_TASKS = 8
+
+
+# -- the map from output voxel indices to source continuous indices -----------------------------------
+def transform_token(t) -> str:
+    """A content fingerprint of a transform (stable across processes; ignores cached plans)."""
+    from dask.base import tokenize
+
+    if t is None:
+        return "none"
+    if isinstance(t, Sequence):
+        return tokenize("seq", [transform_token(s) for s in t.steps])
+    if isinstance(t, Affine):
+        return tokenize("affine", t.matrix, t.src, t.dst)
+    if isinstance(t, DisplacementField):
+        return tokenize("field", t.displacement, t.index_to_physical, t.outside, t.src, t.dst)
+    if isinstance(t, InverseDisplacementField):
+        return tokenize("invfield", transform_token(t.forward), t.tol, t.max_iter)
+    tok = getattr(t, "token", None)
+    if callable(tok):
+        return tokenize(type(t).__name__, tok())
+    return tokenize(t)
+
+
+def _ops_of(pull: Transform | None) -> list:
+    if pull is None:
+        return []
+    if isinstance(pull, Affine):
+        return [("affine", pull.matrix)]
+    if isinstance(pull, DisplacementField):
+        return [("fused", np.eye(4), pull, np.eye(4))]
+    if isinstance(pull, Sequence):
+        ops = []
+        for item in pull._build_plan():
+            if item[0] == "fused":
+                _, pre, field, post = item
+                ops.append(("fused", np.eye(4) if pre is None else pre.matrix, field,
+                            np.eye(4) if post is None else post.matrix))
+            elif isinstance(item[1], Affine):
+                ops.append(("affine", item[1].matrix))
+            else:
+                ops.append(("map", item[1]))
+        return ops
+    return [("map", pull)]
+
+
+class IndexMap:
+    """Output voxel index -> continuous source index, with affines folded into field kernels.
+
+    ``grid_affine`` (output index -> physical), the pull-back chain and the
+    source's physical -> index matrix become at most one pass per field (or
+    per non-affine step), all without per-voxel temporaries beyond ``(N, 3)``.
+    """
+
+    def __init__(self, pull: Transform | None, grid_affine: np.ndarray, source_to_index: np.ndarray):
+        ops = [("affine", np.asarray(grid_affine, float))] + _ops_of(pull) + \
+              [("affine", np.asarray(source_to_index, float))]
+        merged: list = []
+        for op in ops:
+            prev = merged[-1] if merged else None
+            if prev is not None and op[0] == "affine" and prev[0] == "affine":
+                merged[-1] = ("affine", op[1] @ prev[1])
+            elif prev is not None and op[0] == "affine" and prev[0] == "fused":
+                merged[-1] = ("fused", prev[1], prev[2], op[1] @ prev[3])
+            elif prev is not None and op[0] == "fused" and prev[0] == "affine":
+                merged[-1] = ("fused", op[1] @ prev[1], op[2], op[3])
+            else:
+                merged.append(op)
+        self.ops = [self._prepare(op) for op in merged]
+
+    @staticmethod
+    def _prepare(op):
+        if op[0] == "affine":
+            return ("affine", np.ascontiguousarray(op[1][:3], dtype=np.float64))
+        if op[0] == "fused":
+            f = op[2]
+            return ("fused", np.ascontiguousarray(op[1][:3], dtype=np.float64), f.displacement,
+                    np.ascontiguousarray(f.physical_to_index[:3]), np.ascontiguousarray(op[3][:3], np.float64),
+                    f.outside == "nan")
+        return op
+
+    def __call__(self, start, shape) -> np.ndarray:
+        n = int(np.prod(shape))
+        pts = np.empty((n, 3), np.float64)
+        ops = self.ops
+        first = 0
+        if ops and ops[0][0] == "affine":
+            BK.index_affine(np.asarray(start, np.int64), np.asarray(shape, np.int64), ops[0][1], pts)
+            first = 1
+        else:
+            BK.index_affine(np.asarray(start, np.int64), np.asarray(shape, np.int64), np.eye(4)[:3].copy(), pts)
+        for op in ops[first:]:
+            if op[0] == "affine":
+                BK.apply_affine(pts, op[1], pts)
+            elif op[0] == "fused":
+                out = np.empty_like(pts)
+                K.affine_field_affine(pts, op[1], op[2], op[3], op[4], op[5], out)
+                pts = out
+            else:
+                pts = np.ascontiguousarray(op[1].map_points(pts), dtype=np.float64)
+        return pts
+
+
+# -- one block ------------------------------------------------------------------------------------------
+def _work_dtype(dtype: np.dtype, interpolation: str) -> np.dtype:
+    """The dtype the kernels sample (mirrors :func:`atlasreg.volume.resample`)."""
+    if dtype == np.bool_:
+        return np.dtype(np.uint8)
+    if interpolation == "linear" and dtype not in (np.float32, np.float64):
+        # Small integers are exact in float32, so sampling them directly gives the same numbers.
+        if dtype.kind in "iu" and dtype.itemsize <= 2:
+            return dtype
+        return np.dtype(np.float32)
+    return dtype
+
+
+def output_dtype(src_dtype, interpolation: str, dtype=None) -> np.dtype:
+    """The output dtype :func:`atlasreg.volume.resample` would choose."""
+    if dtype is not None:
+        return np.dtype(dtype)
+    src = np.dtype(np.uint8) if np.dtype(src_dtype) == np.bool_ else np.dtype(src_dtype)
+    if interpolation == "nearest":
+        return src
+    return np.dtype(np.float64) if src == np.float64 else np.dtype(np.float32)
+
+
+class BlockSampler:
+    """Samples the source at the output voxels of any block; everything a task needs, picklable."""
+
+    def __init__(self, source: Source, index_map: IndexMap, interpolation: str, fill: float,
+                 out_dtype: np.dtype, max_read_voxels: int):
+        self.source = source
+        self.index_map = index_map
+        self.interpolation = interpolation
+        self.fill = fill
+        self.out_dtype = np.dtype(out_dtype)
+        self.work_dtype = _work_dtype(source.dtype, interpolation)
+        self.max_read_voxels = int(max_read_voxels)
+        self.full = np.asarray(source.shape, np.float64)
+
+    def block(self, start, stop) -> np.ndarray:
+        shape = tuple(int(b - a) for a, b in zip(start, stop))
+        cidx = self.index_map(start, shape)
+        return self._sample(cidx.reshape(shape + (3,)))
+
+    def _sample(self, cidx: np.ndarray) -> np.ndarray:
+        shape = cidx.shape[:3]
+        flat = cidx.reshape(-1, 3)
+        lo, hi, count = BK.finite_bounds(flat)
+        full = self.source.shape
+        if count:
+            lo_i = [max(0, int(math.floor(lo[a]))) for a in range(3)]
+            hi_i = [min(full[a] - 1, int(math.floor(hi[a])) + 1) for a in range(3)]
+        if not count or any(lo_i[a] > hi_i[a] for a in range(3)):
+            return np.full(shape, self.fill).astype(self.out_dtype)  # nothing of the source is seen
+        box = int(np.prod([hi_i[a] - lo_i[a] + 1 for a in range(3)]))
+        if box > self.max_read_voxels and max(shape) > 1:
+            # Split the block until the source box it needs fits the read budget.
+            ax = int(np.argmax(shape))
+            h = shape[ax] // 2
+            first = self._sample(np.ascontiguousarray(np.take(cidx, range(0, h), axis=ax)))
+            second = self._sample(np.ascontiguousarray(np.take(cidx, range(h, shape[ax]), axis=ax)))
+            return np.concatenate([first, second], axis=ax)
+        region = self.source.read(lo_i, [h + 1 for h in hi_i])
+        if region.dtype != self.work_dtype:
+            region = region.astype(self.work_dtype)
+        region = np.ascontiguousarray(region)
+        nearest = self.interpolation == "nearest"
+        loc = np.empty_like(flat)
+        BK.localize(flat, np.asarray(lo_i, np.float64), self.full, nearest, loc)
+        if nearest:
+            vals = np.empty(len(loc), dtype=self.work_dtype)
+            K.sample_nearest(region, loc, self.work_dtype.type(self.fill), vals)
+        else:
+            vals = np.empty(len(loc), dtype=np.float64)
+            K.sample_linear(region, loc, float(self.fill), vals)
+            if self.out_dtype.kind in "iu":
+                info = np.iinfo(self.out_dtype)
+                vals = np.clip(np.rint(vals), info.min, info.max)
+        return vals.reshape(shape).astype(self.out_dtype, copy=False)
+
+
+# -- tasks ------------------------------------------------------------------------------------------------
+@dataclass
+class _WarpContext:
+    """Everything a task needs (shipped once per worker); output arrays are opened once per process."""
+
+    sampler: BlockSampler | None
+    store: str
+    done_dir: str
+    chunks: tuple
+    k: int
+    method: str
+
+    def __post_init__(self):
+        self._arrays = {}
+
+    def __getstate__(self):
+        st = dict(self.__dict__)
+        st["_arrays"] = {}
+        return st
+
+    def array(self, level: int):
+        arr = self._arrays.get(level)
+        if arr is None:
+            import zarr
+
+            arr = self._arrays[level] = zarr.open_array(f"{self.store}/{level}", mode="r+", zarr_format=2)
+        return arr
+
+
+def _slices(lo, hi):
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
+def _warp_superblock(ctx: _WarpContext, key: str, start, stop) -> int:
+    """Warp one super-block: its level-0 chunks, then its levels 1..k; marks it done last."""
+    import numba
+
+    numba.set_num_threads(1)  # this thread is one of dask's workers; no nested pool
+    lvl0 = ctx.array(0)
+    start = np.asarray(start)
+    stop = np.asarray(stop)
+    buf = None
+    if ctx.k >= 1:
+        lo1 = start // 2
+        hi1 = (stop + 1) // 2
+        buf = np.empty(tuple(hi1 - lo1), ctx.sampler.out_dtype)
+    c = np.asarray(ctx.chunks)
+    for idx in itertools.product(*(range(int(a), int(b), int(s)) for a, b, s in zip(start, stop, c))):
+        b0 = np.asarray(idx)
+        b1 = np.minimum(b0 + c, stop)
+        vals = ctx.sampler.block(b0, b1)
+        lvl0[_slices(b0, b1)] = vals
+        if buf is not None:
+            d = _ngff.downsample2(vals, ctx.method)
+            o = b0 // 2 - lo1
+            buf[_slices(o, o + d.shape)] = d
+    if buf is not None:
+        lo = start // 2
+        for lvl in range(1, ctx.k + 1):
+            if lvl > 1:
+                buf = _ngff.downsample2(buf, ctx.method)
+                lo = lo // 2
+            ctx.array(lvl)[_slices(lo, lo + buf.shape)] = buf
+    mark_done(ctx.done_dir, key)
+    return int(np.prod(stop - start))
+
+
+def _pyramid_chunk(ctx: _WarpContext, level: int, key: str, lo, hi) -> int:
+    """Level ``level``'s box ``[lo, hi)`` from level ``level - 1`` (the pyramid's tail)."""
+    src = ctx.array(level - 1)
+    lo = np.asarray(lo)
+    hi = np.asarray(hi)
+    fine = np.asarray(src.shape)
+    block = np.asarray(src[_slices(2 * lo, np.minimum(2 * hi, fine))])
+    ctx.array(level)[_slices(lo, hi)] = _ngff.downsample2(block, ctx.method)
+    mark_done(ctx.done_dir, key)
+    return int(np.prod(hi - lo))
+
+
+def _boxes(shape, step):
+    for idx in itertools.product(*(range(0, s, st) for s, st in zip(shape, step))):
+        lo = np.asarray(idx)
+        yield lo, np.minimum(lo + np.asarray(step), shape)
+
+
+def _key(prefix, lo) -> str:
+    return prefix + "-" + "_".join(str(int(v)) for v in lo)
+
+
+# -- public ---------------------------------------------------------------------------------------------
+@dataclass
+class WarpResult:
+    """What :func:`warp_blockwise` wrote: ``path`` (complete OME-Zarr), ``grid``, pyramid ``levels``,
+    blocks ``computed`` in this run and ``skipped`` (finished by an earlier, interrupted run)."""
+
+    path: Path
+    grid: Grid
+    levels: int
+    computed: int
+    skipped: int
+    seconds: float
+    resumed: bool
+
+    def level(self, level: int = 0) -> Volume:
+        """Pyramid level ``level`` as a lazy (dask) :class:`~atlasreg.volume.Volume`."""
+        import dask.array as da
+        import zarr
+
+        g = zarr.open_group(str(self.path), mode="r")
+        meta = dict(g.attrs["atlasreg"])
+        sp, o = _ngff.level_geometry(self.grid.spacing, self.grid.origin, self.grid.direction, level,
+                                     meta["downsampling"])
+        return Volume(da.from_zarr(g[str(level)]), sp, o, self.grid.direction, self.grid.space)
+
+    @property
+    def volume(self) -> Volume:
+        """Full resolution result as a lazy (dask) Volume."""
+        return self.level(0)
+
+
+def _resolve_pull(volume: Volume, transform, grid: Grid) -> Transform | None:
+    if isinstance(transform, SpaceGraph):
+        if volume.space.name == grid.space.name:
+            return None
+        return transform.transform(grid.space.name, volume.space.name)
+    if transform is None:
+        if volume.space.name != grid.space.name:
+            raise SpaceMismatchError(f"volume is in {volume.space.name!r}, reference in {grid.space.name!r}: "
+                                     "give the transform (or SpaceGraph) between them")
+        return None
+    if not isinstance(transform, Transform):
+        raise InputError(f"transform must be a Transform, a SpaceGraph or None, got {type(transform).__name__}",
+                         field="transform")
+    return _pull_transform(transform, volume.space, grid.space)
+
+
+def _as_chunks(chunks, levels_wanted: bool) -> tuple[int, int, int]:
+    c = np.broadcast_to(np.asarray(chunks), (3,))
+    if not np.all(np.equal(np.mod(c, 1), 0)) or np.any(c < 2):
+        raise InputError(f"chunks must be whole numbers >= 2 per axis, got {chunks!r}", field="chunks")
+    c = tuple(int(v) for v in c)
+    if levels_wanted and any(v % 2 for v in c):
+        raise InputError(f"chunks must be even to build a pyramid (got {c}); pass levels=1 for none",
+                         field="chunks")
+    return c
+
+
+def warp_blockwise(volume: Volume, transform, reference, output, *, interpolation: str = "linear",
+                   fill: float = 0.0, dtype=None, chunks=128, levels: int | None = None,
+                   scheduler=None, num_workers: int | None = None, progress: bool | None = None,
+                   overwrite: bool = False, resume: bool = True,
+                   max_read_voxels: int = 32_000_000) -> WarpResult:
+    """Warp ``volume`` into ``reference``'s grid block by block, writing a multiscale OME-Zarr.
+
+    Parameters
+    ----------
+    volume : Volume
+        The moving image; its data may be numpy, dask (e.g. a lazily opened
+        OME-Zarr/HDF5), a zarr array or an h5py dataset. Only the boxes each
+        output block needs are read.
+    transform : Transform, SpaceGraph or None
+        Between ``volume.space`` and the reference's space, either direction
+        (CONVENTIONS: atlasreg picks the pull-back). A SpaceGraph supplies the
+        chain itself.
+    reference : Volume or Grid
+        The output grid.
+    output : path ending in ``.zarr`` (``.ome.zarr``)
+        Written under ``<output>.partial/`` and moved into place when complete,
+        with ``attrs["atlasreg"]["status"] == "complete"``.
+    interpolation, fill, dtype
+        As :func:`atlasreg.warp` (same output dtype rule).
+    chunks : int or 3 ints
+        Output chunk shape (even, for the pyramid); memory per worker thread is
+        a few times a chunk (plus the source box it needs, at most
+        ``max_read_voxels`` voxels: blocks split until their box fits).
+    levels : int, optional
+        Pyramid levels (default: halve until one chunk covers the volume).
+        Means of 2x2x2 voxels for ``linear``, every second voxel for ``nearest``
+        (labels stay labels).
+    scheduler : None, "threads", "sync", "processes", "tcp://HOST:PORT" or distributed.Client
+        See :mod:`atlasreg.distributed.engine`. On a cluster the output folder
+        must be on storage every worker sees.
+    progress : bool, optional
+        Progress bar on stderr (default: when stderr is a terminal).
+    overwrite, resume
+        Replace an existing output; continue an interrupted run of the same job
+        (same inputs and parameters) instead of starting again.
+
+    Returns
+    -------
+    WarpResult
+        ``.volume`` opens the result lazily.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> big = Volume(da.zeros((2048, 2048, 1024), dtype="uint16", chunks=256), voxel_size=1, space="lm")
+    >>> T = Affine.from_scale(1 / 25, src="lm", dst="ccf")
+    >>> ref = Grid((82, 82, 41), (1, 1, 1), Space("ccf"))                      # doctest: +SKIP
+    >>> res = warp_blockwise(big, T, ref, "lm_in_ccf.ome.zarr", chunks=64)      # doctest: +SKIP
+    >>> res.volume.shape                                                       # doctest: +SKIP
+    (82, 82, 41)
+    """
+    t0 = time.perf_counter()
+    if not isinstance(volume, Volume):
+        raise InputError(f"volume must be an atlasreg Volume, got {type(volume).__name__}", field="volume")
+    if interpolation not in ("linear", "nearest"):
+        raise InputError("interpolation must be 'linear' or 'nearest'", field="interpolation")
+    grid = _as_grid(reference)
+    output = _ngff.check_output_name(output)
+    if not np.allclose(np.asarray(grid.direction, float), np.eye(3), atol=1e-9):
+        raise InputError("OME-Zarr (NGFF 0.4) cannot record a rotated grid: give a reference grid whose "
+                         "direction is the identity", field="reference")
+    pull = _resolve_pull(volume, transform, grid)
+    out_dtype = output_dtype(volume.dtype, interpolation, dtype)
+    if out_dtype.kind in "iu" and not np.iinfo(out_dtype).min <= fill <= np.iinfo(out_dtype).max:
+        raise InputError(f"fill {fill} does not fit the output dtype {out_dtype}", field="fill")
+    chunks = _as_chunks(chunks, levels is None or levels > 1)
+    shape = tuple(int(s) for s in grid.shape)
+    if levels is None:
+        levels = _ngff.auto_levels(shape, chunks)
+    if int(levels) < 1:
+        raise InputError("levels must be >= 1", field="levels")
+    levels = int(levels)
+    method = "nearest" if interpolation == "nearest" else "mean"
+
+    # Super-blocks of 2**k chunks per axis, as large as keeps enough tasks for parallelism.
+    k = 0
+    for cand in range(min(levels - 1, _IN_TASK_LEVELS), 0, -1):
+        step = [c * 2 ** cand for c in chunks]
+        if np.prod([math.ceil(s / st) for s, st in zip(shape, step)]) >= _MIN_TASKS:
+            k = cand
+            break
+    sb = [c * 2 ** k for c in chunks]
+
+    source = Source(volume.data)
+    index_map = IndexMap(pull, grid.affine, np.linalg.inv(volume.affine))
+    sampler = BlockSampler(source, index_map, interpolation, fill, out_dtype, max_read_voxels)
+
+    from dask.base import tokenize
+
+    token = tokenize("warp-v1", source.token(), transform_token(pull), shape, grid.affine, interpolation,
+                     float(fill), str(out_dtype), chunks, levels, k, volume.affine)
+    job = Job(output, token, "warp", overwrite=overwrite, resume=resume)
+    job.check()
+    import dask
+
+    job.begin()
+    try:
+        store = job.target
+        if not job.resumed:
+            _ngff.create_pyramid(store, shape, chunks, out_dtype, levels, spacing=grid.spacing,
+                                 origin=grid.origin, direction=grid.direction, space=grid.space, method=method,
+                                 fill=fill, name=output.name, extra={"interpolation": interpolation,
+                                                                    "source_space": volume.space.name})
+        done = job.done_keys()
+        ctx = _WarpContext(sampler, str(store), str(job.done_dir), chunks, k, method)
+        dctx = dask.delayed(ctx, name=f"warp-context-{token}", traverse=False)
+        # The pyramid's tail needs no sampler (nor the source and transform it carries).
+        tctx = dask.delayed(_WarpContext(None, str(store), str(job.done_dir), chunks, k, method),
+                            name=f"pyramid-context-{token}", traverse=False)
+        tasks, skipped = [], 0
+        for lo, hi in _boxes(shape, sb):
+            key = _key("L0", lo)
+            if key in done:
+                skipped += 1
+                continue
+            tasks.append(dask.delayed(_warp_superblock, pure=True)(dctx, key, tuple(lo), tuple(hi),
+                                                                   dask_key_name=f"warp-{key}-{token}"))
+        computed = len(tasks)
+        with open_engine(scheduler, num_workers) as eng:
+            run_tasks(tasks, eng, progress, f"warp {output.name}")
+            for lvl in range(k + 1, levels):
+                lshape = _ngff.level_shapes(shape, levels)[lvl]
+                tail = []
+                for lo, hi in _boxes(lshape, chunks):
+                    key = _key(f"L{lvl}", lo)
+                    if key in done:
+                        skipped += 1
+                        continue
+                    tail.append(dask.delayed(_pyramid_chunk, pure=True)(
+                        tctx, lvl, key, tuple(lo), tuple(hi),
+                        dask_key_name=f"pyr-{key}-{token}"))
+                computed += len(tail)
+                run_tasks(tail, eng, progress, f"level {lvl}")
+        _ngff.set_status(store, "complete")
+        path = job.publish()
+    finally:
+        job.release()
+    secs = time.perf_counter() - t0
+    log.info("warped %s voxels into %s in %.1f s (%d blocks computed, %d resumed)", np.prod(shape), path,
+             secs, computed, skipped)
+    return WarpResult(path, grid, levels, computed, skipped, secs, job.resumed)
