@@ -1,0 +1,159 @@
+"""Atomic outputs: a file or folder appears under its final name only once it is complete.
+
+Every atlasreg writer goes through :func:`atomic_path`. The writer fills a
+temporary sibling (same folder, so the final rename never crosses file
+systems); on success the temporary is renamed onto the final name with
+``os.replace``; on any error it is deleted. A crash in the middle therefore
+leaves at most a hidden ``.<name>.tmp-<pid>-<token>`` sibling, never a
+half-written file under the name a user or a pipeline looks for.
+
+Existing outputs are never overwritten unless ``force=True``
+(:class:`atlasreg.errors.OutputExistsError` otherwise), checked both before
+the writer starts (so no work is wasted) and again just before the rename.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> out = pathlib.Path(tempfile.mkdtemp()) / "table.csv"
+>>> with atomic_path(out) as tmp:
+...     _ = tmp.write_text("a,b\\n1,2\\n")
+>>> out.read_text()
+'a,b\\n1,2\\n'
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import AtlasregError, OutputExistsError
+
+__all__ = ["atomic_path", "check_writable", "remove_path"]
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file, symlink or folder tree if it exists (no error if it is already gone)."""
+    p = Path(path)
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
+    """Raise :class:`OutputExistsError` if ``path`` exists and ``force`` is false; return it as a Path.
+
+    Call this before a long computation whose result goes to ``path`` so a user
+    learns about the clash first, not after an hour of work.
+    """
+    p = Path(path)
+    if (p.exists() or p.is_symlink()) and not force:
+        raise OutputExistsError(f"{p}: output exists; choose another name or pass force=True to overwrite")
+    return p
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, force: bool = False, *, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary sibling path to write; move it onto ``path`` when the block ends cleanly.
+
+    Works for files and folders alike (an ``.ome.zarr`` store is a folder):
+    write whatever you like at the yielded path. Parent folders are created.
+
+    Parameters
+    ----------
+    path : str or Path
+        The final output name.
+    force : bool
+        Replace an existing ``path``. Without it an existing output raises
+        :class:`atlasreg.errors.OutputExistsError` before anything is written.
+    suffix : str
+        Appended to the temporary name, for libraries that choose the format by
+        file ending (SimpleITK: ``suffix=".nii.gz"``).
+
+    Yields
+    ------
+    Path
+        ``<folder>/.<name>.tmp-<pid>-<token><suffix>``; hidden, so globs such
+        as ``*.nii.gz`` never pick up a half-written output.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists and ``force`` is false (checked on entry and before the rename).
+    AtlasregError
+        The block ended without creating anything at the temporary path.
+
+    Notes
+    -----
+    A file replaces an existing file in one atomic ``os.replace``. A folder
+    cannot be swapped atomically on POSIX: an existing folder is first renamed
+    aside, the new one renamed in, then the old one deleted, so the final name
+    only ever holds a complete old or a complete new output.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, numpy as np
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_path(d / "a.npy") as tmp:
+    ...     with open(tmp, "wb") as fh:
+    ...         np.save(fh, np.arange(3))
+    >>> np.load(d / "a.npy").tolist()
+    [0, 1, 2]
+    """
+    final = check_writable(path, force)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(4)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{token}{suffix}")
+    try:
+        yield tmp
+        if not (tmp.exists() or tmp.is_symlink()):
+            raise AtlasregError(f"{final}: the writer produced no output (nothing at {tmp.name})")
+        if tmp.is_file():
+            _fsync_file(tmp)
+        _move_into_place(tmp, final, force)
+    except BaseException:
+        remove_path(tmp)
+        raise
+
+
+def _fsync_file(p: Path) -> None:
+    # Flush file contents to disk before the rename makes them visible, so a power
+    # cut cannot leave a complete-looking name over empty blocks.
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _move_into_place(tmp: Path, final: Path, force: bool) -> None:
+    exists = final.exists() or final.is_symlink()
+    if exists and not force:
+        # Someone else created it while we were writing.
+        raise OutputExistsError(f"{final}: output appeared while writing; pass force=True to overwrite")
+    if not exists:
+        os.replace(tmp, final)
+        return
+    if tmp.is_file() and final.is_file() and not final.is_symlink():
+        os.replace(tmp, final)  # atomic swap of one file for another
+        return
+    # A folder (or a file replacing a folder, or the reverse): move the old one aside first.
+    aside = final.with_name(f".{final.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+    os.replace(final, aside)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        os.replace(aside, final)  # put the old output back
+        raise
+    remove_path(aside)
