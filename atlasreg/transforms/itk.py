@@ -1,0 +1,565 @@
+"""ITK and ANTs transform files: ``.h5`` / ``.tfm`` / ``.txt`` / ``.mat`` and displacement-field images.
+
+Direction rule (CONVENTIONS): an ITK or ANTs file stores a map of points, the
+pull-back used to resample. ``read_itk(path, src, dst)`` returns that map as a
+transform ``src -> dst`` (for ANTs output: ``src`` = the FIXED space, ``dst`` =
+the MOVING space), and :func:`write_itk` writes a transform's own point map, so
+``sitk.ReadTransform(path).TransformPoint(p) == T.map_points(p)``. Used by ITK
+or ANTs to resample an image, such a file therefore warps images of ``T.dst``
+into grids of ``T.src`` (``T.src`` plays the fixed image).
+
+Units: ITK files carry no unit. Their numbers are taken in the declared spaces'
+units (input numbers in ``src.unit``, output numbers in ``dst.unit``); ANTs run
+on images with µm spacing (``Volume.to_ants``) writes µm. ``file_unit=`` says the
+file is in another unit (e.g. ``"mm"`` for a registration run on NIfTI files
+from disk); the conversion is inserted as explicit scalings at both ends.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, SpaceMismatchError
+from ..spaces import Space, as_space, normalize_unit
+from .base import Affine, Sequence, Transform
+from .field import DisplacementField
+
+#: Suffixes SimpleITK reads and writes as transform files.
+TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt", ".mat")
+#: Suffixes read and written as displacement-field images (vectors in physical units).
+FIELD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+_META_KEY = "atlasreg"  # HDF5 root attribute / text comment holding the spaces atlasreg wrote
+
+
+def suffix_of(path) -> str:
+    name = Path(path).name.lower()
+    for s in FIELD_SUFFIXES + TRANSFORM_SUFFIXES + (".json",):
+        if name.endswith(s):
+            return s
+    return Path(name).suffix
+
+
+def _exists(path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InputError("transform file does not exist", path=p)
+    if p.is_dir():
+        raise InputError("expected a transform file, found a folder", path=p)
+    return p
+
+
+def _mid(src: Space, dst: Space, i: int, unit: str) -> Space:
+    # Interior spaces of a chain read from one file: named after its ends, never user-visible ends.
+    return Space(f"{src.name}->{dst.name}#{i}", unit)
+
+
+# ---------------------------------------------------------------------------------------------
+# Units
+# ---------------------------------------------------------------------------------------------
+def _wrap_units(build, src: Space, dst: Space, in_unit: str, out_unit: str, path) -> Transform:
+    """Build the file's chain in its own units and convert to ``src``/``dst`` units at the ends.
+
+    ``build(s, d)`` returns the file's transform between spaces ``s`` (unit
+    ``in_unit``) and ``d`` (unit ``out_unit``) named like ``src``/``dst``.
+    """
+    s_file = src if src.unit == in_unit else Space(f"{src.name}@{in_unit}", in_unit)
+    d_file = dst if dst.unit == out_unit else Space(f"{dst.name}@{out_unit}", out_unit)
+    core = build(s_file, d_file)
+    steps: list[Transform] = []
+    if s_file is not src:
+        steps.append(Affine.from_units(src, s_file))
+    steps.append(core)
+    if d_file is not dst:
+        steps.append(Affine.from_units(d_file, dst))
+    if len(steps) == 1:
+        return core
+    seq = Sequence(steps)
+    folded = seq.simplified()
+    if len(folded) == 1 and isinstance(folded[0], Affine):
+        return Affine(folded[0].matrix, src, dst)
+    return seq
+
+
+# ---------------------------------------------------------------------------------------------
+# Displacement-field images
+# ---------------------------------------------------------------------------------------------
+def _read_image(path: Path):
+    import SimpleITK as sitk
+
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(f"cannot read the displacement-field image (corrupt, truncated or not an "
+                         f"image): {_first_line(exc)}", path=path) from None
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # ITK messages start with file/line noise; the description is the most useful line.
+    for ln in lines:
+        if ln.lower().startswith("description:"):
+            return ln.split(":", 1)[1].strip()
+    return lines[-1] if lines else type(exc).__name__
+
+
+def field_from_sitk_image(img, src: Space, dst: Space, outside: str, path=None) -> DisplacementField:
+    """A SimpleITK vector image (3 components, physical displacements) as a DisplacementField."""
+    import SimpleITK as sitk
+
+    if img.GetDimension() != 3:
+        raise InputError(f"a displacement field must be a 3-D image, this one is {img.GetDimension()}-D",
+                         path=path, field="dimension")
+    if img.GetNumberOfComponentsPerPixel() != 3:
+        raise InputError(f"a 3-D displacement field needs 3 vector components per voxel, this image has "
+                         f"{img.GetNumberOfComponentsPerPixel()}", path=path, field="components")
+    arr = sitk.GetArrayViewFromImage(img)  # (Z, Y, X, 3)
+    u = np.ascontiguousarray(np.asarray(arr).transpose(2, 1, 0, 3))
+    if u.dtype not in (np.float32, np.float64):
+        u = u.astype(np.float64)
+    if not np.all(np.isfinite(u)):
+        raise InputError("displacement field contains NaN or inf", path=path, field="displacement")
+    return DisplacementField(u, spacing=img.GetSpacing(), origin=img.GetOrigin(),
+                             direction=np.asarray(img.GetDirection()).reshape(3, 3), src=src, dst=dst,
+                             outside=outside)
+
+
+def field_to_sitk_image(F: DisplacementField, dtype=None):
+    """The field as a SimpleITK vector image with the same geometry (ITK index = atlasreg index)."""
+    import SimpleITK as sitk
+
+    u = F.displacement if dtype is None else F.displacement.astype(dtype)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(u.transpose(2, 1, 0, 3)), isVector=True)
+    img.SetSpacing(tuple(float(v) for v in F.spacing))
+    img.SetOrigin(tuple(float(v) for v in F.origin))
+    img.SetDirection(tuple(float(v) for v in F.direction.ravel()))
+    return img
+
+
+def read_displacement_field(path, src: Space | str | None = None, dst: Space | str | None = None,
+                            file_unit: str | None = None, outside: str = "zero") -> Transform:
+    """Read a displacement-field image (ANTs ``*Warp.nii.gz``, any ITK vector image) as ``src -> dst``.
+
+    The vectors are physical displacements ``y = x + u(x)`` in ITK's (LPS)
+    frame, as ANTs writes them. ``outside="zero"`` (default) keeps points off
+    the grid in place, as ITK and ANTs do; ``"nan"`` marks them.
+
+    Examples
+    --------
+    >>> F = read_displacement_field("reg_1Warp.nii.gz", src="fixed", dst="moving")  # doctest: +SKIP
+    """
+    p = _exists(path)
+    src, dst = as_space(src, "src"), as_space(dst, "dst")
+    img = _read_image(p)
+    unit = normalize_unit(file_unit) if file_unit is not None else src.unit
+    if file_unit is None and src.unit != dst.unit:
+        raise InputError(f"a displacement field maps within one unit, but src is in {src.unit} and dst in "
+                         f"{dst.unit}; pass file_unit= (the unit of the file's numbers)", path=p,
+                         field="file_unit")
+    return _wrap_units(lambda s, d: field_from_sitk_image(img, s, d, outside, p), src, dst, unit, unit, p)
+
+
+def write_displacement_field(F: Transform, path, force: bool = False) -> Path:
+    """Write a DisplacementField as a vector image (``.nii.gz`` as ANTs writes its warps).
+
+    Numbers are written in the field's own unit (see module notes); the NIfTI
+    header's nominal "mm" is not a conversion.
+    """
+    import SimpleITK as sitk
+
+    from ..io.atomic import atomic_path
+
+    F = _single_field(F, path)
+    img = field_to_sitk_image(F)
+    suffix = suffix_of(path)
+    with atomic_path(path, force, suffix=suffix) as tmp:
+        try:
+            sitk.WriteImage(img, str(tmp), useCompression=suffix.endswith(".gz"))
+        except RuntimeError as exc:
+            raise InputError(f"cannot write the displacement field: {_first_line(exc)}", path=path) from None
+    return Path(path)
+
+
+def _single_field(T: Transform, path) -> DisplacementField:
+    if isinstance(T, Sequence):
+        steps = T.simplified()
+        if len(steps) == 1:
+            T = steps[0]
+    if not isinstance(T, DisplacementField):
+        raise InputError(f"a {suffix_of(path)} image holds one displacement field, not a {type(T).__name__}; "
+                         "save chains as .h5 (ITK composite) or .json (NGFF)", path=path, field="transform")
+    return T
+
+
+# ---------------------------------------------------------------------------------------------
+# ITK transform files
+# ---------------------------------------------------------------------------------------------
+def _read_sitk_transform(path: Path):
+    import SimpleITK as sitk
+
+    try:
+        return sitk.ReadTransform(str(path))
+    except RuntimeError as exc:
+        raise InputError(f"cannot read the ITK transform file (corrupt, truncated or not a transform "
+                         f"file): {_first_line(exc)}", path=path) from None
+
+
+def _flatten_sitk(tx, path) -> list:
+    """The transforms of a (possibly composite) SimpleITK transform in the order they act on points."""
+    import SimpleITK as sitk
+
+    if tx.GetDimension() != 3:
+        raise InputError(f"expected a 3-D transform, the file holds a {tx.GetDimension()}-D one", path=path,
+                         field="dimension")
+    t = tx.Downcast()
+    if isinstance(t, sitk.CompositeTransform):
+        # ITK applies a composite's transforms from the back of its queue to the front.
+        out = []
+        for i in reversed(range(t.GetNumberOfTransforms())):
+            out.extend(_flatten_sitk(t.GetNthTransform(i), path))
+        return out
+    return [t]
+
+
+def linear_matrix(t) -> np.ndarray | None:
+    """4x4 matrix of a linear SimpleITK transform (affine, Euler, versor, similarity, scale, translation)."""
+    if not t.IsLinear():
+        return None
+    m = np.eye(4)
+    offset = np.asarray(t.TransformPoint((0.0, 0.0, 0.0)), float)  # = ITK's offset, exactly
+    if hasattr(t, "GetMatrix"):
+        m[:3, :3] = np.asarray(t.GetMatrix(), float).reshape(3, 3)
+    else:
+        for a in range(3):
+            e = np.zeros(3)
+            e[a] = 1.0
+            m[:3, a] = np.asarray(t.TransformPoint(tuple(e)), float) - offset
+    m[:3, 3] = offset
+    return m
+
+
+def _convert_sitk(t, s: Space, d: Space, outside: str, path) -> Transform:
+    import SimpleITK as sitk
+
+    m = linear_matrix(t)
+    if m is not None:
+        return Affine(m, s, d)
+    if isinstance(t, sitk.DisplacementFieldTransform):
+        if s.unit != d.unit:
+            raise InputError("a displacement field maps within one unit; pass file_unit=", path=path)
+        return field_from_sitk_image(t.GetDisplacementField(), s, d, outside, path)
+    raise InputError(f"unsupported ITK transform type {t.GetName()!r}: atlasreg reads linear transforms "
+                     "(Affine, Euler3D, Similarity3D, VersorRigid3D, Scale, Translation, ...), "
+                     "DisplacementFieldTransform and composites of them", path=path, field="transform")
+
+
+def _read_meta(p: Path) -> dict:
+    """The spaces atlasreg recorded when it wrote the file (empty for foreign files)."""
+    suf = suffix_of(p)
+    try:
+        if suf in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(p, "r") as f:
+                raw = f.attrs.get(_META_KEY)
+            if raw is None:
+                return {}
+            return json.loads(raw if isinstance(raw, str) else bytes(raw).decode())
+        if suf in (".tfm", ".txt"):
+            with open(p, encoding="utf-8", errors="replace") as fh:
+                for _, line in zip(range(5), fh):
+                    if line.startswith(f"# {_META_KEY}:"):
+                        return json.loads(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        return {}  # unreadable metadata never blocks reading the transform itself
+    return {}
+
+
+def _meta_space(meta: dict, key: str) -> Space | None:
+    v = meta.get(key)
+    if not isinstance(v, dict) or "name" not in v:
+        return None
+    try:
+        return Space(v["name"], v.get("unit", "um"), v.get("orientation"))
+    except InputError:
+        return None
+
+
+def read_itk(path, src: Space | str | None = None, dst: Space | str | None = None,
+             file_unit: str | None = None, outside: str = "zero") -> Transform:
+    """Read an ITK/ANTs transform file (``.h5``, ``.tfm``, ``.txt``, ``.mat``) as a transform ``src -> dst``.
+
+    Linear ITK transforms of any kind (their centre/fixed parameters included)
+    become an :class:`Affine`; a ``DisplacementFieldTransform`` a
+    :class:`DisplacementField`; a ``CompositeTransform`` a :class:`Sequence` in
+    the order ITK applies it to points.
+
+    Parameters
+    ----------
+    path : str or Path
+    src, dst : Space or str, optional
+        The spaces the file maps between (for ANTs: fixed, moving). Defaults:
+        what atlasreg recorded when it wrote the file, else ``"src"``/``"dst"`` (µm).
+    file_unit : str, optional
+        Unit of the file's numbers when it is not the spaces' unit.
+    outside : {"zero", "nan"}
+        What a displacement field does off its grid (ITK: zero displacement).
+
+    Examples
+    --------
+    >>> A = read_itk("reg_0GenericAffine.mat", src="fixed", dst="moving")  # doctest: +SKIP
+    """
+    p = _exists(path)
+    tx = _read_sitk_transform(p)
+    parts = _flatten_sitk(tx, p)
+    meta = _read_meta(p)
+    src = as_space(src) if src is not None else (_meta_space(meta, "src") or as_space(None, "src"))
+    dst = as_space(dst) if dst is not None else (_meta_space(meta, "dst") or as_space(None, "dst"))
+    if file_unit is None and meta.get("file_unit"):
+        file_unit = meta["file_unit"]
+    in_unit = normalize_unit(file_unit) if file_unit is not None else src.unit
+    out_unit = normalize_unit(file_unit) if file_unit is not None else dst.unit
+    all_linear = all(linear_matrix(t) is not None for t in parts)
+    if in_unit != out_unit and not all_linear:
+        raise InputError(f"src is in {src.unit} and dst in {dst.unit}, but the file chains non-linear "
+                         "transforms, whose numbers must share one unit: pass file_unit= (the unit the "
+                         "file was written in)", path=p, field="file_unit")
+
+    def build(s: Space, d: Space) -> Transform:
+        if all_linear:
+            m = np.eye(4)
+            for t in parts:
+                m = linear_matrix(t) @ m
+            return Affine(m, s, d)
+        spaces = [s] + [_mid(s, d, i + 1, s.unit) for i in range(len(parts) - 1)] + [d]
+        steps = [_convert_sitk(t, a, b, outside, p) for t, a, b in zip(parts, spaces[:-1], spaces[1:])]
+        return steps[0] if len(steps) == 1 else Sequence(steps)
+
+    return _wrap_units(build, src, dst, in_unit, out_unit, p)
+
+
+def _to_sitk(T: Transform, path):
+    import SimpleITK as sitk
+
+    steps = T.simplified() if isinstance(T, Sequence) else [T]
+    out = []
+    for t in steps:
+        if isinstance(t, Affine):
+            a = sitk.AffineTransform(3)
+            a.SetMatrix(tuple(float(v) for v in t.matrix[:3, :3].ravel()))
+            a.SetTranslation(tuple(float(v) for v in t.matrix[:3, 3]))
+            out.append(a)
+        elif isinstance(t, DisplacementField):
+            out.append(sitk.DisplacementFieldTransform(field_to_sitk_image(t, np.float64)))
+        else:
+            raise InputError(
+                f"ITK files hold affines and displacement fields, not a {type(t).__name__} (an inverse "
+                "solved numerically or a spline has no exact ITK form). Save it as .json (NGFF, exact), "
+                "or sample it first (InverseDisplacementField.to_field())", path=path, field="transform")
+    if len(out) == 1:
+        return out[0]
+    # sitk.CompositeTransform([a, b]) maps x to a(b(x)): list the steps last-applied first.
+    return sitk.CompositeTransform(out[::-1])
+
+
+def _one_unit(T: Transform) -> Transform:
+    """``T`` with every number in ``T.dst``'s unit when its ends differ and it holds a field."""
+    steps = T.simplified() if isinstance(T, Sequence) else [T]
+    if T.src.unit == T.dst.unit or all(isinstance(t, Affine) for t in steps):
+        return T
+    u = T.dst.unit
+    s_u = Space(f"{T.src.name}@{u}", u)
+    d_u = Space(f"{T.dst.name}@{u}", u)
+    return Sequence([Affine.from_units(s_u, T.src), T, Affine.from_units(T.dst, d_u)])
+
+
+def write_itk(T: Transform, path, force: bool = False) -> Path:
+    """Write ``T`` as an ITK transform file (``.h5``, ``.tfm``, ``.txt``; ``.mat`` for one affine).
+
+    The file holds ``T``'s point map ``T.src -> T.dst`` (see the module notes
+    on direction): ``SimpleITK.ReadTransform(path).TransformPoint(p)`` equals
+    ``T.map_points(p)``. A chain becomes an ITK ``CompositeTransform``. In
+    ``.h5``/``.tfm``/``.txt`` files atlasreg also records the two spaces (an
+    HDF5 attribute / a ``#`` comment that ITK and ANTs ignore), so
+    :func:`read_itk` restores them. A chain whose ends have different units and
+    that holds a field is written with all numbers in ``T.dst``'s unit (recorded
+    as ``file_unit``).
+    """
+    import SimpleITK as sitk
+
+    from ..io.atomic import atomic_path
+
+    suffix = suffix_of(path)
+    file_unit = None
+    W = _one_unit(T)
+    if W is not T:
+        file_unit = T.dst.unit
+    tx = _to_sitk(W, path)
+    if suffix == ".mat" and not isinstance(tx, sitk.AffineTransform):
+        raise InputError(f"an ANTs/ITK .mat file holds one affine, not a {type(T).__name__} with fields; "
+                         "use .h5 for chains", path=path, field="transform")
+    meta = json.dumps({
+        "src": {"name": T.src.name, "unit": T.src.unit, "orientation": T.src.orientation},
+        "dst": {"name": T.dst.name, "unit": T.dst.unit, "orientation": T.dst.orientation},
+        "file_unit": file_unit,
+    })
+    with atomic_path(path, force, suffix=suffix) as tmp:
+        try:
+            sitk.WriteTransform(tx, str(tmp))
+        except RuntimeError as exc:
+            raise InputError(f"cannot write the transform: {_first_line(exc)}", path=path) from None
+        if suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(tmp, "a") as f:
+                f.attrs[_META_KEY] = meta
+        elif suffix in (".tfm", ".txt"):
+            text = Path(tmp).read_text()
+            first, _, rest = text.partition("\n")
+            Path(tmp).write_text(f"{first}\n# {_META_KEY}: {meta}\n{rest}")
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# ANTs transform lists
+# ---------------------------------------------------------------------------------------------
+def _list_entries(items, where: str) -> list[tuple[Path, bool]]:
+    """``(path, invert)`` pairs with ``ants.apply_transforms_to_points``'s default inversion rule."""
+    raw = []
+    explicit = False
+    for it in items:
+        if isinstance(it, (tuple, list)) and len(it) == 2 and isinstance(it[1], (bool, np.bool_)):
+            raw.append((Path(it[0]), bool(it[1])))
+            explicit = True
+        elif isinstance(it, (str, os.PathLike)):
+            raw.append((Path(it), None))
+        else:
+            raise InputError(f"a transform list holds file paths (or (path, invert) pairs), got {it!r}",
+                             path=where, field="transformlist")
+    if not raw:
+        raise InputError("the transform list is empty", path=where, field="transformlist")
+    if explicit:
+        return [(p, bool(inv)) for p, inv in raw]
+    # ANTsPy: [matrix, field] means "invert the matrix" (the inverse list ants.registration returns).
+    if len(raw) == 2 and ".mat" in raw[0][0].name and ".mat" not in raw[1][0].name:
+        return [(raw[0][0], True), (raw[1][0], False)]
+    return [(p, False) for p, _ in raw]
+
+
+def read_ants_list(items, src: Space | str | None = None, dst: Space | str | None = None,
+                   file_unit: str | None = None, outside: str = "zero") -> Transform:
+    """A list of ANTs/ITK transform files as one transform ``src -> dst``, exactly as ANTs maps points.
+
+    The list is read as ``ants.apply_transforms_to_points`` reads it: its
+    first file acts on the points first, and with no explicit flags a
+    ``[matrix.mat, field]`` pair (the ``invtransforms`` of ``ants.registration``)
+    inverts the matrix. So ``read_ants_list(reg["fwdtransforms"], fixed, moving)``
+    is the map ``y = A(x + u(x))`` of fixed points to moving points, and
+    ``read_ants_list(reg["invtransforms"], moving, fixed)`` its inverse chain.
+    An entry may be a ``(path, invert)`` pair to say explicitly that a matrix
+    is to be inverted.
+    """
+    src, dst = as_space(src, "src"), as_space(dst, "dst")
+    entries = _list_entries(items, str(items))
+    unit = normalize_unit(file_unit) if file_unit is not None else src.unit
+    if file_unit is None and src.unit != dst.unit:
+        pieces_linear = all(suffix_of(p) == ".mat" for p, _ in entries)
+        if not pieces_linear:
+            raise InputError(f"src is in {src.unit} and dst in {dst.unit}: pass file_unit= (the unit of the "
+                             "ANTs files' numbers)", path=str(entries[0][0]), field="file_unit")
+        unit = None
+
+    def build(s: Space, d: Space) -> Transform:
+        n = len(entries)
+        spaces = [s] + [_mid(s, d, i + 1, s.unit) for i in range(n - 1)] + [d]
+        steps = []
+        for (p, inv), a, b in zip(entries, spaces[:-1], spaces[1:]):
+            if inv:
+                t = load_piece(p, b, a, outside)
+                if not t.exact_inverse:
+                    raise InputError("only a matrix (.mat) can be inverted in an ANTs transform list; a "
+                                     "field's inverse is its own file (InverseWarp)", path=p,
+                                     field="whichtoinvert")
+                t = t.inverse()
+            else:
+                t = load_piece(p, a, b, outside)
+            steps.append(t)
+        if all(isinstance(t, Affine) for t in steps):
+            m = np.eye(4)
+            for t in steps:
+                m = t.matrix @ m
+            return Affine(m, s, d)
+        return steps[0] if n == 1 else Sequence(steps)
+
+    if unit is None:  # all matrices, ends in different units: numbers taken as they are
+        return build(src, dst)
+    return _wrap_units(build, src, dst, unit, unit, entries[0][0])
+
+
+def load_piece(path: Path, s: Space, d: Space, outside: str) -> Transform:
+    """One file of an ANTs list, numbers as they are (units handled by the caller)."""
+    suf = suffix_of(path)
+    if suf in FIELD_SUFFIXES:
+        p = _exists(path)
+        if s.unit != d.unit:
+            raise InputError("a displacement field maps within one unit; pass file_unit=", path=p)
+        return field_from_sitk_image(_read_image(p), s, d, outside, p)
+    if suf in TRANSFORM_SUFFIXES:
+        p = _exists(path)
+        parts = _flatten_sitk(_read_sitk_transform(p), p)
+        if len(parts) == 1:
+            return _convert_sitk(parts[0], s, d, outside, p)
+        spaces = [s] + [_mid(s, d, i + 1, s.unit) for i in range(len(parts) - 1)] + [d]
+        return Sequence([_convert_sitk(t, a, b, outside, p) for t, a, b in zip(parts, spaces[:-1], spaces[1:])])
+    raise InputError(f"unknown transform file type {suf!r}: expected one of "
+                     f"{', '.join(TRANSFORM_SUFFIXES + FIELD_SUFFIXES)}", path=path, field="suffix")
+
+
+def load_ants_registration(reg, fixed: Space | str, moving: Space | str,
+                           file_unit: str | None = None) -> Transform:
+    """The result of ``ants.registration`` as the map moving -> fixed with ANTs' exact inverse attached.
+
+    ``reg`` is the dict ``ants.registration`` returns (or any mapping with
+    ``fwdtransforms`` and ``invtransforms``), or a pair ``(fwdtransforms,
+    invtransforms)``. The returned transform maps MOVING points into the FIXED
+    space (the ``invtransforms`` chain, as ``ants.apply_transforms_to_points``
+    maps them); its ``.inverse()`` is exactly the ``fwdtransforms`` chain
+    ``y = A(x + u(x))`` taking fixed points to moving points, which is also the
+    pull-back that warps a moving image into the fixed grid.
+
+    Examples
+    --------
+    >>> reg = ants.registration(fixed_img, moving_img, "SyN")              # doctest: +SKIP
+    >>> T = load_ants_registration(reg, fixed="ccf", moving="sample")      # doctest: +SKIP
+    >>> T.map_points(cells_in_sample)            # -> ccf                  # doctest: +SKIP
+    """
+    if isinstance(reg, dict) or hasattr(reg, "keys"):
+        try:
+            fwd, inv = reg["fwdtransforms"], reg["invtransforms"]
+        except KeyError as exc:
+            raise InputError(f"registration result has no {exc.args[0]!r}: pass the dict "
+                             "ants.registration returns", field="reg") from None
+    elif isinstance(reg, (tuple, list)) and len(reg) == 2 and all(isinstance(x, (list, tuple)) for x in reg):
+        fwd, inv = reg
+    else:
+        raise InputError("reg must be the dict ants.registration returns or (fwdtransforms, invtransforms)",
+                         field="reg")
+    fixed, moving = as_space(fixed, "fixed"), as_space(moving, "moving")
+    if isinstance(fwd, (str, os.PathLike)):
+        fwd = [fwd]
+    if isinstance(inv, (str, os.PathLike)):
+        inv = [inv]
+    fwd_entries = _list_entries(fwd, str(fwd))
+    inv_entries = _list_entries(inv, str(inv))
+    # The inverse list of an affine-only run is [affine.mat]: it must be inverted (ANTsPy leaves
+    # single matrices alone, so state it explicitly).
+    if len(inv_entries) == 1 and suffix_of(inv_entries[0][0]) == ".mat":
+        inv_entries = [(inv_entries[0][0], True)]
+    forward = read_ants_list(fwd_entries, fixed, moving, file_unit=file_unit)
+    backward = read_ants_list(inv_entries, moving, fixed, file_unit=file_unit)
+    if backward.src.name != moving.name or backward.dst.name != fixed.name:
+        raise SpaceMismatchError("internal: inverse chain does not run moving -> fixed")
+    return backward.with_inverse(forward)
