@@ -19,6 +19,7 @@ _LAZY = {
     "write_volume": "atlasreg.io.volumes",
     "save_transform": "atlasreg.transforms.files",
     "load_transform": "atlasreg.transforms.files",
+    "load_ants_registration": "atlasreg.transforms.files",
     "Atlas": "atlasreg.atlas",
     "Ontology": "atlasreg.atlas",
     "register": "atlasreg.registration",
