@@ -8,3 +8,5 @@ from ._app import app, main  # noqa: F401
 
 # Verb modules (each adds its commands to `app` on import).
 from . import info  # noqa: F401,E402
+from . import demo  # noqa: F401,E402
+from . import qc  # noqa: F401,E402

@@ -111,7 +111,6 @@ def structures_table() -> pd.DataFrame:
         return "/" + "/".join(str(x) for x in reversed(p)) + "/"
 
     t["structure_id_path"] = [path(i) for i in t["id"]]
-    t["parent"] = t["parent"].astype("Int64")
     return t
 
 
@@ -333,9 +332,9 @@ def _em_block(rng, atlas_to_sample, n_landmarks, n_synapses):
     gshape = tuple(int(s) for s in np.ceil(size_um / sp).astype(int) + 5)
     gi = np.indices(gshape, dtype=float).reshape(3, -1).T * sp - 2 * sp
     u = np.zeros((len(gi), 3))
-    # A gentle bend (about 6 µm) of the sections and a shear in depth: an affine cannot absorb it.
-    u[:, 2] = 6.0 * np.sin(np.pi * gi[:, 0] / size_um[0]) * np.sin(np.pi * gi[:, 1] / size_um[1])
-    u[:, 0] = 3.0 * (gi[:, 2] / size_um[2]) ** 2
+    # A bend of the sections (up to 15 µm) and a shear growing with depth: an affine cannot absorb it.
+    u[:, 2] = 15.0 * np.sin(np.pi * gi[:, 0] / size_um[0]) * np.sin(np.pi * gi[:, 1] / size_um[1])
+    u[:, 0] = 8.0 * (gi[:, 2] / size_um[2]) ** 2
     bend = DisplacementField(u.reshape(gshape + (3,)), spacing=(sp,) * 3, origin=(-2 * sp,) * 3,
                              src=_EM_UM, dst=_EM_BENT, outside="zero")
     R = _rotation((25.0, -10.0, 35.0))

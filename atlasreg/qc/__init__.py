@@ -27,7 +27,7 @@ _LAZY = {
     # figures
     "figure_png": "figures", "overlay_slices": "figures", "checkerboard_slices": "figures",
     "boundary_slices": "figures", "jacobian_slices": "figures", "landmark_residuals": "figures",
-    "region_counts_bar": "figures", "registration_figures": "figures",
+    "region_counts_bar": "figures", "registration_figures": "figures", "tracings_projection": "figures",
     # report
     "write_report": "report", "render_report": "report",
 }

@@ -435,3 +435,83 @@ def registration_figures(fixed, moved, annotation=None, jacobian=None, positions
     if jacobian is not None:
         figs["Jacobian determinant of the transform (folding marked)"] = jacobian_slices(jacobian)
     return figs
+
+
+def tracings_projection(reference, neurons=(), neuron_names=None, points=None, box=None, zoom: float = 400.0,
+                        title: str | None = None):
+    """Neurons, points (e.g. synapses) and an EM block footprint over projections of a reference volume.
+
+    Three panels: the whole brain seen from above and from the side (maximum-intensity projections),
+    and a close-up around ``box`` (or the points). Everything is drawn in the reference's physical
+    coordinates, so give points in its space.
+
+    Parameters
+    ----------
+    reference : Volume (identity direction) in the space of the points
+    neurons : sequence of (N, 3) node arrays
+    points : (M, 3) points, optional
+    box : (K, 3) points outlining a region (e.g. ``EMBlock.footprint()``), optional
+    zoom : half-width (space units) of the close-up around the box
+
+    Example
+    -------
+    >>> fig = tracings_projection(atlas.reference, [n.points for n in neurons], points=synapses,
+    ...                           box=block.footprint())                              # doctest: +SKIP
+    """
+    arr, vs, code = _as_array(reference, "reference")
+    origin = np.asarray(getattr(reference, "origin", np.zeros(3)), float)
+    direction = np.asarray(getattr(reference, "direction", np.eye(3)), float)
+    if not np.allclose(direction, np.eye(3)):
+        raise InputError("tracings_projection needs a reference with identity direction; reorient it first",
+                         field="reference")
+    # Project across DV (view from above) and across LR (side view); without a code: axes 1 and 2.
+    if code:
+        axes_ = [code.index(next(c for c in code if _AXIS_NAME[c] == "DV")),
+                 code.index(next(c for c in code if _AXIS_NAME[c] == "LR"))]
+    else:
+        axes_ = [1, 2]
+    focus = None
+    if box is not None and len(box):
+        focus = np.asarray(box, float)
+    elif points is not None and len(points):
+        focus = np.asarray(points, float)
+    panels = [(axes_[0], None), (axes_[1], None)] + ([(axes_[0], focus)] if focus is not None else [])
+    fig, axs = _new_figure(1, len(panels), size=(4.3, 3.8))
+    cmap_lines = ["tab:red", "tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+                  "tab:cyan"]
+    for k, (a, near) in enumerate(panels):
+        ax = axs[0, k]
+        rows, cols = _plane_axes(a, code)
+        proj = _norm(arr.max(axis=a))
+        if rows > cols:
+            proj = proj.T
+        ext = [origin[cols] - vs[cols] / 2, origin[cols] + (arr.shape[cols] - 0.5) * vs[cols],
+               origin[rows] + (arr.shape[rows] - 0.5) * vs[rows], origin[rows] - vs[rows] / 2]
+        ax.imshow(proj, cmap="gray", extent=ext, interpolation="nearest", vmin=0, vmax=1.3)
+        for i, pts in enumerate(neurons):
+            p = np.asarray(pts, float)
+            lab = neuron_names[i] if neuron_names is not None and k == 0 else None
+            ax.plot(p[:, cols], p[:, rows], ".", ms=1.5, color=cmap_lines[i % len(cmap_lines)], label=lab)
+        if points is not None and len(points):
+            p = np.asarray(points, float)
+            ax.plot(p[:, cols], p[:, rows], ".", ms=2 if near is not None else 1, color="yellow",
+                    label="points" if k == 0 else None)
+        if box is not None and len(box):
+            b = np.asarray(box, float)
+            ax.plot(b[:, cols], b[:, rows], ".", ms=1, color="cyan", label="EM block" if k == 0 else None)
+        if near is not None:
+            c = np.nanmean(near, axis=0)
+            ax.set_xlim(c[cols] - zoom, c[cols] + zoom)
+            ax.set_ylim(c[rows] + zoom, c[rows] - zoom)
+            ax.set_title("close-up", fontsize=9)
+        else:
+            ax.set_title(("view across " + (_AXIS_NAME[code[a]] if code else f"axis {a}")), fontsize=9)
+        lab_r = f"axis {rows}" + (f" ({code[rows].upper()}\u2192{_OPPOSITE[code[rows]].upper()})" if code else "")
+        lab_c = f"axis {cols}" + (f" ({code[cols].upper()}\u2192{_OPPOSITE[code[cols]].upper()})" if code else "")
+        ax.set_ylabel(lab_r, fontsize=8)
+        ax.set_xlabel(lab_c, fontsize=8)
+        ax.tick_params(labelsize=7)
+    if neuron_names is not None or points is not None or box is not None:
+        axs[0, 0].legend(fontsize=6, markerscale=4, loc="lower left")
+    fig.suptitle(title or "tracings in the reference frame (maximum-intensity projections)", fontsize=10)
+    return fig
