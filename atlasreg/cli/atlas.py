@@ -1,0 +1,90 @@
+"""``atlasreg atlas list|info``: which atlases are available and what one holds."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._app import app, run_cli
+
+atlas_app = typer.Typer(help="Atlases: list the known ones, describe one.", no_args_is_help=True)
+app.add_typer(atlas_app, name="atlas")
+
+
+def parse_voxel_size(text: Optional[str]):
+    """'25' or '50,40,40' -> float or list of floats (None passes through)."""
+    if text is None:
+        return None
+    from ..errors import InputError
+
+    try:
+        vals = [float(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"voxel size {text!r} must be one number or three separated by commas",
+                         field="--voxel-size") from None
+    if len(vals) not in (1, 3):
+        raise InputError(f"voxel size {text!r} must be one number or three", field="--voxel-size")
+    return vals[0] if len(vals) == 1 else vals
+
+
+def load_atlas(atlas: str, ontology: Optional[Path] = None, voxel_size: Optional[str] = None,
+               file_orientation: Optional[str] = None):
+    """An Atlas from a manifest name, a BrainGlobe folder, a folder/npz/file of Allen-style data."""
+    from ..atlas import Atlas
+
+    return Atlas.load(atlas, ontology=ontology, voxel_size=parse_voxel_size(voxel_size),
+                      file_orientation=file_orientation)
+
+
+@atlas_app.command("list")
+@run_cli
+def list_atlases() -> None:
+    """List the atlases atlasreg knows by name, and whether their files are here.
+
+    "mirror" means ATLASREG_DATA holds them (checksums are verified on load); "download"
+    means `atlasreg data fetch NAME --download` would get the public originals.
+
+    Example: atlasreg atlas list
+    """
+    from .. import data
+
+    for name in data.list_datasets("atlas"):
+        m = data.manifest(name)
+        ann = m["files"][m["atlas"]["annotation"]]
+        mirror = data.mirror_dir()
+        here = "mirror" if mirror is not None and ann.get("path") and (mirror / ann["path"]).exists() else "download"
+        sp = m.get("space") or {}
+        vs = "x".join(f"{v:g}" for v in m.get("voxel_size", []))
+        typer.echo(f"{name:20s} {sp.get('name', '?')} [{sp.get('unit', '?')}, {sp.get('orientation', '?')}] "
+                   f"voxel {vs} {sp.get('unit', '')}  ({here})  {m['title']}")
+
+
+@atlas_app.command("info")
+@run_cli
+def info(
+    atlas: str = typer.Argument(..., help="Manifest name (atlasreg atlas list), BrainGlobe folder, or Allen-style "
+                                          "folder / npz / annotation file."),
+    ontology: Optional[Path] = typer.Option(None, "--ontology", help="Structure CSV/JSON (Allen-style files)."),
+    voxel_size: Optional[str] = typer.Option(None, "--voxel-size", help="µm, '25' or 'a,b,c' per stored axis "
+                                             "(files that don't record it)."),
+    file_orientation: Optional[str] = typer.Option(None, "--file-orientation",
+                                                   help="Orientation code of the stored arrays, e.g. 'asr'."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Describe an atlas: space, unit, orientation, shape, voxel size, structures, memory.
+
+    Examples:
+
+      atlasreg atlas info allen_mouse_25um
+
+      atlasreg atlas info annotation_25.nrrd --ontology structures.csv --voxel-size 25 --file-orientation asr
+    """
+    a = load_atlas(atlas, ontology, voxel_size, file_orientation)
+    d = a.info()
+    if as_json:
+        typer.echo(json.dumps(d, indent=2, default=str))
+        return
+    for k, v in d.items():
+        typer.echo(f"{k:24s} {v}")
