@@ -10,6 +10,7 @@ from ._app import app, main  # noqa: F401
 from . import info  # noqa: F401,E402
 from . import demo  # noqa: F401,E402
 from . import qc  # noqa: F401,E402
+from . import combine  # noqa: F401,E402
 from . import query  # noqa: F401,E402
 from . import atlas  # noqa: F401,E402
 from . import data  # noqa: F401,E402

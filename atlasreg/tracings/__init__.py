@@ -10,7 +10,7 @@ Examples
 """
 from .analysis import (annotate_neuron, annotate_points, projection_matrix, rollup_matrix, segment_regions,
                        soma_regions, synapse_counts)
-from .combine import (EMBlock, block_from_neurons, combine, find_passing, place_block, read_collection,
+from .combine import (EMBlock, block_from_neurons, bounds_of, combine, find_passing, place_block, read_collection,
                       write_collection)
 from .mouselight import read_mouselight, write_mouselight
 from .neuron import NODE_COLUMNS, Neuron, NeuronList
@@ -20,6 +20,6 @@ from .transform import transform_neuron, transform_neurons, transform_table
 
 __all__ = ["Neuron", "NeuronList", "NODE_COLUMNS", "read_swc", "write_swc", "read_mouselight", "write_mouselight",
            "PointTable", "read_table", "write_table", "attach_synapses", "annotate_table", "transform_neuron",
-           "transform_neurons", "transform_table", "EMBlock", "block_from_neurons", "place_block", "combine",
+           "transform_neurons", "transform_table", "EMBlock", "block_from_neurons", "bounds_of", "place_block", "combine",
            "find_passing", "write_collection", "read_collection", "annotate_points", "annotate_neuron",
            "soma_regions", "segment_regions", "projection_matrix", "synapse_counts", "rollup_matrix"]

@@ -211,22 +211,35 @@ def _inside_lengths(block: EMBlock, neuron: Neuron, max_step: float | None) -> n
     return out
 
 
-def block_from_neurons(neurons, transform: Transform, margin: float = 0.0, name: str = "em_block") -> EMBlock:
-    """The EM block as the bounding box of its skeletons and synapses (in their space), plus ``margin``."""
+def bounds_of(neurons) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding box (lo, hi) of the nodes and synapses of one or more neurons (all in one space)."""
     items = [neurons] if isinstance(neurons, Neuron) else list(neurons)
     if not items:
-        raise InputError("no EM neurons to bound a block with", field="em")
+        raise InputError("no neurons to bound", field="neurons")
     los, his = [], []
     for n in items:
-        if n.space.name != transform.src.name or n.space.unit != transform.src.unit:
-            raise SpaceMismatchError(f"EM neuron {n.name!r} is in {n.space}, the block transform starts in "
-                                     f"{transform.src}")
+        if (n.space.name, n.space.unit) != (items[0].space.name, items[0].space.unit):
+            raise SpaceMismatchError(f"neurons {items[0].name!r} ({items[0].space}) and {n.name!r} ({n.space}) "
+                                     "are in different spaces")
         pts = n.points
         if n.synapses is not None and len(n.synapses):
             pts = np.vstack([pts, n.synapses[["x", "y", "z"]].to_numpy(np.float64)])
         los.append(pts.min(0))
         his.append(pts.max(0))
-    return EMBlock(np.min(los, 0) - margin, np.max(his, 0) + margin, transform, name=name)
+    return np.min(los, 0), np.max(his, 0)
+
+
+def block_from_neurons(neurons, transform: Transform, margin: float = 0.0, name: str = "em_block") -> EMBlock:
+    """The EM block as the bounding box of its skeletons and synapses (in their space), plus ``margin``."""
+    items = [neurons] if isinstance(neurons, Neuron) else list(neurons)
+    if not items:
+        raise InputError("no EM neurons to bound a block with", field="em")
+    for n in items:
+        if n.space.name != transform.src.name or n.space.unit != transform.src.unit:
+            raise SpaceMismatchError(f"EM neuron {n.name!r} is in {n.space}, the block transform starts in "
+                                     f"{transform.src}")
+    lo, hi = bounds_of(items)
+    return EMBlock(lo - margin, hi + margin, transform, name=name)
 
 
 def place_block(src: Space, lo, hi, center, dst: Space, rotation_deg=(0.0, 0.0, 0.0)) -> Affine:
