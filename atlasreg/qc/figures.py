@@ -257,7 +257,7 @@ def jacobian_slices(jacobian, positions=None, mask=None, title: str | None = Non
     pos = _positions(det.shape, positions)
     fig, axes = _new_figure(1, 3)
     good = det[inside & ~folded]
-    span = float(np.clip(np.nanmax(np.abs(np.log(good))) if good.size else 1.0, 0.05, 3.0))
+    span = float(np.clip(np.percentile(np.abs(np.log(good)), 99.5) if good.size else 1.0, 0.05, 3.0))
     norm = LogNorm(vmin=np.exp(-span), vmax=np.exp(span))
     im = None
     for a in range(3):
@@ -273,7 +273,12 @@ def jacobian_slices(jacobian, positions=None, mask=None, title: str | None = Non
         n_f = int(fold2d.sum())
         ax.set_title(_plane_title(a, pos[a], code) + (f", {n_f} folded" if n_f else ""), fontsize=9)
         _axis_labels(ax, a, code)
-    fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.8, label="det J (volume ratio)")
+    cb = fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.8, label="det J (volume ratio)")
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
+
+    cb.ax.yaxis.set_major_locator(FixedLocator(np.exp(np.linspace(-span, span, 5))))
+    cb.ax.yaxis.set_major_formatter(FormatStrFormatter("%.2f"))
+    cb.ax.yaxis.set_minor_locator(NullLocator())
     n_in = int(inside.sum())
     frac = folded.sum() / n_in if n_in else float("nan")
     fig.suptitle(title or f"Jacobian determinant (folding: det \u2264 0, black; {100 * frac:.3f}% of voxels)",
