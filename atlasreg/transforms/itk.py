@@ -90,6 +90,8 @@ def _wrap_units(build, src: Space, dst: Space, in_unit: str, out_unit: str, path
 def _read_image(path: Path):
     import SimpleITK as sitk
 
+    if suffix_of(path) in (".nii", ".nii.gz"):
+        _check_nifti_complete(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -98,12 +100,46 @@ def _read_image(path: Path):
 
 
 def _first_line(exc: Exception) -> str:
+    """The informative sentence of an ITK exception (its ``ITK ERROR: Class(0x..): message`` line)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    # ITK messages start with file/line noise; the description is the most useful line.
     for ln in lines:
+        if "ITK ERROR:" in ln:
+            msg = ln.split("ITK ERROR:", 1)[1]
+            return msg.split("): ", 1)[1].strip() if "): " in msg else msg.strip()
         if ln.lower().startswith("description:"):
             return ln.split(":", 1)[1].strip()
     return lines[-1] if lines else type(exc).__name__
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """ITK zero-fills a truncated NIfTI without complaint: check the data is all there first."""
+    import gzip
+    import zlib
+
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for a broken header
+        raise InputError(f"not a readable NIfTI file (corrupt or truncated header): {exc}", path=path) from None
+    hdr = img.header
+    need = int(hdr.get_data_offset()) + int(np.prod(hdr.get_data_shape())) * hdr.get_data_dtype().itemsize
+    if str(path).lower().endswith(".gz"):
+        have = 0
+        try:
+            with gzip.open(path, "rb") as fh:
+                while True:
+                    chunk = fh.read(1 << 24)
+                    if not chunk:
+                        break
+                    have += len(chunk)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise InputError(f"the compressed NIfTI file is corrupt or truncated ({exc})", path=path) from None
+    else:
+        have = path.stat().st_size
+    if have < need:
+        raise InputError(f"the NIfTI file is truncated: it holds {have} bytes, its header needs {need}",
+                         path=path)
 
 
 def field_from_sitk_image(img, src: Space, dst: Space, outside: str, path=None) -> DisplacementField:
