@@ -94,12 +94,14 @@ def annotate_points(points, atlas, space: Space | str | None = None, level: int 
     onto = atlas.ontology
     inv, u = pd.factorize(ids)  # label the few distinct ids, not every point (hashing, no sort)
     u = np.asarray(u, dtype=np.int64)
-    out = pd.DataFrame({"region_id": ids, "acronym": _labels(onto, u)[inv],
+    # Acronyms as a Categorical: one string per distinct region, not per point.
+    out = pd.DataFrame({"region_id": ids, "acronym": pd.Categorical.from_codes(inv, _labels(onto, u)),
                         "hemisphere": np.asarray(atlas.hemisphere_of(pts, space=sp), dtype=np.int64)})
     if level is not None or parents is not None:
         r = _rolled(onto, u, level, parents)
         out["rollup_id"] = r[inv]
-        out["rollup_acronym"] = _labels(onto, r)[inv]
+        ru, rinv = np.unique(r, return_inverse=True)
+        out["rollup_acronym"] = pd.Categorical.from_codes(rinv[inv], _labels(onto, ru))
     return out
 
 
@@ -135,22 +137,27 @@ def soma_regions(neurons, atlas, level: int | None = None, parents=None) -> pd.D
 
 
 def _stack(items: list[Neuron], atlas):
-    """All edges of all neurons: (neuron index per edge, child xyz, parent xyz)."""
+    """All edges of all neurons: (neuron index per edge, child xyz, edge vector child -> parent)."""
     for n in items:
         _check_space(n.space, atlas, f"neuron {n.name!r}")
     units = {n.space.unit for n in items}
     if len(units) > 1:
         raise SpaceMismatchError(f"neurons are in several units {sorted(units)}; convert them to one first")
-    owners, a_list, b_list = [], [], []
+    if not items:
+        return np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 3))
+    pts_l, child_l, par_l, own_l = [], [], [], []
+    offset = 0
     for k, n in enumerate(items):
         c, p = n.segments()
-        pts = n.points
-        a_list.append(pts[c])
-        b_list.append(pts[p])
-        owners.append(np.full(len(c), k, dtype=np.int64))
-    if not a_list:
-        return np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 3))
-    return np.concatenate(owners), np.concatenate(a_list), np.concatenate(b_list)
+        pts_l.append(n.points)
+        child_l.append(c + offset)
+        par_l.append(p + offset)
+        own_l.append(np.full(len(c), k, dtype=np.int64))
+        offset += n.n_nodes
+    P = np.concatenate(pts_l)
+    c = np.concatenate(child_l)
+    a = P[c]
+    return np.concatenate(own_l), a, P[np.concatenate(par_l)] - a
 
 
 def segment_regions(neurons, atlas, method: str = "midpoint", max_step: float | None = None,
@@ -161,10 +168,9 @@ def segment_regions(neurons, atlas, method: str = "midpoint", max_step: float | 
     See the module docstring for ``method``. Lengths are in the neurons' unit.
     """
     items = _neurons(neurons)
-    owner, a, b = _stack(items, atlas)
     if method not in ("midpoint", "split"):
         raise InputError("method must be 'midpoint' or 'split'", field="method")
-    seg = b - a
+    owner, a, seg = _stack(items, atlas)
     length = np.sqrt(np.einsum("ij,ij->i", seg, seg))
     if method == "split" and len(length):
         if max_step is None:

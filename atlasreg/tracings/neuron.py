@@ -281,7 +281,9 @@ class Neuron:
     @property
     def points(self) -> np.ndarray:
         """``(N, 3)`` node coordinates in :attr:`space` (a copy)."""
-        return self.nodes[["x", "y", "z"]].to_numpy(np.float64)
+        nd = self.nodes  # column by column: selecting a 3-column frame first costs ~10x more
+        return np.column_stack([nd["x"].to_numpy(np.float64), nd["y"].to_numpy(np.float64),
+                                nd["z"].to_numpy(np.float64)])
 
     @property
     def radius(self) -> np.ndarray:
