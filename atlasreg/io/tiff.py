@@ -29,19 +29,24 @@ _NO_GEOMETRY_HINT = (
     "usually anisotropic, so give all three")
 
 
+_DAMAGE = re.compile(r"invalid|incorrect|corrupt|truncat|failed|cannot|not a|suspicious", re.I)
+
+
 class _LogCapture(logging.Handler):
     def __init__(self):
-        super().__init__(logging.ERROR)
+        super().__init__(logging.WARNING)
         self.messages: list[str] = []
 
     def emit(self, record):
-        self.messages.append(record.getMessage())
+        msg = record.getMessage()
+        if record.levelno >= logging.ERROR or _DAMAGE.search(msg):
+            self.messages.append(msg)
 
 
 @contextmanager
 def _tifffile_errors():
-    """Collect what tifffile logs at ERROR level: it reports broken page chains and failed reshapes
-    there and then returns a partial array instead of raising."""
+    """Collect what tifffile logs about damage: it reports broken page chains, wrong strip counts and
+    failed reshapes there and then returns a partial or garbled array instead of raising."""
     logger = logging.getLogger("tifffile")
     h = _LogCapture()
     logger.addHandler(h)
@@ -62,15 +67,35 @@ def list_slices(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
-def _check_ranges(tf, path: Path) -> None:
-    # A truncated file can still parse: make sure every page's data lies inside the file.
+def _check_structure(path: Path, indices=None) -> None:
+    """A damaged file can still parse. Check, page by page (full headers, not tifffile's shortcut of
+    reusing page 0's): every page of the stack has the same shape and pixel type, all its strips/tiles
+    are listed, and they lie inside the file."""
+    import tifffile
+
     size = path.stat().st_size
-    for i, page in enumerate(tf.pages):
-        offs, counts = getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ())
-        for o, c in zip(offs, counts):
-            if o + c > size:
-                raise InputError(f"page {i} needs bytes up to {o + c} but the file has {size}: it is truncated; "
-                                 "copy or export it again", path=path)
+    ref = None
+    with tifffile.TiffFile(path) as tf:
+        tf.pages.useframes = False
+        for i in (range(len(tf.pages)) if indices is None else indices):
+            page = tf.pages[i]
+            key = (tuple(page.shape), str(page.dtype), int(page.compression), page.bitspersample,
+                   int(page.sampleformat), int(page.planarconfig))
+            if ref is None:
+                ref = (i, key)
+            elif key != ref[1]:
+                raise InputError(f"page {i} has shape {key[0]} {key[1]} (compression {key[2]}) but page {ref[0]} "
+                                 f"has {ref[1][0]} {ref[1][1]} (compression {ref[1][2]}): a page header is "
+                                 "damaged; export the stack again", path=path)
+            offs, counts = page.dataoffsets, page.databytecounts
+            chunked = getattr(page, "chunked", None)
+            if chunked is not None and len(offs) and int(np.prod(chunked)) != len(offs):
+                raise InputError(f"page {i} should have {int(np.prod(chunked))} strips/tiles but lists {len(offs)}: "
+                                 "the header is damaged; export the stack again", path=path)
+            for o, c in zip(offs, counts):
+                if o + c > size:
+                    raise InputError(f"page {i} needs bytes up to {o + c} but the file has {size}: it is "
+                                     "truncated; copy or export it again", path=path)
 
 
 def read_tiff_file(path: Path, allow_nonfinite: bool) -> RawVolume:
@@ -78,10 +103,10 @@ def read_tiff_file(path: Path, allow_nonfinite: bool) -> RawVolume:
 
     try:
         with _tifffile_errors() as errors, tifffile.TiffFile(path) as tf:
-            _check_ranges(tf, path)
             if not tf.series:
-                raise InputError("the TIFF holds no image", path=path)
+                raise InputError("the TIFF holds no image: it is empty or its header is damaged", path=path)
             series = tf.series[0]
+            _check_structure(path, [p.index for p in series.pages if p is not None])
             check_dtype(series.dtype, path)
             meta = tf.shaped_metadata[0] if tf.is_shaped and tf.shaped_metadata else {}
             arr = series.asarray()
@@ -164,7 +189,7 @@ def read_tiff_folder(folder: Path, allow_nonfinite: bool) -> RawVolume:
     for f in files:  # headers only: cheap, and catches a bad slice before any computation
         try:
             with _tifffile_errors() as errors, tifffile.TiffFile(f) as tf:
-                _check_ranges(tf, f)
+                _check_structure(f)
                 s = tf.series[0] if tf.series else None
                 if s is None:
                     raise InputError("the slice holds no image", path=f)

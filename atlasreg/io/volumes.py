@@ -278,8 +278,10 @@ def _read_sitk(path: Path, fmt: str, allow_nonfinite: bool) -> RawVolume:
         raise wrap_read_error(exc, path) from exc
     check_shape(arr.shape, path)
     check_dtype(arr.dtype, path)
-    if fmt == "nifti" and arr.dtype.kind == "f":
-        arr = _nifti_nonfinite(path, arr)
+    if fmt == "nifti":
+        arr = _nifti_verify(path, arr)
+    elif path.name.lower().endswith(".nrrd"):
+        _nrrd_verify(path)
     if not allow_nonfinite:
         n = count_nonfinite(arr)
         if n:
@@ -298,26 +300,83 @@ def _read_sitk(path: Path, fmt: str, allow_nonfinite: bool) -> RawVolume:
     return raw
 
 
-def _nifti_nonfinite(path: Path, arr: np.ndarray) -> np.ndarray:
-    """Put back the NaN/inf that ITK's NIfTI reader silently turns into 0.
+def _nifti_verify(path: Path, arr: np.ndarray) -> np.ndarray:
+    """Catch what ITK's NIfTI reader hides: truncated data (it pads with zeros) and NaN/inf (it reads 0).
 
-    nibabel reads the same voxels in the same (i, j, k) order, so its values
-    are copied where they are not finite; the caller then counts them.
+    nibabel reads the same voxels in the same (i, j, k) order and raises on
+    short data. An uncompressed file is checked by its size; a compressed one
+    (or float data, whose NaN/inf must be put back) is decompressed again.
     """
     import nibabel as nib
 
     try:
-        raw = np.asanyarray(nib.load(str(path)).dataobj)
-    except Exception as exc:  # noqa: BLE001
-        raise wrap_read_error(exc, path) from exc
-    if raw.shape[:3] != arr.shape:
-        return arr
-    raw = raw.reshape(arr.shape)
-    bad = ~np.isfinite(raw)
-    if bad.any():
-        arr = np.array(arr, copy=True)
-        arr[bad] = raw[bad]
+        img = nib.load(str(path))
+        proxy = img.dataobj
+        nbytes = int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
+        offset = int(proxy.offset)
+        gz = path.name.lower().endswith(".gz")
+        if not gz and path.stat().st_size < offset + nbytes:
+            raise InputError(f"the file is truncated: its header promises {nbytes} bytes of voxels after byte "
+                             f"{offset} but the file has {path.stat().st_size} bytes in all; copy or export it "
+                             "again", path=path)
+        if gz:
+            _check_gzip(path, 0, offset + nbytes)
+        if arr.dtype.kind != "f":
+            return arr
+        raw = np.asanyarray(img.dataobj)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - nibabel/gzip raise many types on short or damaged data
+        raise InputError(f"the voxel data is incomplete or damaged ({type(exc).__name__}: "
+                         f"{str(exc)[:200]}); copy or export it again", path=path) from exc
+    if raw.size != arr.size:
+        raise InputError(f"the file holds {raw.size} voxels but its header says {arr.size}", path=path)
+    if arr.dtype.kind == "f":
+        raw = raw.reshape(arr.shape)
+        bad = ~np.isfinite(raw)
+        if bad.any():
+            arr = np.array(arr, copy=True)
+            arr[bad] = raw[bad]
     return arr
+
+
+def _check_gzip(path: Path, start: int, min_size: int = 0) -> None:
+    """Decompress a gzip stream from byte ``start`` to its end, streaming: zlib checks the CRC and length
+    trailer, which ITK's readers skip (a file cut anywhere, even in the trailer, is refused)."""
+    import zlib
+
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    total = 0
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            while not d.eof:
+                block = fh.read(1 << 20)
+                if not block:
+                    break
+                total += len(d.decompress(block))
+                while d.unconsumed_tail and not d.eof:
+                    total += len(d.decompress(d.unconsumed_tail))
+    except zlib.error as exc:
+        raise InputError(f"the compressed data is damaged ({exc}); copy or export it again", path=path) from exc
+    if not d.eof:
+        raise InputError("the compressed data ends early: the file is truncated; copy or export it again", path=path)
+    if total < min_size:
+        raise InputError(f"the file decompresses to {total} bytes but its header needs {min_size}", path=path)
+
+
+def _nrrd_verify(path: Path) -> None:
+    """NRRD: a gzip-encoded attached data block must be complete (ITK accepts a cut trailer)."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    end = head.find(b"\n\n")
+    if end < 0:
+        return  # ITK already parsed it; an odd layout (e.g. \r\n) is left to ITK
+    header = head[:end].decode("latin-1").lower()
+    fields = dict(line.split(":", 1) for line in header.splitlines() if ":" in line and ":=" not in line)
+    enc = fields.get("encoding", "").strip()
+    if enc in ("gzip", "gz") and "data file" not in fields and "datafile" not in fields:
+        _check_gzip(path, end + 2)
 
 
 def _parse_notes(reader) -> dict:
