@@ -11,9 +11,6 @@ import numpy as np
 
 _SER = dict(cache=True, nogil=True, fastmath=False)
 
-#: Continuous index given to points that must take the fill value.
-OUTSIDE = -1e9
-
 
 @nb.njit(**_SER)
 def index_affine(start, shape, m, out):
@@ -75,33 +72,54 @@ def finite_bounds(cidx):
 
 
 @nb.njit(**_SER)
-def localize(cidx, lo, full, nearest, out):
-    """Continuous indices of the whole source -> indices into the box starting at ``lo``.
+def sample_box(data, cidx, lo, full, nearest, fill, round_clip, vmin, vmax, out):
+    """Sample ``data`` (the source box starting at index ``lo``) at whole-source continuous indices.
 
-    Points outside the whole source (or NaN) get :data:`OUTSIDE`, so the box's
-    own edges never act as volume edges. For nearest-neighbour sampling the
-    rounding happens here, on the whole-volume index, so a box gives exactly
-    the voxel the in-memory path picks.
+    Same numbers as :func:`atlasreg._kernels.sample_linear` / ``sample_nearest``
+    on the whole source: bounds are checked against the whole source (``full``),
+    nearest rounding happens on the whole-source index, and the box offset is
+    subtracted exactly. With ``round_clip`` (integer output of linear
+    sampling) values are rounded half to even and clipped to ``[vmin, vmax]``
+    as :func:`atlasreg.volume.resample` does.
     """
+    nx, ny, nz = data.shape[0], data.shape[1], data.shape[2]
     for k in range(cidx.shape[0]):
-        inside = True
-        for a in range(3):
-            c = cidx[k, a]
-            if not np.isfinite(c):
-                inside = False
-            elif nearest:
-                if not (c >= -0.5 and c < full[a] - 0.5):
-                    inside = False
-            elif not (c >= -0.5 and c <= full[a] - 0.5):
-                inside = False
-        if not inside:
-            out[k, 0] = OUTSIDE
-            out[k, 1] = OUTSIDE
-            out[k, 2] = OUTSIDE
+        cx = cidx[k, 0]
+        cy = cidx[k, 1]
+        cz = cidx[k, 2]
+        if nearest:
+            if not ((cx >= -0.5) and (cx < full[0] - 0.5) and (cy >= -0.5) and (cy < full[1] - 0.5)
+                    and (cz >= -0.5) and (cz < full[2] - 0.5)):
+                out[k] = fill
+                continue
+            ix = int(np.floor(cx + 0.5) - lo[0])
+            iy = int(np.floor(cy + 0.5) - lo[1])
+            iz = int(np.floor(cz + 0.5) - lo[2])
+            out[k] = data[ix, iy, iz]
             continue
-        for a in range(3):
-            c = cidx[k, a]
-            if nearest:
-                out[k, a] = np.floor(c + 0.5) - lo[a]
-            else:
-                out[k, a] = c - lo[a]
+        if not ((cx >= -0.5) and (cx <= full[0] - 0.5) and (cy >= -0.5) and (cy <= full[1] - 0.5)
+                and (cz >= -0.5) and (cz <= full[2] - 0.5)):
+            out[k] = fill
+            continue
+        cx = cx - lo[0]
+        cy = cy - lo[1]
+        cz = cz - lo[2]
+        x0 = min(max(int(np.floor(cx)), 0), nx - 1)
+        y0 = min(max(int(np.floor(cy)), 0), ny - 1)
+        z0 = min(max(int(np.floor(cz)), 0), nz - 1)
+        x1 = min(x0 + 1, nx - 1)
+        y1 = min(y0 + 1, ny - 1)
+        z1 = min(z0 + 1, nz - 1)
+        fx = min(max(cx - x0, 0.0), 1.0)
+        fy = min(max(cy - y0, 0.0), 1.0)
+        fz = min(max(cz - z0, 0.0), 1.0)
+        c00 = data[x0, y0, z0] * (1 - fx) + data[x1, y0, z0] * fx
+        c01 = data[x0, y0, z1] * (1 - fx) + data[x1, y0, z1] * fx
+        c10 = data[x0, y1, z0] * (1 - fx) + data[x1, y1, z0] * fx
+        c11 = data[x0, y1, z1] * (1 - fx) + data[x1, y1, z1] * fx
+        c0 = c00 * (1 - fy) + c10 * fy
+        c1 = c01 * (1 - fy) + c11 * fy
+        v = c0 * (1 - fz) + c1 * fz
+        if round_clip:
+            v = min(max(np.rint(v), vmin), vmax)
+        out[k] = v

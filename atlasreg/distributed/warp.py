@@ -109,6 +109,16 @@ class IndexMap:
             else:
                 merged.append(op)
         self.ops = [self._prepare(op) for op in merged]
+        #: True when the whole map is one affine: a block's source box then follows from its corners.
+        self.affine_only = len(self.ops) == 1 and self.ops[0][0] == "affine"
+
+    def corner_bounds(self, start, shape):
+        """Bounds of an affine-only map over a block from its 8 corners (grown by one voxel for rounding)."""
+        m = self.ops[0][1]
+        c = np.array([[start[0] + a * (shape[0] - 1), start[1] + b * (shape[1] - 1), start[2] + d * (shape[2] - 1)]
+                      for a in (0, 1) for b in (0, 1) for d in (0, 1)], float)
+        p = c @ m[:, :3].T + m[:, 3]
+        return p.min(0) - 1.0, p.max(0) + 1.0
 
     @staticmethod
     def _prepare(op):
@@ -183,12 +193,16 @@ class BlockSampler:
     def block(self, start, stop) -> np.ndarray:
         shape = tuple(int(b - a) for a, b in zip(start, stop))
         cidx = self.index_map(start, shape)
-        return self._sample(cidx.reshape(shape + (3,)))
+        bounds = None
+        if self.index_map.affine_only:
+            lo, hi = self.index_map.corner_bounds(start, shape)
+            bounds = (lo, hi, int(np.prod(shape)))
+        return self._sample(cidx.reshape(shape + (3,)), bounds)
 
-    def _sample(self, cidx: np.ndarray) -> np.ndarray:
+    def _sample(self, cidx: np.ndarray, bounds=None) -> np.ndarray:
         shape = cidx.shape[:3]
         flat = cidx.reshape(-1, 3)
-        lo, hi, count = BK.finite_bounds(flat)
+        lo, hi, count = bounds if bounds is not None else BK.finite_bounds(flat)
         full = self.source.shape
         if count:
             lo_i = [max(0, int(math.floor(lo[a]))) for a in range(3)]
@@ -208,17 +222,18 @@ class BlockSampler:
             region = region.astype(self.work_dtype)
         region = np.ascontiguousarray(region)
         nearest = self.interpolation == "nearest"
-        loc = np.empty_like(flat)
-        BK.localize(flat, np.asarray(lo_i, np.float64), self.full, nearest, loc)
         if nearest:
-            vals = np.empty(len(loc), dtype=self.work_dtype)
-            K.sample_nearest(region, loc, self.work_dtype.type(self.fill), vals)
+            vals = np.empty(len(flat), dtype=self.work_dtype)
+            fill = self.work_dtype.type(self.fill)
+            round_clip, vmin, vmax = False, 0.0, 0.0
         else:
-            vals = np.empty(len(loc), dtype=np.float64)
-            K.sample_linear(region, loc, float(self.fill), vals)
-            if self.out_dtype.kind in "iu":
-                info = np.iinfo(self.out_dtype)
-                vals = np.clip(np.rint(vals), info.min, info.max)
+            round_clip = self.out_dtype.kind in "iu"
+            vals = np.empty(len(flat), dtype=self.out_dtype if round_clip else np.float64)
+            fill = float(self.fill)
+            info = np.iinfo(self.out_dtype) if round_clip else None
+            vmin, vmax = (float(info.min), float(info.max)) if round_clip else (0.0, 0.0)
+        BK.sample_box(region, flat, np.asarray(lo_i, np.float64), self.full, nearest, fill, round_clip, vmin, vmax,
+                      vals)
         return vals.reshape(shape).astype(self.out_dtype, copy=False)
 
 
@@ -327,14 +342,9 @@ class WarpResult:
 
     def level(self, level: int = 0) -> Volume:
         """Pyramid level ``level`` as a lazy (dask) :class:`~atlasreg.volume.Volume`."""
-        import dask.array as da
-        import zarr
+        from ..io.volumes import read_volume
 
-        g = zarr.open_group(str(self.path), mode="r")
-        meta = dict(g.attrs["atlasreg"])
-        sp, o = _ngff.level_geometry(self.grid.spacing, self.grid.origin, self.grid.direction, level,
-                                     meta["downsampling"])
-        return Volume(da.from_zarr(g[str(level)]), sp, o, self.grid.direction, self.grid.space)
+        return read_volume(self.path, level=level)
 
     @property
     def volume(self) -> Volume:
