@@ -220,6 +220,16 @@ def test_hdf5_lazy_slicing_reads_only_needed_blocks(brain, tmp_path):
     np.testing.assert_array_equal(v.numpy(), brain.numpy())
 
 
+@pytest.mark.parametrize("suffix", [".h5", ".ome.zarr"])
+def test_lazy_volume_pickles_for_distributed_workers(brain, tmp_path, suffix):
+    """The dask graph reopens its file in the worker: it survives pickling (what dask.distributed does)."""
+    import pickle
+
+    v = ar.read_volume(ar.write_volume(brain, tmp_path / f"b{suffix}"))
+    data = pickle.loads(pickle.dumps(v.data))
+    np.testing.assert_array_equal(data[200:203, 10:20].compute(), brain.numpy()[200:203, 10:20])
+
+
 def test_hdf5_plain_dataset_without_geometry(crop, tmp_path):
     p = tmp_path / "plain.hdf5"
     with h5py.File(p, "w") as f:

@@ -2,7 +2,8 @@
 
 Two layouts are read:
 
-* **atlasreg's own**: one 3-D dataset (default name ``volume``, chunked, gzip)
+* **atlasreg's own**: one 3-D dataset (default name ``volume``, chunked, gzip, with
+  Fletcher-32 checksums so a damaged chunk is an error, not silent garbage)
   whose attributes hold the geometry, all lengths in the ``unit`` attribute
   and every per-axis value in array axis order:
 
@@ -245,13 +246,14 @@ def _bdv_xml_voxel_size(h5path: Path, setup_id: int):
 
 
 def write_hdf5(vol, tmp: Path, dataset: str, chunks, geometry: dict) -> None:
-    """One chunked, gzip-compressed dataset with the geometry attributes above; dask data is stored blockwise."""
+    """One chunked, gzip-compressed, checksummed dataset with the geometry attributes above; dask data is
+    stored blockwise."""
     import h5py
 
     data = vol.data
     with h5py.File(tmp, "w") as f:
         d = f.create_dataset(dataset, shape=data.shape, dtype=data.dtype, chunks=chunks, compression="gzip",
-                             compression_opts=1, shuffle=True)
+                             compression_opts=1, shuffle=True, fletcher32=True)
         if hasattr(data, "compute"):
             import dask.array as da
 

@@ -281,7 +281,7 @@ def _read_sitk(path: Path, fmt: str, allow_nonfinite: bool) -> RawVolume:
     if fmt == "nifti":
         arr = _nifti_verify(path, arr)
     elif path.name.lower().endswith(".nrrd"):
-        _nrrd_verify(path)
+        _nrrd_verify(path, arr)
     if not allow_nonfinite:
         n = count_nonfinite(arr)
         if n:
@@ -340,11 +340,25 @@ def _nifti_verify(path: Path, arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _check_gzip(path: Path, start: int, min_size: int = 0) -> None:
-    """Decompress a gzip stream from byte ``start`` to its end, streaming: zlib checks the CRC and length
-    trailer, which ITK's readers skip (a file cut anywhere, even in the trailer, is refused)."""
+def _check_gzip(path: Path, start: int, size: int, exact: bool = False, data=None) -> None:
+    """Check that the gzip stream from byte ``start`` to the end of the file is complete and decompresses
+    to ``size`` bytes (at least, or exactly if ``exact``). ITK's readers do not: they zero-pad a cut
+    stream, skip the trailer, and (NRRD) ignore the CRC.
+
+    Fast path: the trailer's length field (ISIZE, the size modulo 2**32) matches ``size`` and, if the
+    decompressed bytes are given as ``data``, its CRC32 matches theirs. Otherwise the stream is
+    decompressed (streaming, bounded memory) and zlib checks CRC and length.
+    """
     import zlib
 
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        if fh.tell() - start >= 18:
+            fh.seek(-8, 2)
+            trailer = fh.read(8)
+            crc, isize = int.from_bytes(trailer[:4], "little"), int.from_bytes(trailer[4:], "little")
+            if isize == size % 2**32 and (data is None or zlib.crc32(data) == crc):
+                return
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     total = 0
     try:
@@ -355,28 +369,31 @@ def _check_gzip(path: Path, start: int, min_size: int = 0) -> None:
                 if not block:
                     break
                 total += len(d.decompress(block))
-                while d.unconsumed_tail and not d.eof:
-                    total += len(d.decompress(d.unconsumed_tail))
     except zlib.error as exc:
         raise InputError(f"the compressed data is damaged ({exc}); copy or export it again", path=path) from exc
     if not d.eof:
         raise InputError("the compressed data ends early: the file is truncated; copy or export it again", path=path)
-    if total < min_size:
-        raise InputError(f"the file decompresses to {total} bytes but its header needs {min_size}", path=path)
+    if total < size or (exact and total != size):
+        raise InputError(f"the data decompresses to {total} bytes but the header describes {size}; the file is "
+                         "damaged", path=path)
 
 
-def _nrrd_verify(path: Path) -> None:
-    """NRRD: a gzip-encoded attached data block must be complete (ITK accepts a cut trailer)."""
+def _nrrd_verify(path: Path, arr: np.ndarray) -> None:
+    """NRRD: a gzip-encoded attached data block must be complete and intact (ITK checks neither)."""
     with open(path, "rb") as fh:
         head = fh.read(1 << 16)
     end = head.find(b"\n\n")
     if end < 0:
         return  # ITK already parsed it; an odd layout (e.g. \r\n) is left to ITK
     header = head[:end].decode("latin-1").lower()
-    fields = dict(line.split(":", 1) for line in header.splitlines() if ":" in line and ":=" not in line)
-    enc = fields.get("encoding", "").strip()
-    if enc in ("gzip", "gz") and "data file" not in fields and "datafile" not in fields:
-        _check_gzip(path, end + 2)
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in header.splitlines()
+                                                 if ":" in line and ":=" not in line)}
+    if fields.get("encoding") in ("gzip", "gz") and "data file" not in fields and "datafile" not in fields:
+        # ITK's buffer is the file's voxel order; its bytes are the file's if the file is little-endian.
+        file_order = np.ascontiguousarray(arr.transpose(2, 1, 0))
+        same_bytes = fields.get("endian", "little") == "little" or arr.dtype.itemsize == 1
+        _check_gzip(path, end + 2, arr.nbytes, exact=True,
+                    data=memoryview(file_order).cast("B") if same_bytes else None)
 
 
 def _parse_notes(reader) -> dict:
