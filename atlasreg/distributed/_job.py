@@ -49,7 +49,11 @@ class Job:
             raise InputError("the output's folder is not writable", path=parent)
 
     def begin(self) -> bool:
-        """Lock the output, then resume a matching unfinished job or start clean; True when resuming."""
+        """Lock the output, then resume a matching unfinished job or start clean; True when resuming.
+
+        A fresh start must call :meth:`started` once its empty output exists:
+        only then is the work folder resumable.
+        """
         from filelock import FileLock, Timeout
 
         self.check()
@@ -60,23 +64,25 @@ class Job:
             raise InputError("another atlasreg job is writing this output right now (lock file "
                              f"{self.work}.lock); wait for it or remove the lock if that job died",
                              path=self.output) from None
-        meta = self.work / "job.json"
         if self.work.exists():
             old = None
             try:
-                old = json.loads(meta.read_text())
+                old = json.loads((self.work / "job.json").read_text())
             except (OSError, ValueError):
                 pass
-            if self.resume and old is not None and old.get("token") == self.token and self.target.exists():
+            if self.resume and old is not None and old.get("token") == self.token:
                 self.resumed = True
                 return True
             shutil.rmtree(self.work)
         self.done_dir.mkdir(parents=True)
-        # job.json last: a work folder without it is never resumed.
+        return False
+
+    def started(self) -> None:
+        """Record the job's fingerprint: from now on an interrupted run resumes here."""
+        meta = self.work / "job.json"
         tmp = meta.with_suffix(".tmp")
         tmp.write_text(json.dumps({"token": self.token, "kind": self.kind, "started": time.time()}))
         os.replace(tmp, meta)
-        return False
 
     # -- per block -------------------------------------------------------------------------------
     def done_keys(self) -> set[str]:

@@ -359,6 +359,7 @@ def sample_field(transform: Transform, grid, output, *, chunks=64, dtype="float3
                                      "origin": [float(v) for v in g.origin],
                                      "direction": np.asarray(g.direction, float).tolist(), "outside": outside,
                                      "made_from": repr(transform)}
+            job.started()
         import dask
 
         ctx = {"transform": transform, "affine": g.affine, "array": str(store / "displacement"),

@@ -226,8 +226,13 @@ def _open_input(path: Path, columns, chunk_size: int, csv_options: dict | None) 
         opts = dict(csv_options or {})
         opts.setdefault("dtype", {})
         opts["dtype"] = {**{c: "float64" for c in columns}, **opts["dtype"]}
-        # Bytes per block from the rows wanted (about 40 bytes per row of three coordinates).
-        blocksize = None if str(path).endswith((".gz", ".bz2", ".xz")) else max(1 << 20, 40 * chunk_size)
+        # Bytes per block from the rows wanted, with the line length of the file's start.
+        blocksize = None
+        if not str(path).endswith((".gz", ".bz2", ".xz")):
+            with open(path, "rb") as fh:
+                head = fh.read(1 << 16)
+            per_line = len(head) / max(1, head.count(b"\n"))
+            blocksize = max(1 << 16, int(per_line * chunk_size))
         try:
             df = dd.read_csv(str(path), blocksize=blocksize, **opts)
         except Exception as exc:  # noqa: BLE001 - pandas/dask parser errors
@@ -463,6 +468,8 @@ def map_points_file(input, output, transform, *, src=None, dst=None, columns=("x
     try:
         parts_dir = job.work / "parts"
         parts_dir.mkdir(exist_ok=True)
+        if not job.resumed:
+            job.started()
         ctx = {"transform": T, "annotate": fn, "columns": columns, "out_columns": out_columns,
                "region_column": region_column if fn is not None else None, "parts_dir": str(parts_dir),
                "done_dir": str(job.done_dir), "out_fmt": out_fmt}

@@ -487,6 +487,7 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
                                  origin=grid.origin, direction=grid.direction, space=grid.space, method=method,
                                  fill=fill, name=output.name, extra={"interpolation": interpolation,
                                                                     "source_space": volume.space.name})
+            job.started()
         done = job.done_keys()
         ctx = _WarpContext(sampler, str(store), str(job.done_dir), chunks, k, method)
         dctx = dask.delayed(ctx, name=f"warp-context-{token}", traverse=False)
