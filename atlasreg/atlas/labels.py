@@ -52,7 +52,11 @@ def compact_labels(ids: np.ndarray, path=None) -> "LabelArray":
     elif arr.dtype.kind not in "iu":
         raise InputError(f"annotation dtype {arr.dtype} is not an integer label type", path=path,
                          field="annotation")
-    flat = arr.reshape(-1)
+    # Walk the voxels in memory order: a transposed view (e.g. SimpleITK's array read as x, y, z) is then
+    # remapped without first being copied into C order.
+    if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        arr = np.ascontiguousarray(arr)
+    flat = arr.ravel(order="K")
     table = np.sort(pd.unique(flat)).astype(np.int64)
     if table[0] < 0:
         raise InputError(f"annotation holds negative label ids {table[table < 0][:5].tolist()}", path=path,
@@ -60,9 +64,9 @@ def compact_labels(ids: np.ndarray, path=None) -> "LabelArray":
     if len(table) >= 65535:
         raise InputError(f"annotation holds {len(table)} distinct labels; more than a uint16 index can hold",
                          path=path, field="annotation")
-    out = np.empty(flat.shape[0], dtype=np.uint16)
-    _remap_sorted(np.ascontiguousarray(flat), table.astype(flat.dtype), out)
-    return LabelArray(out.reshape(arr.shape), table)
+    out = np.empty_like(arr, dtype=np.uint16, order="K")
+    _remap_sorted(flat, table.astype(flat.dtype), out.ravel(order="K"))
+    return LabelArray(out, table)
 
 
 class LabelArray:

