@@ -107,6 +107,19 @@ def test_round_trip_lossless(brain, tmp_path, suffix, kw):
     np.testing.assert_allclose(back.index_to_physical(idx), brain.index_to_physical(idx), rtol=1e-7, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["bool", "int8", "uint16", "int32", "uint32", "int64", "uint64", "float16",
+                                   "float32", "float64"])
+def test_dtypes_round_trip(crop, tmp_path, dtype):
+    a = (crop[:8, :9, :10].astype(np.int64) - 300).astype(dtype)
+    if dtype.startswith("u"):
+        a = crop[:8, :9, :10].astype(dtype)
+    for suffix in (".nii.gz", ".nrrd", ".tif", ".h5", ".ome.zarr"):
+        back = ar.read_volume(ar.write_volume(ar.Volume(a, VS), tmp_path / f"d{suffix}")).numpy()
+        np.testing.assert_array_equal(back, a)
+        widened = {"bool": np.uint8, "float16": np.float32}.get(dtype) if suffix in (".nii.gz", ".nrrd") else None
+        assert back.dtype == (widened or a.dtype), suffix
+
+
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
 def test_simpleitk_reads_same_positions(brain, tmp_path, suffix):
     out = ar.write_volume(brain, tmp_path / f"b{suffix}")
@@ -395,6 +408,16 @@ def test_ome_zarr_bad_geometry(crop, tmp_path):
     g.attrs["multiscales"] = ms
     with pytest.raises(InputError, match="space axes"):
         ar.read_volume(out)
+
+
+def test_ome_zarr_unfinished_job_is_refused(crop, tmp_path):
+    out = ar.write_volume(ar.Volume(crop, VS), tmp_path / "j.ome.zarr", levels=1)
+    g = zarr.open_group(str(out), mode="r+")
+    g.attrs["atlasreg"] = {**g.attrs["atlasreg"], "status": "incomplete"}
+    with pytest.raises(InputError, match="did not finish"):
+        ar.read_volume(out)
+    g.attrs["atlasreg"] = {**g.attrs["atlasreg"], "status": "complete"}
+    np.testing.assert_array_equal(ar.read_volume(out).numpy(), crop)
 
 
 def test_ome_zarr_refuses_rotation(crop, tmp_path):

@@ -19,7 +19,9 @@ order). NGFF 0.4/0.5 cannot express a rotation, so a volume whose direction
 is not the identity is refused: write NIfTI/NRRD/HDF5, or resample it first.
 
 atlasreg also records ``{"atlasreg": {"space": ..., "orientation": ...}}`` in
-the root attributes so the space name and orientation survive a round trip.
+the root attributes so the space name and orientation survive a round trip. A
+store whose ``atlasreg.status`` is present but not ``"complete"`` (a resumable
+blockwise job that has not finished) is refused.
 """
 from __future__ import annotations
 
@@ -181,6 +183,10 @@ def _units(axes, space_idx, path: Path):
 
 def _read_multiscale(group, path: Path, ms: dict, version: str, level: int, allow_nonfinite: bool,
                      extra) -> RawVolume:
+    if isinstance(extra, dict) and extra.get("status") not in (None, "complete"):
+        # atlasreg's resumable blockwise writers (atlasreg.distributed) mark a store complete at the end.
+        raise InputError(f"the store is marked {extra.get('status')!r}: its writer did not finish. Rerun or "
+                         "resume the job that writes it", path=path, field="status")
     axes = _axes(ms, path)
     n = len(axes)
     space_idx = [i for i, a in enumerate(axes) if a["type"] == "space"]

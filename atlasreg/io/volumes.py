@@ -426,6 +426,8 @@ def write_volume(vol: Volume, path: str | os.PathLike, force: bool = False, chun
         chunked gzip dataset with geometry attributes, see
         :mod:`atlasreg.io.hdf5`), ``.ome.zarr``/``.zarr`` (OME-NGFF pyramid,
         see :mod:`atlasreg.io.ome_zarr`).
+        Every format keeps the data type, except that NIfTI/NRRD store bool as
+        uint8 and float16 as float32 (ITK has neither), values unchanged.
     force : bool
         Overwrite an existing output. Without it an existing output raises
         :class:`~atlasreg.errors.OutputExistsError` before anything is computed.
