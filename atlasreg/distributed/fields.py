@@ -40,6 +40,25 @@ log = logging.getLogger(__name__)
 FIELD_KIND = "atlasreg.displacement_field"
 
 
+class _serial_kernels:
+    """Run numba kernels on this thread only while many small groups of points are mapped.
+
+    Launching the parallel kernels costs more than mapping a few hundred
+    points; the setting is per thread, so other threads are unaffected.
+    """
+
+    def __enter__(self):
+        import numba
+
+        self._n = numba.get_num_threads()
+        numba.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        import numba
+
+        numba.set_num_threads(self._n)
+
+
 class ChunkedDisplacementField(Transform):
     """``y = x + u(x)`` with ``u`` read box by box from a chunked ``(X, Y, Z, 3)`` array.
 
@@ -188,11 +207,12 @@ class ChunkedDisplacementField(Transform):
 
     def _map(self, pts: np.ndarray) -> np.ndarray:
         out = self._fill_unread(pts)
-        for rows, lo, hi in self._boxes_for(pts, 0):
-            f = self.box_field(lo, hi)
-            if rows is None:
-                return f._map(pts)
-            out[rows] = f._map(np.ascontiguousarray(pts[rows]))
+        with _serial_kernels():
+            for rows, lo, hi in self._boxes_for(pts, 0):
+                f = self.box_field(lo, hi)
+                if rows is None:
+                    return f._map(pts)
+                out[rows] = f._map(np.ascontiguousarray(pts[rows]))
         return out
 
     def _inverse(self) -> "ChunkedInverseDisplacementField":
@@ -225,15 +245,16 @@ class ChunkedInverseDisplacementField(Transform):
         margin = int(math.ceil(f.max_displacement() / float(f.spacing.min()))) + 2
         out = f._fill_unread(pts)
         worst = []
-        for rows, lo, hi in f._boxes_for(pts, margin):
-            inv = InverseDisplacementField(f.box_field(lo, hi), tol=self.tol, max_iter=self.max_iter)
-            sel = pts if rows is None else np.ascontiguousarray(pts[rows])
-            res = inv._map(sel)
-            worst.append(inv.last_residual)
-            if rows is None:
-                out = res
-            else:
-                out[rows] = res
+        with _serial_kernels():
+            for rows, lo, hi in f._boxes_for(pts, margin):
+                inv = InverseDisplacementField(f.box_field(lo, hi), tol=self.tol, max_iter=self.max_iter)
+                sel = pts if rows is None else np.ascontiguousarray(pts[rows])
+                res = inv._map(sel)
+                worst.append(inv.last_residual)
+                if rows is None:
+                    out = res
+                else:
+                    out[rows] = res
         fin = [w for w in worst if np.isfinite(w)]
         self.last_residual = float(max(fin)) if fin else float("nan")
         return out

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _kernels as K
 from ..errors import InputError, SpaceMismatchError
 from ..graph import SpaceGraph
 from ..transforms.base import Affine, Sequence, Transform
@@ -125,10 +124,8 @@ class IndexMap:
         if op[0] == "affine":
             return ("affine", np.ascontiguousarray(op[1][:3], dtype=np.float64))
         if op[0] == "fused":
-            f = op[2]
-            return ("fused", np.ascontiguousarray(op[1][:3], dtype=np.float64), f.displacement,
-                    np.ascontiguousarray(f.physical_to_index[:3]), np.ascontiguousarray(op[3][:3], np.float64),
-                    f.outside == "nan")
+            # The field's own fused kernel (affines folded in on both sides): one pass per block.
+            return ("fused", Affine(op[1]), op[2], Affine(op[3]))
         return op
 
     def __call__(self, start, shape) -> np.ndarray:
@@ -145,9 +142,7 @@ class IndexMap:
             if op[0] == "affine":
                 BK.apply_affine(pts, op[1], pts)
             elif op[0] == "fused":
-                out = np.empty_like(pts)
-                K.affine_field_affine(pts, op[1], op[2], op[3], op[4], op[5], out)
-                pts = out
+                pts = op[2]._map_fused(pts, op[1], op[3])
             else:
                 pts = np.ascontiguousarray(op[1].map_points(pts), dtype=np.float64)
         return pts
