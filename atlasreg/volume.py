@@ -147,7 +147,7 @@ class Volume:
         return Volume(self.data, self.voxel_size * f, self.origin * f, self.direction, sp)
 
     def __repr__(self) -> str:
-        return (f"Volume(shape={self.shape}, dtype={self.dtype}, voxel_size={tuple(self.voxel_size)}, "
+        return (f"Volume(shape={self.shape}, dtype={self.dtype}, voxel_size={tuple(float(v) for v in self.voxel_size)}, "
                 f"space={self.space})")
 
     # -- reorientation ----------------------------------------------------------
