@@ -91,6 +91,18 @@ def map_and_annotate(points: np.ndarray, transform: Transform, annotate: Callabl
     return mapped, ids
 
 
+def check_shippable(obj, what: str) -> None:
+    """Raise InputError now if ``obj`` cannot be sent to cluster workers (rather than mid-job)."""
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(obj)
+    except Exception as exc:  # noqa: BLE001 - pickling fails with many exception types
+        raise InputError(f"the {what} ({type(obj).__name__}) cannot be sent to dask workers: {exc}. Use the local "
+                         "scheduler, or give an object that pickles (e.g. a function of the points that loads "
+                         "what it needs)", field=what) from None
+
+
 def _task_threads():
     import numba
 
@@ -158,6 +170,9 @@ def map_points(points, transform, *, src=None, dst=None, annotate=None, chunk_si
             ids[a:a + len(m)] = r
 
     with open_engine(scheduler, num_workers) as eng:
+        if not eng.shared_memory:
+            check_shippable(T, "transform")
+            check_shippable(fn, "annotate")
         run_tasks(tasks, eng, progress, "points", on_result=put)
     return mapped if ids is None else (mapped, ids)
 
@@ -463,35 +478,38 @@ def map_points_file(input, output, transform, *, src=None, dst=None, columns=("x
                              field="out_columns")
     token = tokenize("points-v1", inp.token, inp.fmt, len(inp.parts), columns, out_columns, out_fmt,
                      transform_token(T), None if fn is None else tokenize(fn), region_column, chunk_size)
-    job = Job(out_path, token, "points", overwrite=overwrite, resume=resume)
-    job.begin()
-    try:
-        parts_dir = job.work / "parts"
-        parts_dir.mkdir(exist_ok=True)
-        if not job.resumed:
-            job.started()
-        ctx = {"transform": T, "annotate": fn, "columns": columns, "out_columns": out_columns,
-               "region_column": region_column if fn is not None else None, "parts_dir": str(parts_dir),
-               "done_dir": str(job.done_dir), "out_fmt": out_fmt}
-        dctx = dask.delayed(ctx, name=f"points-context-{token}", traverse=False)
-        done = job.done_keys()
-        tasks = []
-        for i, part in enumerate(inp.parts):
-            if f"P-{i}" in done:
-                continue
-            tasks.append(dask.delayed(_map_table_chunk, pure=True)(part, dctx, i,
-                                                                    dask_key_name=f"points-{i}-{token}"))
-        computed = len(tasks)
-        counts: list[int] = []
-        with open_engine(scheduler, num_workers) as eng:
+    with open_engine(scheduler, num_workers) as eng:
+        if not eng.shared_memory:
+            check_shippable(T, "transform")
+            check_shippable(fn, "annotate")
+        job = Job(out_path, token, "points", overwrite=overwrite, resume=resume)
+        job.begin()
+        try:
+            parts_dir = job.work / "parts"
+            parts_dir.mkdir(exist_ok=True)
+            if not job.resumed:
+                job.started()
+            ctx = {"transform": T, "annotate": fn, "columns": columns, "out_columns": out_columns,
+                   "region_column": region_column if fn is not None else None, "parts_dir": str(parts_dir),
+                   "done_dir": str(job.done_dir), "out_fmt": out_fmt}
+            dctx = dask.delayed(ctx, name=f"points-context-{token}", traverse=False)
+            done = job.done_keys()
+            tasks = []
+            for i, part in enumerate(inp.parts):
+                if f"P-{i}" in done:
+                    continue
+                tasks.append(dask.delayed(_map_table_chunk, pure=True)(part, dctx, i,
+                                                                        dask_key_name=f"points-{i}-{token}"))
+            computed = len(tasks)
+            counts: list[int] = []
             run_tasks(tasks, eng, progress, f"points {inp_path.name}", on_result=counts.append)
-        rows = _merge_parts(parts_dir, len(inp.parts), out_fmt, job.target,
-                            out_columns if out_fmt == "zarr" else header, compression)
-        if rows < 0 and computed == len(inp.parts):
-            rows = int(sum(counts))
-        path = job.publish()
-    finally:
-        job.release()
+            rows = _merge_parts(parts_dir, len(inp.parts), out_fmt, job.target,
+                                out_columns if out_fmt == "zarr" else header, compression)
+            if rows < 0 and computed == len(inp.parts):
+                rows = int(sum(counts))
+            path = job.publish()
+        finally:
+            job.release()
     secs = time.perf_counter() - t0
     log.info("mapped %s -> %s in %.1f s (%d chunks computed, %d resumed)", inp_path, path, secs, computed,
              len(inp.parts) - computed)

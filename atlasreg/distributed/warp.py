@@ -474,31 +474,35 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
     job.check()
     import dask
 
-    job.begin()
-    try:
-        store = job.target
-        if not job.resumed:
-            _ngff.create_pyramid(store, shape, chunks, out_dtype, levels, spacing=grid.spacing,
-                                 origin=grid.origin, direction=grid.direction, space=grid.space, method=method,
-                                 fill=fill, name=output.name, extra={"interpolation": interpolation,
-                                                                    "source_space": volume.space.name})
-            job.started()
-        done = job.done_keys()
-        ctx = _WarpContext(sampler, str(store), str(job.done_dir), chunks, k, method)
-        dctx = dask.delayed(ctx, name=f"warp-context-{token}", traverse=False)
-        # The pyramid's tail needs no sampler (nor the source and transform it carries).
-        tctx = dask.delayed(_WarpContext(None, str(store), str(job.done_dir), chunks, k, method),
-                            name=f"pyramid-context-{token}", traverse=False)
-        tasks, skipped = [], 0
-        for lo, hi in _boxes(shape, sb):
-            key = _key("L0", lo)
-            if key in done:
-                skipped += 1
-                continue
-            tasks.append(dask.delayed(_warp_superblock, pure=True)(dctx, key, tuple(lo), tuple(hi),
-                                                                   dask_key_name=f"warp-{key}-{token}"))
-        computed = len(tasks)
-        with open_engine(scheduler, num_workers) as eng:
+    with open_engine(scheduler, num_workers) as eng:
+        if not eng.shared_memory:
+            from .points import check_shippable
+
+            check_shippable(pull, "transform")
+        job.begin()
+        try:
+            store = job.target
+            if not job.resumed:
+                _ngff.create_pyramid(store, shape, chunks, out_dtype, levels, spacing=grid.spacing,
+                                     origin=grid.origin, direction=grid.direction, space=grid.space,
+                                     method=method, fill=fill, name=output.name,
+                                     extra={"interpolation": interpolation, "source_space": volume.space.name})
+                job.started()
+            done = job.done_keys()
+            ctx = _WarpContext(sampler, str(store), str(job.done_dir), chunks, k, method)
+            dctx = dask.delayed(ctx, name=f"warp-context-{token}", traverse=False)
+            # The pyramid's tail needs no sampler (nor the source and transform it carries).
+            tctx = dask.delayed(_WarpContext(None, str(store), str(job.done_dir), chunks, k, method),
+                                name=f"pyramid-context-{token}", traverse=False)
+            tasks, skipped = [], 0
+            for lo, hi in _boxes(shape, sb):
+                key = _key("L0", lo)
+                if key in done:
+                    skipped += 1
+                    continue
+                tasks.append(dask.delayed(_warp_superblock, pure=True)(dctx, key, tuple(lo), tuple(hi),
+                                                                       dask_key_name=f"warp-{key}-{token}"))
+            computed = len(tasks)
             run_tasks(tasks, eng, progress, f"warp {output.name}")
             for lvl in range(k + 1, levels):
                 lshape = _ngff.level_shapes(shape, levels)[lvl]
@@ -508,15 +512,14 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
                     if key in done:
                         skipped += 1
                         continue
-                    tail.append(dask.delayed(_pyramid_chunk, pure=True)(
-                        tctx, lvl, key, tuple(lo), tuple(hi),
-                        dask_key_name=f"pyr-{key}-{token}"))
+                    tail.append(dask.delayed(_pyramid_chunk, pure=True)(tctx, lvl, key, tuple(lo), tuple(hi),
+                                                                        dask_key_name=f"pyr-{key}-{token}"))
                 computed += len(tail)
                 run_tasks(tail, eng, progress, f"level {lvl}")
-        _ngff.set_status(store, "complete")
-        path = job.publish()
-    finally:
-        job.release()
+            _ngff.set_status(store, "complete")
+            path = job.publish()
+        finally:
+            job.release()
     secs = time.perf_counter() - t0
     log.info("warped %s voxels into %s in %.1f s (%d blocks computed, %d resumed)", np.prod(shape), path,
              secs, computed, skipped)
