@@ -14,4 +14,5 @@ from . import combine  # noqa: F401,E402
 from . import query  # noqa: F401,E402
 from . import atlas  # noqa: F401,E402
 from . import data  # noqa: F401,E402
+from . import register  # noqa: F401,E402
 from . import scale  # noqa: F401,E402

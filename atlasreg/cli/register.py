@@ -1,0 +1,237 @@
+"""``atlasreg register`` (a sample onto an atlas), ``atlasreg warp`` and ``atlasreg points`` (reuse a saved result)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import typer
+
+from ._app import app, run_cli
+
+
+def _parse_overrides(items: Optional[List[str]]) -> dict:
+    """``--set key=value`` pairs; values parsed as numbers, tuples (``100,70,20``) or words."""
+    from ..errors import InputError
+
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise InputError(f"--set takes key=value, got {it!r}", field="--set")
+        k, v = it.split("=", 1)
+        v = v.strip()
+
+        def num(x):
+            try:
+                return int(x)
+            except ValueError:
+                try:
+                    return float(x)
+                except ValueError:
+                    return {"true": True, "false": False}.get(x.lower(), x)
+
+        out[k.strip()] = tuple(num(x) for x in v.split(",") if x.strip()) if "," in v or v == "" else num(v)
+    return out
+
+
+class _Stages:
+    """Rich progress: one line per stage with a spinner and elapsed time."""
+
+    def __init__(self, quiet: bool):
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.p = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=False,
+                          disable=quiet)
+        self.tasks = {}
+
+    def __enter__(self):
+        self.p.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.p.__exit__(*exc)
+
+    def __call__(self, stage: str, status: str) -> None:
+        if status == "start":
+            self.tasks[stage] = self.p.add_task(stage, total=1)
+        elif status == "skip":
+            self.p.add_task(f"{stage} (resumed: already done)", total=1, completed=1)
+        elif stage in self.tasks:
+            self.p.update(self.tasks[stage], completed=1)
+
+
+@app.command()
+@run_cli
+def register(
+    sample: Path = typer.Argument(..., help="The sample volume (TIFF stack, NIfTI, NRRD, HDF5, OME-Zarr)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder (transforms, warped sample, QC, metrics)."),
+    voxel_size: Optional[Tuple[float, float, float]] = typer.Option(
+        None, "--voxel-size", help="Sample voxel size per stored axis in µm, e.g. 50 40 40 (needed for TIFF)."),
+    orientation: str = typer.Option(..., "--orientation",
+                                    help="Sample orientation, BrainGlobe origin code per stored axis (e.g. psl: "
+                                         "axis 0 starts posterior, 1 superior, 2 left)."),
+    atlas: Optional[str] = typer.Option(None, "--atlas", help="Atlas to register to: manifest name (atlasreg atlas "
+                                                               "list), BrainGlobe folder, or Allen-style npz/folder."),
+    fixed: Optional[Path] = typer.Option(None, "--fixed", help="A fixed image instead of an atlas."),
+    fixed_voxel_size: Optional[Tuple[float, float, float]] = typer.Option(None, "--fixed-voxel-size",
+                                                                          help="Voxel size of --fixed (µm)."),
+    fixed_orientation: Optional[str] = typer.Option(None, "--fixed-orientation", help="Orientation of --fixed."),
+    preset: str = typer.Option("lightsheet-to-atlas", "--preset", help="Parameter preset (a row of the table)."),
+    backend: str = typer.Option("ants", "--backend", help="ants (affine + SyN) or sitk (affine + B-spline)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a preset key: --set syn_iterations=50,20 "
+                                                                 "(repeatable)."),
+    orientation_check: str = typer.Option("error", "--orientation-check",
+                                          help="error / warn / off: the 48-orientation search that catches a wrong "
+                                               "--orientation."),
+    force: bool = typer.Option(False, "--force", help="Overwrite a complete OUT."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+) -> None:
+    """Register a whole-brain sample to an atlas (or a fixed image) and write the result folder.
+
+    A rerun with the same OUT resumes after the last finished stage (OUT/stages).
+
+    Examples:
+
+      atlasreg register brain.tif --voxel-size 50 40 40 --orientation psl --atlas allen_mouse_25um -o reg/
+
+      atlasreg register brain.tif --voxel-size 50 40 40 --orientation psl --atlas atlas.npz --set working_spacing=100 -o reg/
+
+      atlasreg register brain.nii.gz --orientation psl --fixed template.nii.gz --fixed-orientation asr -o reg/
+    """
+    from .. import read_volume
+    from ..errors import InputError, OutputExistsError
+    from ..registration import RegistrationResult, register as run
+    from ..registration.result import COMPLETE
+
+    if (out / COMPLETE).exists() and not force:
+        raise OutputExistsError(f"{out}: holds a complete registration already")
+    if (atlas is None) == (fixed is None):
+        raise InputError("give exactly one of --atlas or --fixed", field="--atlas")
+    overrides = _parse_overrides(set_)
+    overrides.setdefault("orientation_search", orientation_check)
+    moving = read_volume(sample, voxel_size=list(voxel_size) if voxel_size else None, orientation=orientation,
+                         space="sample")
+    atlas_obj = None
+    if atlas is not None:
+        from .atlas import load_atlas
+
+        atlas_obj = load_atlas(atlas)
+        fixed_vol = atlas_obj.reference
+        if fixed_vol is None:
+            raise InputError("this atlas has no reference image to register to", path=atlas, field="--atlas")
+        if fixed_vol.orientation is None:
+            from ..volume import Volume
+            fixed_vol = Volume(fixed_vol.data, fixed_vol.voxel_size, fixed_vol.origin, fixed_vol.direction,
+                               space=fixed_vol.space.name, orientation=atlas_obj.orientation)
+        fixed_path = atlas
+    else:
+        fixed_vol = read_volume(fixed, voxel_size=list(fixed_voxel_size) if fixed_voxel_size else None,
+                                orientation=fixed_orientation, space="fixed")
+        fixed_path = fixed
+    with _Stages(quiet) as progress:
+        res = run(moving, fixed_vol, preset=preset, backend=backend, workdir=out / "stages", progress=progress,
+                  **overrides)
+        res.save(out, moving=moving, fixed=fixed_vol, atlas=atlas_obj,
+                 inputs={"sample": sample, "fixed": fixed_path if Path(str(fixed_path)).is_file() else None},
+                 force=True, progress=progress)
+    m = res.metrics
+    typer.echo(f"registered in {m.get('seconds', 0):.0f} s; correlation {m.get('ncc_initial')} -> "
+               f"{m.get('ncc_after')}; result in {out}")
+    assert isinstance(res, RegistrationResult)
+
+
+def _load_result(result: Path):
+    from ..registration import RegistrationResult
+
+    return RegistrationResult.load(result)
+
+
+@app.command()
+@run_cli
+def warp(
+    result: Path = typer.Argument(..., help="A folder written by atlasreg register."),
+    volume: Path = typer.Argument(..., help="The volume to warp (another channel, a label image, ...)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output volume (.nii.gz, .tif, .h5, .ome.zarr)."),
+    to: str = typer.Option("fixed", "--to", help="fixed: a sample-space volume into the atlas grid; moving: an "
+                                                 "atlas-space volume (e.g. annotation) onto the sample grid."),
+    voxel_size: Optional[Tuple[float, float, float]] = typer.Option(None, "--voxel-size",
+                                                                    help="Voxel size (µm) for files without one."),
+    interpolation: str = typer.Option("auto", "--interpolation", help="auto (nearest for labels), linear, nearest."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUT."),
+) -> None:
+    """Warp a volume with a saved registration, either way.
+
+    Examples:
+
+      atlasreg warp reg/ cfos.tif --voxel-size 50 40 40 -o cfos_in_atlas.nii.gz
+
+      atlasreg warp reg/ annotation.nii.gz --to moving -o annotation_on_sample.nii.gz
+    """
+    from .. import read_volume, write_volume
+    from ..errors import InputError
+    from ..io.atomic import check_writable
+
+    check_writable(out, force)
+    res = _load_result(result)
+    if to not in ("fixed", "moving"):
+        raise InputError("--to must be 'fixed' or 'moving'", field="--to")
+    src_grid = res.moving_grid if to == "fixed" else res.fixed_grid
+    vol = read_volume(volume, voxel_size=list(voxel_size) if voxel_size else None,
+                      orientation=src_grid.space.orientation, space=src_grid.space, override=True)
+    if tuple(vol.shape) != tuple(src_grid.shape):
+        raise InputError(f"volume has shape {vol.shape} but the registration's {src_grid.space.name} grid is "
+                         f"{src_grid.shape}", path=volume, field="shape")
+    w = res.warp(vol, interpolation) if to == "fixed" else res.warp_back(vol, interpolation)
+    write_volume(w, out, force=force)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+@run_cli
+def points(
+    result: Path = typer.Argument(..., help="A folder written by atlasreg register."),
+    table: Path = typer.Argument(..., help="CSV of points, physical coordinates (µm) of the source space."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output CSV (input columns replaced by mapped ones)."),
+    to: str = typer.Option("fixed", "--to", help="fixed: sample points -> atlas; moving: atlas points -> sample."),
+    columns: str = typer.Option("x,y,z", "--columns", help="The three coordinate columns, in axis order."),
+    voxels: bool = typer.Option(False, "--voxels", help="Coordinates are voxel indices of the source grid "
+                                                        "(converted explicitly; output in the same convention)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUT."),
+) -> None:
+    """Map a table of points with a saved registration (sample -> atlas by default).
+
+    Examples:
+
+      atlasreg points reg/ cells.csv -o cells_in_atlas.csv
+
+      atlasreg points reg/ cells_voxels.csv --voxels --columns z,y,x -o cells_in_atlas.csv
+    """
+    import numpy as np
+    import pandas as pd
+
+    from ..errors import InputError
+    from ..io.atomic import atomic_path, check_writable
+
+    check_writable(out, force)
+    res = _load_result(result)
+    cols = [c.strip() for c in columns.split(",")]
+    if len(cols) != 3:
+        raise InputError("--columns needs three names", field="--columns")
+    df = pd.read_csv(table)
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise InputError(f"columns {missing} not in the table (has {list(df.columns)})", path=table, field="--columns")
+    if to not in ("fixed", "moving"):
+        raise InputError("--to must be 'fixed' or 'moving'", field="--to")
+    src, dst = (res.moving_grid, res.fixed_grid) if to == "fixed" else (res.fixed_grid, res.moving_grid)
+    T = res.transform if to == "fixed" else res.transform.inverse()
+    p = df[cols].to_numpy(float)
+    if voxels:
+        p = src.index_to_physical(p)
+    q = T.map_points(p)
+    if voxels:
+        q = dst.physical_to_index(q)
+    df[cols] = q
+    n_bad = int((~np.isfinite(q).all(axis=1)).sum())
+    with atomic_path(out, force=force) as tmp:
+        df.to_csv(tmp, index=False)
+    typer.echo(f"mapped {len(df)} points to {dst.space.name}" + (f" ({n_bad} fell outside the field)" if n_bad else ""))

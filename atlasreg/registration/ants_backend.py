@@ -1,0 +1,170 @@
+"""The ANTs backend: multi-resolution (rigid →) affine → SyN through ``antsRegistration`` (antspyx).
+
+Each stage is its own ``antsRegistration`` call whose output is saved before the next starts, so a run
+can resume from its last finished stage. ANTs' outputs are pull-backs (FIXED points → MOVING points,
+CONVENTIONS); ``atlasreg.transforms.files.load_ants_registration`` turns them into the MOVING → FIXED map
+with ANTs' exact inverse warp attached.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import AtlasregError
+from ..transforms.base import Affine, Transform
+from ..volume import Volume
+
+_METRIC = {"MI": "MI", "Mattes": "Mattes", "CC": "CC", "MeanSquares": "MeanSquares"}
+
+
+def _x(values) -> str:
+    return "x".join(str(int(v)) for v in values)
+
+
+def _metric(name: str, f: str, m: str, p: dict, stage: str) -> str:
+    if stage == "syn":
+        if name == "CC":
+            return f"CC[{f},{m},1,{int(p['syn_radius'])}]"
+        if name in ("MI", "Mattes"):
+            return f"{name}[{f},{m},1,32]"
+        return f"MeanSquares[{f},{m},1,0]"
+    if name in ("MI", "Mattes"):
+        return f"{name}[{f},{m},1,{int(p['affine_bins'])},Regular,{float(p['affine_sampling'])}]"
+    if name == "CC":
+        return f"CC[{f},{m},1,2,Regular,{float(p['affine_sampling'])}]"
+    return f"MeanSquares[{f},{m},1,0,Regular,{float(p['affine_sampling'])}]"
+
+
+def write_ants_affine(A: Affine, path: str | os.PathLike) -> str:
+    """Write an atlasreg Affine (FIXED -> MOVING points) as the ITK ``.mat`` ANTs takes as initial transform."""
+    from ..transforms.files import save_transform
+
+    save_transform(A, path, force=True)
+    return str(path)
+
+
+class _Threads:
+    """Set ITK's thread count for the duration of a call (0: leave it)."""
+
+    def __init__(self, n: int):
+        self.n = int(n or 0)
+
+    def __enter__(self):
+        if self.n > 0:
+            import ants  # noqa: F401  (loads ITK)
+            self.old = os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+            os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        if self.n > 0:
+            if self.old is None:
+                os.environ.pop("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", None)
+            else:
+                os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = self.old
+
+
+def _run(args: list[str]) -> None:
+    import ants
+
+    try:
+        ants.registration(args, None)
+    except RuntimeError as exc:  # antspyx reports only an exit code
+        raise AtlasregError(f"antsRegistration failed ({exc}); arguments: {' '.join(args)}") from None
+
+
+def stage_plan(params: dict) -> list[str]:
+    """The stages a run will perform, in order (names used for progress and resumable outputs)."""
+    plan = []
+    if params["rigid_iterations"]:
+        plan.append("rigid")
+    if params["affine_iterations"]:
+        plan.append("affine")
+    if params["syn_iterations"]:
+        plan.append("syn")
+    return plan
+
+
+def register_ants(fixed: Volume, moving: Volume, init: Affine, params: dict, workdir: str | os.PathLike,
+                  fixed_mask: np.ndarray | None = None, moving_mask: np.ndarray | None = None,
+                  on_stage: Callable[[str, str], None] | None = None) -> tuple[Transform, dict]:
+    """Register working-resolution ``moving`` onto ``fixed``; returns (MOVING → FIXED transform, info).
+
+    ``init`` maps FIXED points to MOVING points. Stage outputs go to ``workdir/<stage>_*``; a stage whose
+    ``.done`` marker exists is not run again (resume). ``on_stage(name, "start"|"done"|"skip")`` reports.
+    """
+    import ants
+    from ants.internal import get_pointer_string
+
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    f_img, m_img = fixed.to_ants(), moving.to_ants()
+    fs, ms = get_pointer_string(f_img), get_pointer_string(m_img)
+    mask_opt = []
+    keep = [f_img, m_img]  # the pointer strings are only valid while these live
+    if fixed_mask is not None or moving_mask is not None:
+        fm = ants.from_numpy(np.ascontiguousarray(fixed_mask.astype(np.uint8)), origin=f_img.origin,
+                             spacing=f_img.spacing, direction=f_img.direction) if fixed_mask is not None else None
+        mm = ants.from_numpy(np.ascontiguousarray(moving_mask.astype(np.uint8)), origin=m_img.origin,
+                             spacing=m_img.spacing, direction=m_img.direction) if moving_mask is not None else None
+        keep += [fm, mm]
+        mask_opt = ["-x", "[%s,%s]" % (get_pointer_string(fm) if fm is not None else "NULL",
+                                       get_pointer_string(mm) if mm is not None else "NULL")]
+    common = ["-z", "1", "--float", "1", "-v", "0", "--random-seed", str(int(params["random_seed"]))]
+    current = write_ants_affine(init, work / "init_GenericAffine.mat")
+    info = {"stages": {}}
+    plan = stage_plan(params)
+    import time
+
+    with _Threads(params.get("threads", 0)):
+        for stage in plan:
+            prefix = str(work / f"{stage}_")
+            done = Path(prefix + "done")
+            if done.exists():
+                if on_stage:
+                    on_stage(stage, "skip")
+            else:
+                if on_stage:
+                    on_stage(stage, "start")
+                t0 = time.perf_counter()
+                args = ["-d", "3", "-r", current]
+                if stage in ("rigid", "affine"):
+                    its = params["rigid_iterations"] if stage == "rigid" else params["affine_iterations"]
+                    kind = "Rigid" if stage == "rigid" else "Affine"
+                    args += ["-m", _metric(params["affine_metric"], fs, ms, params, "affine"),
+                             "-t", f"{kind}[{float(params['affine_step'])}]",
+                             "-c", f"[{_x(its)},1e-6,10]",
+                             "-s", _x(params["affine_smooth"]) + "vox", "-f", _x(params["affine_shrink"])]
+                else:
+                    args += ["-m", _metric(params["syn_metric"], fs, ms, params, "syn"),
+                             "-t", "SyN[%g,%g,%g]" % (params["syn_grad_step"], params["syn_flow_sigma"],
+                                                      params["syn_total_sigma"]),
+                             "-c", f"[{_x(params['syn_iterations'])},{params['syn_convergence']:g},8]",
+                             "-s", _x(params["syn_smooth"]) + "vox", "-f", _x(params["syn_shrink"])]
+                args += mask_opt + common + ["-o", f"[{prefix}]"]
+                _run(args)
+                _atomic_done(done, time.perf_counter() - t0)
+                if on_stage:
+                    on_stage(stage, "done")
+            info["stages"][stage] = {"seconds": float(done.read_text().split()[0])}
+            # with -z 1 the affine part (initial transform included) is collapsed into 0GenericAffine.mat
+            current = prefix + "0GenericAffine.mat"
+    del keep
+    from ..transforms.files import load_ants_registration
+
+    if plan and plan[-1] == "syn":
+        p = str(work / "syn_")
+        fwd, inv = [p + "1Warp.nii.gz", p + "0GenericAffine.mat"], [p + "0GenericAffine.mat", p + "1InverseWarp.nii.gz"]
+    else:
+        fwd, inv = [current], [current]
+    # moving -> fixed, with ANTs' exact inverse (fixed -> moving, y = A(x + u(x))) attached
+    return load_ants_registration((fwd, inv), fixed=fixed.space, moving=moving.space), info
+
+
+def _atomic_done(path: Path, seconds: float) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{seconds:.3f}\n")
+    os.replace(tmp, path)

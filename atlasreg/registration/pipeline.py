@@ -1,0 +1,218 @@
+"""``register``: checks → reorientation → working images (normalised, masked) → orientation search →
+initialisation → backend (rigid/affine/deformable) → a :class:`RegistrationResult` mapping moving → fixed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import InputError
+from ..spaces import Space
+from ..transforms.base import Affine, Sequence
+from ..volume import Volume
+from . import preprocess as pp
+from .presets import get_preset
+from .result import RegistrationResult
+
+log = logging.getLogger("atlasreg.registration")
+
+BACKENDS = ("ants", "sitk")
+
+#: progress callback: (stage, status) with status "start", "done" or "skip"
+Progress = Callable[[str, str], None]
+
+
+def _canonical(vol: Volume, name: str) -> tuple[Volume, Affine | None]:
+    """The volume in a frame with origin 0 and identity direction (``p = spacing * i``), and the map there.
+
+    Backends then see both images in frames whose axes agree with their orientation codes.
+    """
+    if np.allclose(vol.origin, 0) and np.allclose(vol.direction, np.eye(3)):
+        return vol, None
+    sp = Space(name, vol.unit, vol.orientation)
+    M = np.diag(list(vol.voxel_size) + [1.0]) @ np.linalg.inv(vol.affine)
+    return Volume(vol.data, vol.voxel_size, space=sp), Affine(M, vol.space, sp)
+
+
+def _working_mask(mask, vol_full: Volume, work: Volume) -> np.ndarray:
+    w = pp.to_working(vol_full, float(work.voxel_size[0]), data=np.asarray(mask, np.float32))
+    return w.numpy() > 0.5
+
+
+def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas", backend: str = "ants", *,
+             moving_mask=None, fixed_mask=None, workdir: str | os.PathLike | None = None,
+             progress: Progress | None = None, **overrides) -> RegistrationResult:
+    """Register ``moving`` (e.g. a cleared brain) onto ``fixed`` (e.g. an atlas template).
+
+    Parameters
+    ----------
+    moving, fixed : Volume
+        Both with orientation codes (``Volume(..., orientation="psl")``) and real voxel sizes, in different
+        spaces of the same unit. The moving volume is reoriented to the fixed one's code exactly first.
+    preset : str
+        A row of :data:`atlasreg.registration.presets.PRESETS` (``"lightsheet-to-atlas"``, ``"fast"``,
+        ``"affine"``).
+    backend : {"ants", "sitk"}
+        ANTs (affine + SyN) or SimpleITK (affine + B-spline), same call, same result type.
+    moving_mask, fixed_mask : bool arrays or Volumes on each volume's grid, optional
+        Where the brain is; default: an automatic mask (preset key ``mask``).
+    workdir : folder for the stage outputs. With the same folder a rerun resumes after the last finished
+        stage (each stage's transform is saved there as it completes). Default: a temporary folder.
+    progress : callable(stage, status), optional
+    **overrides : any preset key, e.g. ``syn_iterations=(50, 20)``, ``working_spacing=100``.
+
+    Returns
+    -------
+    RegistrationResult
+        ``.transform`` maps moving points to fixed points; ``.transform.inverse()`` the reverse.
+
+    Raises
+    ------
+    InputError
+        Before any long computation: missing voxel size or orientation, empty/constant images, masks that
+        select nothing or no brain, same space names, different units, and (``orientation_search="error"``)
+        an orientation code another code fits far better (:class:`OrientationError`).
+
+    Examples
+    --------
+    >>> import atlasreg as ar, tifffile
+    >>> sample = ar.Volume(tifffile.imread("brain.tif"), voxel_size=(50, 40, 40), orientation="psl",
+    ...                    space="sample")                                          # doctest: +SKIP
+    >>> res = ar.register(sample, atlas.reference)                                  # doctest: +SKIP
+    >>> res.transform.map_points([[6000.0, 3000.0, 5000.0]])   # sample µm -> atlas µm  # doctest: +SKIP
+    """
+    t_start = time.perf_counter()
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}", field="backend")
+    params = get_preset(preset, **overrides)
+    note = progress or (lambda stage, status: None)
+
+    # -- checks (cheap, before anything long) --------------------------------------------------
+    pp.check_volume(moving, "moving")
+    pp.check_volume(fixed, "fixed")
+    for vol, name in ((moving, "moving"), (fixed, "fixed")):
+        if vol.orientation is None:
+            raise InputError(f"the {name} volume has no orientation code: give it as Volume(..., orientation='psl') "
+                             "or --orientation (BrainGlobe origin code, e.g. 'psl' for a sample, 'asr' for the "
+                             "Allen CCF)", field="orientation")
+        pp.check_voxel_size(vol, name)
+    if moving.space.name == fixed.space.name:
+        raise InputError(f"moving and fixed are both in space {moving.space.name!r}: name them apart (e.g. "
+                         "space='sample' and space='ccf') so the transform says which way it maps", field="space")
+    if moving.unit != fixed.unit:
+        raise InputError(f"moving is in {moving.unit} and fixed in {fixed.unit}: express both in one unit "
+                         "(Volume.in_unit)", field="unit")
+    m_user = pp.check_mask(moving_mask, moving, "moving_mask") if moving_mask is not None else None
+    f_user = pp.check_mask(fixed_mask, fixed, "fixed_mask") if fixed_mask is not None else None
+
+    # -- orientation search: seconds, catches a wrong code before a long run ---------------------
+    report = None
+    if params["orientation_search"] != "off":
+        from .orientation import OrientationError, search_orientation
+
+        note("orientation", "start")
+        report = search_orientation(moving, fixed, params["orientation_spacing"], params["orientation_margin"])
+        note("orientation", "done")
+        if report.flagged:
+            if params["orientation_search"] == "error":
+                raise OrientationError(report.message(), field="orientation")
+            warnings.warn(report.message(), stacklevel=2)
+
+    # -- reorientation (exact) and canonical frames ----------------------------------------------
+    note("preprocess", "start")
+    code = fixed.orientation
+    m_space = Space(f"{moving.space.name}__{code}", moving.unit, code)
+    R = moving.reorient_transform(code, m_space)
+    m_re = moving.reorient(code, m_space)
+    if m_user is not None:
+        m_user = Volume(m_user, moving.voxel_size, moving.origin, moving.direction, moving.space,
+                        ).reorient(code, m_space).numpy()
+    f_c, C = _canonical(fixed, f"{fixed.space.name}__canonical")
+
+    # -- working images ----------------------------------------------------------------------------
+    ws = float(params["working_spacing"])
+    f_w, m_w = pp.to_working(f_c, ws), pp.to_working(m_re, ws)
+    if f_user is not None:
+        f_mask = _working_mask(f_user, f_c, f_w)
+    elif params["mask"] == "auto":
+        f_mask = pp.auto_mask(f_w.numpy(), f_w.voxel_size, params["mask_dilate"])
+    else:
+        f_mask = None
+    if m_user is not None:
+        m_mask = _working_mask(m_user, m_re, m_w)
+    elif params["mask"] == "auto":
+        m_mask = pp.auto_mask(m_w.numpy(), m_w.voxel_size, params["mask_dilate"])
+    else:
+        m_mask = None
+    lo, hi = params["normalise"]
+    f_n = f_w.with_data(pp.normalise(f_w.numpy(), lo, hi, f_mask))
+    m_n = m_w.with_data(pp.normalise(m_w.numpy(), lo, hi, m_mask))
+    init = pp.initial_affine(f_n, m_n, f_mask, m_mask, params["init"])
+    note("preprocess", "done")
+
+    # -- backend -------------------------------------------------------------------------------------
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="atlasreg-reg-")
+        workdir = tmp.name
+    try:
+        if backend == "ants":
+            from .ants_backend import register_ants
+
+            core, info = register_ants(f_n, m_n, init, params, workdir, f_mask if params["metric_mask"] else None,
+                                       m_mask if params["metric_mask"] else None, on_stage=note)
+        else:
+            from .sitk_backend import register_sitk
+
+            core, info = register_sitk(f_n, m_n, init, params, workdir, on_stage=note)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+    # moving -> moving reoriented -> fixed canonical -> fixed, with the inverse chain attached
+    steps = [R, core] + ([C.inverse()] if C is not None else [])
+    back = [(C if C is not None else None), core.inverse(), R.inverse()]
+    T = Sequence(steps).with_inverse(Sequence([b for b in back if b is not None]))
+
+    metrics = _metrics(T, f_n, m_n, f_mask, core, init, C)
+    metrics["seconds"] = round(time.perf_counter() - t_start, 2)
+    metrics["stage_seconds"] = {k: round(v["seconds"], 2) for k, v in info.get("stages", {}).items()}
+    if report is not None:
+        metrics["orientation"] = {"given": report.given, "best": report.best,
+                                  "given_score": report.given_score, "best_score": report.best_score,
+                                  "flagged": report.flagged}
+    log.info("registered %s -> %s in %.1f s", moving.space.name, fixed.space.name, metrics["seconds"])
+    return RegistrationResult(T, moving.grid, fixed.grid, metrics, params, backend,
+                              {"moving_orientation": moving.orientation, "fixed_orientation": fixed.orientation},
+                              qc_images=(f_n, m_n))
+
+
+def _metrics(T, f_n: Volume, m_n: Volume, f_mask, core, init, C) -> dict:
+    """Cheap numbers on the working grid: correlation before (initialisation only) and after, and the
+    inverse consistency of the two directions."""
+    from ..volume import resample
+    from ..qc.metrics import ncc
+
+    pull = core.inverse()  # fixed canonical -> moving reoriented
+    after = resample(m_n, pull, f_n.grid)
+    before = resample(m_n, init, f_n.grid)
+    f = f_n.numpy()
+    out = {"ncc_after": round(float(ncc(f, after, f_mask)), 4), "ncc_initial": round(float(ncc(f, before, f_mask)), 4)}
+    idx = np.argwhere(f_mask) if f_mask is not None else np.argwhere(np.ones(f.shape, bool))
+    rng = np.random.default_rng(0)
+    idx = idx[rng.choice(len(idx), size=min(5000, len(idx)), replace=False)]
+    p = f_n.index_to_physical(idx)
+    back = core.map_points(pull.map_points(p))
+    err = np.linalg.norm(back - p, axis=1)
+    err = err[np.isfinite(err)]
+    if err.size:
+        out["inverse_consistency_median_um"] = round(float(np.median(err)), 3)
+        out["inverse_consistency_p95_um"] = round(float(np.percentile(err, 95)), 3)
+    return out

@@ -1,0 +1,312 @@
+"""The result of a registration: the transform both ways, warping helpers, metrics, and its output folder.
+
+Folder written by :meth:`RegistrationResult.save` (each file written atomically; ``COMPLETE`` last)::
+
+    transforms/moving_to_fixed.h5   .json     ITK and OME-NGFF, moving -> fixed (points)
+    transforms/fixed_to_moving.h5   .json     the inverse (ANTs' inverse warp where ANTs wrote one)
+    result.json                               grids, spaces, parameters, backend, metrics
+    metrics.json                              the metrics alone
+    record.json                               inputs (sha256), parameters, versions, time
+    warped_moving.nii.gz                      the sample in the fixed (atlas) grid        (moving given)
+    annotation_in_moving.nii.gz               atlas annotation on the sample grid        (atlas given)
+    region_volumes.csv                        per-region volumes in the sample (mm³)     (atlas given)
+    qc/*.png                                  overlay, checkerboard, Jacobian determinant
+    COMPLETE                                  written last: the folder is whole
+
+Examples
+--------
+>>> res.save("out/")                                            # doctest: +SKIP
+>>> again = RegistrationResult.load("out/")                     # doctest: +SKIP
+>>> np.allclose(again.transform.map_points(p), res.transform.map_points(p))  # doctest: +SKIP
+True
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, OutputExistsError
+from ..spaces import Space
+from ..transforms.base import Transform
+from ..volume import Grid, Volume, warp
+
+COMPLETE = "COMPLETE"
+
+
+def _grid_json(g: Grid) -> dict:
+    return {"shape": list(map(int, g.shape)), "spacing": list(map(float, g.spacing)),
+            "origin": list(map(float, g.origin)), "direction": np.asarray(g.direction, float).ravel().tolist(),
+            "space": {"name": g.space.name, "unit": g.space.unit, "orientation": g.space.orientation}}
+
+
+def _grid_from(d: dict) -> Grid:
+    sp = Space(d["space"]["name"], d["space"]["unit"], d["space"]["orientation"])
+    return Grid(tuple(d["shape"]), tuple(d["spacing"]), sp, tuple(d["origin"]),
+                np.asarray(d["direction"], float).reshape(3, 3))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def versions() -> dict:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("atlasreg", "antspyx", "SimpleITK", "numpy", "scipy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _write_text(path: Path, text: str) -> None:
+    from ..io.atomic import atomic_path
+
+    with atomic_path(path, force=True) as tmp:
+        tmp.write_text(text)
+
+
+def _write_json(path: Path, obj) -> None:
+    _write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+
+
+class RegistrationResult:
+    """What :func:`atlasreg.register` returns.
+
+    Attributes
+    ----------
+    transform : Transform
+        MOVING points -> FIXED points (CONVENTIONS); ``transform.inverse()`` maps fixed -> moving (for the
+        ANTs backend, ANTs' own inverse warp).
+    moving_grid, fixed_grid : Grid
+        The full-resolution grids of the two inputs.
+    metrics : dict
+        Correlation before/after on the working grid, inverse consistency (µm), timings, orientation search.
+    params : dict
+        The preset row with overrides, as used.
+    backend : str
+    """
+
+    def __init__(self, transform: Transform, moving_grid: Grid, fixed_grid: Grid, metrics: dict, params: dict,
+                 backend: str, info: dict | None = None, qc_images=None):
+        self.transform = transform
+        self.moving_grid = moving_grid
+        self.fixed_grid = fixed_grid
+        self.metrics = metrics
+        self.params = params
+        self.backend = backend
+        self.info = info or {}
+        self._qc_images = qc_images
+
+    @property
+    def inverse(self) -> Transform:
+        """FIXED -> MOVING."""
+        return self.transform.inverse()
+
+    def __repr__(self) -> str:
+        return (f"RegistrationResult({self.moving_grid.space.name} -> {self.fixed_grid.space.name}, "
+                f"backend={self.backend!r}, preset={self.params.get('preset')!r})")
+
+    # -- using it ------------------------------------------------------------------------------------
+    def map_points(self, points) -> np.ndarray:
+        """Moving points -> fixed points (same as ``transform.map_points``)."""
+        return self.transform.map_points(points)
+
+    def warp(self, volume: Volume, interpolation: str = "auto") -> Volume:
+        """Resample a volume of the moving space (e.g. the sample, another channel) into the fixed grid.
+
+        ``interpolation="auto"``: nearest for label volumes (32/64-bit integers, bool), linear otherwise.
+        """
+        self._check_space(volume, self.moving_grid.space, "warp")
+        return warp(volume, self.transform, self.fixed_grid, _interp(volume, interpolation))
+
+    def warp_back(self, volume: Volume, interpolation: str = "auto") -> Volume:
+        """Resample a volume of the fixed space (e.g. the atlas annotation) onto the moving grid."""
+        self._check_space(volume, self.fixed_grid.space, "warp_back")
+        return warp(volume, self.transform, self.moving_grid, _interp(volume, interpolation))
+
+    @staticmethod
+    def _check_space(volume: Volume, space: Space, what: str) -> None:
+        if not isinstance(volume, Volume):
+            raise InputError(f"{what} takes a Volume, got {type(volume).__name__}", field="volume")
+        if volume.space.name != space.name:
+            raise InputError(f"{what} needs a volume in space {space.name!r}; this one is in {volume.space.name!r}",
+                             field="volume")
+
+    # -- the output folder ---------------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike, *, moving: Volume | None = None, fixed: Volume | None = None,
+             atlas=None, inputs: dict | None = None, figures: bool = True, force: bool = False,
+             progress=None) -> Path:
+        """Write the output folder (see the module docstring); returns its path.
+
+        ``moving``: the sample, to write it warped into the fixed grid and draw QC figures. ``fixed``: the
+        fixed image for the figures. ``atlas``: an :class:`atlasreg.Atlas` on the fixed grid, to write its
+        annotation on the sample and per-region volumes. ``inputs``: ``{role: path}`` recorded with sha256.
+        An existing complete folder needs ``force=True``.
+        """
+        from ..transforms.files import save_transform
+
+        out = Path(folder)
+        if (out / COMPLETE).exists() and not force:
+            raise OutputExistsError(f"{out}: holds a complete registration already; choose another folder or "
+                                    "pass force=True / --force")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / COMPLETE).unlink(missing_ok=True)
+        note = progress or (lambda stage, status: None)
+        note("save", "start")
+        tdir = out / "transforms"
+        tdir.mkdir(exist_ok=True)
+        inv = self.transform.inverse()
+        for name, T in (("moving_to_fixed", self.transform), ("fixed_to_moving", inv)):
+            for suf in (".json", ".h5"):
+                from ..io.atomic import atomic_path
+
+                final = tdir / (name + suf)
+                if suf == ".json":
+                    # NGFF keeps its fields in a sibling store: write straight, the COMPLETE marker guards
+                    save_transform(T, final, force=True)
+                else:
+                    with atomic_path(final, force=True, suffix=suf) as tmp:
+                        save_transform(T, tmp)
+        doc = {"backend": self.backend, "params": self.params, "metrics": self.metrics, "info": self.info,
+               "moving_grid": _grid_json(self.moving_grid), "fixed_grid": _grid_json(self.fixed_grid),
+               "transforms": {"moving_to_fixed": "transforms/moving_to_fixed.json",
+                              "fixed_to_moving": "transforms/fixed_to_moving.json"}}
+        _write_json(out / "result.json", doc)
+        _write_json(out / "metrics.json", self.metrics)
+        record = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "inputs": {role: {"path": str(p), "sha256": sha256_of(p)} for role, p in (inputs or {}).items()
+                             if p is not None and Path(p).is_file()},
+                  "params": self.params, "backend": self.backend, "versions": versions()}
+        _write_json(out / "record.json", record)
+        note("save", "done")
+        from ..io.volumes import write_volume
+
+        warped = None
+        if moving is not None:
+            note("warp sample", "start")
+            warped = self.warp(moving, "linear")
+            write_volume(warped, out / "warped_moving.nii.gz", force=True)
+            note("warp sample", "done")
+        if atlas is not None:
+            note("annotation on sample", "start")
+            ann = atlas.annotation
+            ann_vol = Volume(np.asarray(ann.data), ann.voxel_size, ann.origin, ann.direction, self.fixed_grid.space)
+            on_sample = self.warp_back(ann_vol, "nearest")
+            write_volume(on_sample, out / "annotation_in_moving.nii.gz", force=True)
+            _write_text(out / "region_volumes.csv", region_volumes_csv(on_sample, atlas))
+            note("annotation on sample", "done")
+        if figures:
+            note("qc figures", "start")
+            self._figures(out / "qc", warped, fixed, atlas)
+            note("qc figures", "done")
+        _write_text(out / COMPLETE, datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds") + "\n")
+        return out
+
+    def _figures(self, qdir: Path, warped: Volume | None, fixed: Volume | None, atlas) -> None:
+        from .. import qc
+
+        qdir.mkdir(exist_ok=True)
+        f, m = (fixed, warped) if fixed is not None and warped is not None else (None, None)
+        # Jacobian determinant of fixed -> moving on a coarse copy of the fixed grid
+        g = self.fixed_grid
+        step = max(1, int(np.ceil(max(g.shape) / 96)))
+        coarse = Grid(tuple(int(np.ceil(s / step)) for s in g.shape), tuple(np.asarray(g.spacing) * step), g.space,
+                      g.origin, g.direction)
+        jac = qc.jacobian_determinant(self.transform.inverse(), coarse)
+        finite = jac[np.isfinite(jac)]
+        if finite.size:
+            self.metrics["jacobian_min"] = round(float(finite.min()), 4)
+            self.metrics["jacobian_max"] = round(float(finite.max()), 4)
+            self.metrics["folding_fraction"] = round(float((finite <= 0).mean()), 6)
+        jv = Volume(jac.astype(np.float32), coarse.spacing, coarse.origin, coarse.direction, g.space)
+        figs = {"jacobian": qc.jacobian_slices(jv, title="Jacobian determinant (fixed -> moving)")}
+        if f is not None and m is not None:
+            figs["overlay"] = qc.overlay_slices(f, m, title="registered sample (magenta) on fixed (green)")
+            figs["checkerboard"] = qc.checkerboard_slices(f, m)
+        for name, fig in figs.items():
+            from ..io.atomic import atomic_path
+
+            with atomic_path(qdir / f"{name}.png", force=True) as tmp:
+                tmp.write_bytes(qc.figure_png(fig))
+        _write_json(qdir.parent / "metrics.json", self.metrics)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "RegistrationResult":
+        """Reload a saved result; it maps points exactly as the saved one did."""
+        from ..transforms.files import load_transform
+
+        d = Path(folder)
+        if not (d / "result.json").is_file():
+            raise InputError("not a registration result folder (no result.json)", path=d)
+        if not (d / COMPLETE).exists():
+            raise InputError("this registration folder is incomplete (no COMPLETE marker): the run or the save was "
+                             "interrupted; rerun it", path=d)
+        doc = json.loads((d / "result.json").read_text())
+        mg, fg = _grid_from(doc["moving_grid"]), _grid_from(doc["fixed_grid"])
+        fwd = load_transform(d / doc["transforms"]["moving_to_fixed"], mg.space, fg.space)
+        inv = load_transform(d / doc["transforms"]["fixed_to_moving"], fg.space, mg.space)
+        fwd.with_inverse(inv)
+        params = doc["params"]
+        return cls(fwd, mg, fg, doc.get("metrics", {}), params, doc["backend"], doc.get("info", {}))
+
+
+def _interp(volume: Volume, interpolation: str) -> str:
+    if interpolation != "auto":
+        return interpolation
+    dt = np.dtype(volume.dtype)
+    if dt == np.bool_ or (dt.kind in "iu" and dt.itemsize >= 4):
+        return "nearest"
+    return "linear"
+
+
+def region_volumes_csv(labels_on_sample: Volume, atlas=None) -> str:
+    """Per-region volumes (mm³) of a label volume on the sample grid, with names from the atlas ontology."""
+    import pandas as pd
+
+    from ..spaces import unit_scale
+
+    lab = np.asarray(labels_on_sample.numpy()).ravel()
+    ids, counts = np.unique(lab[lab > 0], return_counts=True)
+    voxel_mm3 = float(np.prod(labels_on_sample.voxel_size * unit_scale(labels_on_sample.unit, "mm")))
+    df = pd.DataFrame({"id": ids.astype(np.int64), "voxels": counts.astype(np.int64),
+                       "volume_mm3": counts * voxel_mm3})
+    onto = getattr(atlas, "ontology", None)
+    if onto is not None:
+        acr, names = [], []
+        for i in df["id"]:
+            try:
+                acr.append(onto[int(i)]["acronym"])
+                names.append(onto[int(i)]["name"])
+            except Exception:  # an id the ontology does not know: keep the row, say so
+                acr.append("")
+                names.append("(not in ontology)")
+        df.insert(1, "acronym", acr)
+        df.insert(2, "name", names)
+    return df.to_csv(index=False)
