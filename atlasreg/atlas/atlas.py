@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable
-
 import numpy as np
 
 from ..errors import InputError
@@ -72,7 +70,8 @@ class Atlas:
             volumes and a structure CSV/JSON); an ``.npz`` with ``annotation`` (and ``reference``,
             ``hemispheres``) arrays; a single annotation file; a dict of these keyword arguments;
             or a manifest name such as ``"allen_mouse_25um"`` (files from the ``ATLASREG_DATA``
-            mirror or the download cache, checksums verified).
+            mirror or the download cache, checksums verified); ``"allen_mouse"`` with
+            ``resolution=25`` names the same atlas.
         annotation, ontology, reference, hemispheres : path, optional
             Allen-style files given one by one (``ontology``: Allen CSV, Allen nested JSON or
             BrainGlobe structures.json).
@@ -240,5 +239,3 @@ class Atlas:
         hit = np.isin(labels.table, ids)
         return hit[labels.index]
 
-
-Loader = Callable[[], np.ndarray]

@@ -416,6 +416,16 @@ def load(source=None, *, annotation=None, ontology=None, reference=None, hemisph
                           name=name, keys=keys)
     from .. import data
 
+    if isinstance(source, str) and voxel_size is not None and np.ndim(voxel_size) == 0:
+        # "allen_mouse" + resolution=25 -> the manifest "allen_mouse_25um"
+        named = f"{source}_{float(voxel_size):g}um"
+        if named in data.list_datasets():
+            source = named
+        elif source in data.list_datasets():
+            declared = data.manifest(source).get("voxel_size")
+            if declared is not None and not np.allclose(declared, float(voxel_size), rtol=0.02):
+                raise InputError(f"atlas {source!r} has voxel size {declared}, not {voxel_size}; choose the "
+                                 "manifest of that resolution (atlasreg atlas list)", field="resolution")
     if isinstance(source, str) and source in data.list_datasets():
         return load_manifest(source, orientation=orientation, space=space)
     known = [n for n in data.list_datasets() if data.manifest(n).get("kind") == "atlas"]
