@@ -232,13 +232,13 @@ def test_table_csv_parquet_roundtrip(tmp_path, hemibrain, data_dir):
 
 # -- MouseLight JSON ----------------------------------------------------------------------------
 def test_mouselight_roundtrip(tmp_path, fmost):
-    n = fmost[5]
+    n = fmost[8]  # the smaller neurons (12-13k nodes) keep this quick
     # make a dendrite branch: relabel one soma-child subtree as type 3
     nodes = n.nodes.copy()
     kids = np.flatnonzero(nodes["parent"].to_numpy() == nodes["id"].iat[n.soma_row])
     nodes.loc[kids[0], "type"] = 3
     n2 = Neuron(nodes, n.space, name=n.name, provenance=n.provenance)
-    p = write_mouselight([n2, fmost[6]], tmp_path / "ml.json")
+    p = write_mouselight([n2, fmost[15]], tmp_path / "ml.json")
     data = json.loads(p.read_text())
     e = data["neurons"][0]
     assert e["idString"] == n.name and e["axon"][0]["structureIdentifier"] == 1
@@ -251,8 +251,8 @@ def test_mouselight_roundtrip(tmp_path, fmost):
     assert len(e["dendrite"]) == len(below) + 1 and e["dendrite"][1]["structureIdentifier"] == 3
     assert len(e["axon"]) + len(e["dendrite"]) - 1 == n.n_nodes
     back = read_mouselight(p)
-    assert back.names == [n.name, fmost[6].name] and back[0].space == n.space
-    for a, b in zip(back, [n2, fmost[6]]):
+    assert back.names == [n.name, fmost[15].name] and back[0].space == n.space
+    for a, b in zip(back, [n2, fmost[15]]):
         assert a.n_nodes == b.n_nodes
         assert a.cable_length == pytest.approx(b.cable_length, rel=1e-12)
         np.testing.assert_array_equal(a.soma, b.soma)

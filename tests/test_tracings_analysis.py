@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atlasreg import Affine, Atlas, Space, SpaceMismatchError
+from atlasreg import Affine, Atlas, Space, SpaceGraph, SpaceMismatchError
 from atlasreg.tracings import (Neuron, NeuronList, PointTable, annotate_neuron, annotate_points, annotate_table,
                                attach_synapses, place_block, projection_matrix, read_swc, read_table,
                                rollup_matrix, segment_regions, soma_regions, synapse_counts, transform_neuron)
@@ -108,11 +108,19 @@ def test_annotate_neuron_and_tables(atlas, fmost, data_dir):
     for c in ("region_id", "acronym", "hemisphere", "rollup_id", "rollup_acronym"):
         assert c in n.nodes.columns
     assert n.nodes["region_id"].iat[n.soma_row] == soma_regions(fmost[6], atlas)["region_id"].iat[0]
+    # annotations describe positions: moving the neuron drops them rather than keep stale regions
+    moved = transform_neuron(n, Affine.from_translation([100.0, 0, 0], src=CCF, dst=Space("shifted", "um")))
+    assert "region_id" not in moved.nodes.columns and "acronym" not in moved.nodes.columns
     cells = pd.DataFrame({"cell": ["a", "b", "c"], "x": [5000.0, 6774.15, -100.0], "y": [4000.0, 4000.0, 0.0],
                           "z": [5700.0, 5700.0, 0.0]})
     out = annotate_table(cells, atlas, space="ccf")
     assert out["region_id"].iat[2] == -1 and out["acronym"].iat[2] == "(outside)"
     assert out["acronym"].iat[0] == annotate_points(cells[["x", "y", "z"]].to_numpy()[:1], atlas)["acronym"].iat[0]
+    # a table in another space, linked to the atlas by a graph
+    g = SpaceGraph([Affine.from_translation([-1000.0, 0, 0], src=Space("sample", "um"), dst=CCF)])
+    shifted = cells.assign(x=cells.x + 1000.0)
+    via = annotate_table(shifted, atlas, space="sample", graph=g, level=3)
+    assert via["region_id"].tolist() == out["region_id"].tolist() and "rollup_acronym" in via.columns
     t = PointTable(cells, CCF)
     assert annotate_table(t, atlas)["region_id"].tolist() == out["region_id"].tolist()
     # mm tables are rescaled by the atlas lookup, not mislabelled
@@ -143,4 +151,3 @@ def test_synapse_counts_of_a_synthetic_em_block(atlas, data_dir):
             assert S.loc[(n.name, t)].sum() == c
     P = synapse_counts(moved, atlas, by=None, level=3)
     assert P.sum(axis=1).tolist() == [len(n.synapses) for n in ns]
-    assert isinstance(Affine, type)

@@ -98,7 +98,7 @@ def test_hemibrain_roundtrip_through_tps_and_field_subnanometre(hemibrain, chain
         err = np.abs(back.points - n.points).max()
         syn_err = np.abs(back.synapses[["x", "y", "z"]].to_numpy() - n.synapses[["x", "y", "z"]].to_numpy()).max()
         assert err < 1.0 and syn_err < 1.0, (err, syn_err)  # nm
-        np.testing.assert_allclose(back.radius, n.radius, rtol=1e-3)  # J of a trilinear field jumps at cell faces
+        np.testing.assert_allclose(back.radius, n.radius, rtol=1e-5)
         assert len(back.provenance["transforms"]) == 2 and back.provenance["source_space"] == "hemibrain"
 
 
@@ -209,14 +209,15 @@ def test_block_placed_on_a_real_axon_finds_it(hemibrain, fmost, em_bounds):
 
 # -- combined collection: write and read back identically --------------------------------------
 def test_combined_collection_roundtrip(tmp_path, hemibrain, fmost, chain):
+    fmost = fmost[::3]  # 6 of the 16 optical neurons keep the test quick
     both = combine(em=hemibrain, optical=fmost, dst="ccf", em_transform=chain)
-    assert len(both) == 21 and both.space.name == "ccf"
+    assert len(both) == 11 and both.space.name == "ccf"
     s = both.summary().set_index("name")
     assert (s.loc[hemibrain.names, "source_space"] == "hemibrain").all()
     assert (s.loc[hemibrain.names, "kind"] == "em").all() and (s.loc[fmost.names, "kind"] == "optical").all()
     assert (s.loc[fmost.names, "source_space"] == "ccf").all()
     out = write_collection(both, tmp_path / "combined")
-    assert len(list((out / "swc").glob("*.swc"))) == 21
+    assert len(list((out / "swc").glob("*.swc"))) == 11
     table = pd.read_parquet(out / "neurons.parquet")
     assert table.set_index("name").loc["722817260", "source_unit"] == "nm"
     assert table.set_index("name").loc["722817260", "transforms"].startswith('["Sequence(hemibrain')

@@ -70,8 +70,11 @@ def _rolled(onto, ids: np.ndarray, level: int | None, parents) -> np.ndarray:
 
 
 def annotate_points(points, atlas, space: Space | str | None = None, level: int | None = None,
-                    parents=None) -> pd.DataFrame:
-    """Region and hemisphere of each point (atlas-space coordinates).
+                    parents=None, graph=None) -> pd.DataFrame:
+    """Region and hemisphere of each point.
+
+    Points are in the atlas space (default), in ``space`` (same name, another unit: rescaled), or in
+    any space ``graph`` (a :class:`~atlasreg.SpaceGraph`) links to the atlas.
 
     Returns a DataFrame with ``region_id`` (0 no structure, -1 outside), ``acronym``,
     ``hemisphere`` (1 left, 2 right, 0 unassigned, -1 outside) and, with ``level`` or ``parents``,
@@ -88,8 +91,12 @@ def annotate_points(points, atlas, space: Space | str | None = None, level: int 
         raise InputError(f"points must be (N, 3), got shape {pts.shape}", field="points")
     sp = None
     if space is not None:
-        sp = space if isinstance(space, Space) else Space(str(space), atlas.space.unit, atlas.space.orientation)
-        _check_space(sp, atlas, "the points")
+        name = space.name if isinstance(space, Space) else str(space)
+        if graph is not None and name != atlas.space.name:
+            pts = np.asarray(atlas.to_atlas_points(pts, space=space, graph=graph), dtype=np.float64)
+        else:
+            sp = space if isinstance(space, Space) else Space(name, atlas.space.unit, atlas.space.orientation)
+            _check_space(sp, atlas, "the points")
     ids = _region_ids(atlas, pts, sp)
     onto = atlas.ontology
     inv, u = pd.factorize(ids)  # label the few distinct ids, not every point (hashing, no sort)
@@ -136,28 +143,41 @@ def soma_regions(neurons, atlas, level: int | None = None, parents=None) -> pd.D
     return pd.concat([df, ann], axis=1)
 
 
-def _stack(items: list[Neuron], atlas):
-    """All edges of all neurons: (neuron index per edge, child xyz, edge vector child -> parent)."""
+def _check_all(items: list[Neuron], atlas) -> None:
     for n in items:
         _check_space(n.space, atlas, f"neuron {n.name!r}")
     units = {n.space.unit for n in items}
     if len(units) > 1:
         raise SpaceMismatchError(f"neurons are in several units {sorted(units)}; convert them to one first")
-    if not items:
-        return np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 3))
-    pts_l, child_l, par_l, own_l = [], [], [], []
-    offset = 0
+
+
+def _edges(items: list[Neuron], want_vectors: bool):
+    """Per edge of all neurons: owner index, length, midpoint — and (start, vector) if ``want_vectors``.
+
+    Built neuron by neuron so that no node-sized temporaries of the whole collection pile up.
+    """
+    own, lens, mids, starts, vecs = [], [], [], [], []
     for k, n in enumerate(items):
         c, p = n.segments()
-        pts_l.append(n.points)
-        child_l.append(c + offset)
-        par_l.append(p + offset)
-        own_l.append(np.full(len(c), k, dtype=np.int64))
-        offset += n.n_nodes
-    P = np.concatenate(pts_l)
-    c = np.concatenate(child_l)
-    a = P[c]
-    return np.concatenate(own_l), a, P[np.concatenate(par_l)] - a
+        pts = n.points
+        a = pts[c]
+        d = pts[p] - a
+        lens.append(np.sqrt(np.einsum("ij,ij->i", d, d)))
+        own.append(np.full(len(c), k, dtype=np.int64))
+        if want_vectors:
+            starts.append(a)
+            vecs.append(d)
+        else:
+            d *= 0.5
+            d += a
+            mids.append(d)
+    if not items:
+        z = np.zeros((0, 3))
+        return np.zeros(0, np.int64), np.zeros(0), z, z, z
+    cat = np.concatenate
+    if want_vectors:
+        return cat(own), cat(lens), None, cat(starts), cat(vecs)
+    return cat(own), cat(lens), cat(mids), None, None
 
 
 def segment_regions(neurons, atlas, method: str = "midpoint", max_step: float | None = None,
@@ -170,29 +190,30 @@ def segment_regions(neurons, atlas, method: str = "midpoint", max_step: float | 
     items = _neurons(neurons)
     if method not in ("midpoint", "split"):
         raise InputError("method must be 'midpoint' or 'split'", field="method")
-    owner, a, seg = _stack(items, atlas)
-    length = np.sqrt(np.einsum("ij,ij->i", seg, seg))
-    if method == "split" and len(length):
-        if max_step is None:
-            from ..spaces import unit_scale
+    _check_all(items, atlas)
+    if not items:
+        e = np.zeros(0, np.int64)
+        return e, np.zeros(0), e, (e if with_hemisphere else None)
+    if method == "split" and max_step is None:
+        from ..spaces import unit_scale
 
-            max_step = 0.5 * float(np.min(atlas.voxel_size)) * unit_scale(atlas.space.unit, items[0].space.unit)
-        if not max_step > 0:
-            raise InputError("max_step must be > 0", field="max_step")
+        max_step = 0.5 * float(np.min(atlas.voxel_size)) * unit_scale(atlas.space.unit, items[0].space.unit)
+    if method == "split" and not (max_step is not None and max_step > 0):
+        raise InputError("max_step must be > 0", field="max_step")
+    owner, length, mid, a, seg = _edges(items, want_vectors=(method == "split"))
+    piece = length
+    if method == "split":
         k = np.maximum(1, np.ceil(length / max_step)).astype(np.int64)
         if (k > 1).any():
             rep = np.repeat(np.arange(len(k)), k)
-            start = np.repeat(np.cumsum(k) - k, k)
-            j = np.arange(len(rep)) - start
+            j = np.arange(len(rep)) - np.repeat(np.cumsum(k) - k, k)
             f = ((j + 0.5) / k[rep])[:, None]
             mid = a[rep] + f * seg[rep]
             piece = (length / k)[rep]
             owner = owner[rep]
         else:
-            mid, piece = a + 0.5 * seg, length
-    else:
-        mid, piece = a + 0.5 * seg, length
-    sp = items[0].space if items else None
+            mid = a + 0.5 * seg
+    sp = items[0].space
     region = _region_ids(atlas, mid, sp)
     hemi = None
     if with_hemisphere:

@@ -29,6 +29,8 @@ _INT_COLUMNS = ("id", "type", "parent")
 _FLOAT_COLUMNS = ("x", "y", "z", "radius")
 #: Columns a synapse table must have (coordinates in the neuron's space).
 SYNAPSE_COLUMNS = ("node_id", "x", "y", "z")
+#: Columns atlas annotation adds; they go stale when coordinates move.
+ANNOTATION_COLUMNS = ("region_id", "acronym", "hemisphere", "rollup_id", "rollup_acronym")
 
 
 def make_space(space: Space | str | None, unit: str | None = None, orientation: str | None = None,
@@ -256,15 +258,18 @@ class Neuron:
 
     def with_coordinates(self, points: np.ndarray, space: Space, radius: np.ndarray | None = None,
                          synapse_points: np.ndarray | None = None, step: str | None = None) -> "Neuron":
-        """Same topology and attributes, new coordinates (and radii) in ``space``."""
-        nodes = self.nodes.copy()
+        """Same topology and attributes, new coordinates (and radii) in ``space``.
+
+        Region annotations (``region_id``, ``acronym``, ...) describe the old positions and are dropped.
+        """
+        nodes = self.nodes.drop(columns=[c for c in ANNOTATION_COLUMNS if c in self.nodes.columns])
         pts = np.asarray(points, dtype=np.float64)
         nodes["x"], nodes["y"], nodes["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
         if radius is not None:
             nodes["radius"] = np.asarray(radius, dtype=np.float64)
         syn = None
         if self.synapses is not None:
-            syn = self.synapses.copy()
+            syn = self.synapses.drop(columns=[c for c in ANNOTATION_COLUMNS if c in self.synapses.columns])
             if synapse_points is not None:
                 sp = np.asarray(synapse_points, dtype=np.float64)
                 syn["x"], syn["y"], syn["z"] = sp[:, 0], sp[:, 1], sp[:, 2]

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import InputError, SpaceMismatchError
 from ..graph import SpaceGraph
 from ..spaces import Space
-from ..transforms.base import Transform
+from ..transforms.base import Affine, Sequence, Transform
 from .neuron import Neuron, NeuronList
 from .tables import PointTable
 
@@ -69,13 +69,47 @@ def _jacobian_step(pts: np.ndarray) -> float:
     return max(1e-4 * ext, 1e-3)
 
 
+def _numerical_inverse(t: Transform) -> bool:
+    from ..transforms.field import InverseDisplacementField
+    from ..transforms.tps import InverseThinPlateSpline
+
+    return isinstance(t, (InverseDisplacementField, InverseThinPlateSpline))
+
+
 def radius_scale(t: Transform, pts: np.ndarray) -> np.ndarray:
-    """``|det J|^(1/3)`` of ``t`` at each point (1-D array)."""
-    J = t.jacobian(pts, step=_jacobian_step(pts))
-    out = np.full(len(pts), np.nan)
-    ok = np.all(np.isfinite(J), axis=(1, 2))  # NaN where a field's grid ends (on_outside="nan")
-    out[ok] = np.cbrt(np.abs(np.linalg.det(J[ok])))
-    return out
+    """``|det J|^(1/3)`` of ``t`` at each point (1-D array; NaN where the map is undefined).
+
+    The determinant is accumulated step by step along a Sequence. For steps solved numerically
+    (inverse fields and splines) it is ``1 / det`` of the forward step's Jacobian at the mapped
+    point: exact, and it avoids differencing an iterative solver.
+    """
+    steps = t.steps if isinstance(t, Sequence) else [t]
+    h = _jacobian_step(pts)
+    det = np.ones(len(pts))
+    x = pts
+    for k, st in enumerate(steps):
+        last = k == len(steps) - 1
+        if isinstance(st, Affine):
+            det *= abs(np.linalg.det(st.matrix[:3, :3]))
+            if not last:
+                x = st.map_points(x)
+                h = _jacobian_step(x[np.all(np.isfinite(x), axis=1)]) if len(x) else h
+            continue
+        y = st.map_points(x)
+        if _numerical_inverse(st):
+            J = st.inverse().jacobian(y, step=h)
+            inv = True
+        else:
+            J = st.jacobian(x, step=h)
+            inv = False
+        ok = np.all(np.isfinite(J), axis=(1, 2))
+        d = np.full(len(x), np.nan)
+        d[ok] = np.abs(np.linalg.det(J[ok]))
+        det *= (1.0 / d) if inv else d
+        x = y
+        # the step size follows the data through changes of unit (nm -> µm ...) and scale
+        h = _jacobian_step(x[np.all(np.isfinite(x), axis=1)]) if len(x) else h
+    return np.cbrt(det)
 
 
 def transform_neuron(neuron: Neuron, transform: Transform | SpaceGraph, dst: Space | str | None = None,
@@ -102,7 +136,7 @@ def transform_neuron(neuron: Neuron, transform: Transform | SpaceGraph, dst: Spa
     ...                          "z": [0., 0.], "radius": [500., 500.]}), "em", "nm")
     >>> T = Affine.from_scale(1e-3, src=Space("em", "nm"), dst=Space("ccf", "um"))
     >>> m = transform_neuron(n, T)
-    >>> m.points[1].tolist(), m.radius.tolist(), m.space.unit
+    >>> m.points[1].tolist(), m.radius.round(9).tolist(), m.space.unit
     ([1.0, 0.0, 0.0], [0.5, 0.5], 'um')
     """
     if not isinstance(neuron, Neuron):
