@@ -1,0 +1,249 @@
+"""register(): direction, orientation codes, the orientation search, save/load, and bad input.
+
+Real data: the light-sheet brain, block-averaged 4x (200x160x160 µm) so every registration here takes
+seconds; a known transform makes the moving image, so the true answer is known point by point.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import atlasreg as ar
+from atlasreg.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SP4 = (200.0, 160.0, 160.0)
+# few iterations at a coarse working grid: seconds per run
+QUICK = dict(working_spacing=320.0, orientation_search="off", affine_iterations=(60, 30), affine_shrink=(2, 1),
+             affine_smooth=(1, 0), syn_iterations=(30, 15), syn_shrink=(2, 1), syn_smooth=(1, 0), threads=2)
+
+
+@pytest.fixture(scope="module")
+def brain4(data_dir):
+    tifffile = pytest.importorskip("tifffile")
+    a = tifffile.imread(str(data_dir / "lightsheet" / "brain_psl_50x40x40um.tif"))
+    s = tuple(n // 4 * 4 for n in a.shape)
+    b = a[:s[0], :s[1], :s[2]].reshape(s[0] // 4, 4, s[1] // 4, 4, s[2] // 4, 4).mean((1, 3, 5))
+    return b.astype(np.float32)
+
+
+def _affine_moving(fixed: np.ndarray, spacing, A: np.ndarray) -> np.ndarray:
+    """MOVING(x) = FIXED(A⁻¹ x) for a 4x4 map A of fixed points to moving points (physical, origin 0)."""
+    from scipy import ndimage as ndi
+
+    sp = np.asarray(spacing, float)
+    Ainv = np.linalg.inv(A)
+    # index -> index: i_f = S⁻¹ (Ainv (S i_m))
+    M = np.diag(1 / sp) @ Ainv[:3, :3] @ np.diag(sp)
+    off = Ainv[:3, 3] / sp
+    return ndi.affine_transform(fixed, M, off, order=1, mode="constant", cval=0.0).astype(np.float32)
+
+
+def _known_affine(shape, spacing, deg=6.0, scale=(0.95, 1.04, 1.0), shift=(250.0, -150.0, 120.0)):
+    c = np.asarray(shape, float) * np.asarray(spacing, float) / 2
+    a = np.deg2rad(deg)
+    R = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]]) @ np.diag(scale)
+    A = np.eye(4)
+    A[:3, :3] = R
+    A[:3, 3] = c - R @ c + np.asarray(shift)
+    return A
+
+
+def _inside_points(arr, spacing, n=400, seed=0):
+    idx = np.argwhere(arr > np.percentile(arr, 70))
+    rng = np.random.default_rng(seed)
+    return idx[rng.choice(len(idx), n, replace=False)] * np.asarray(spacing, float)
+
+
+@pytest.fixture(scope="module")
+def affine_case(brain4, tmp_path_factory):
+    """A psl sample = the brain moved by a known affine; fixed = the brain itself; registered once."""
+    A = _known_affine(brain4.shape, SP4)
+    moving = ar.Volume(_affine_moving(brain4, SP4, A), SP4, orientation="psl", space="sample")
+    fixed = ar.Volume(brain4, SP4, orientation="psl", space="ccf")
+    res = ar.register(moving, fixed, preset="fast", **QUICK)
+    return dict(A=A, moving=moving, fixed=fixed, res=res)
+
+
+def test_direction_moving_points_land_on_fixed_and_back(affine_case, brain4):
+    A, res = affine_case["A"], affine_case["res"]
+    p_fixed = _inside_points(brain4, SP4)
+    p_moving = p_fixed @ A[:3, :3].T + A[:3, 3]          # where each fixed point sits in the sample
+    got_fixed = res.transform.map_points(p_moving)        # sample -> atlas
+    err = np.linalg.norm(got_fixed - p_fixed, axis=1)
+    start = np.linalg.norm(p_moving - p_fixed, axis=1)
+    assert np.median(start) > 300                        # the task is not trivial
+    assert np.median(err) < 60 and np.percentile(err, 95) < 150, (np.median(err), np.percentile(err, 95))
+    back = res.transform.inverse().map_points(p_fixed)    # atlas -> sample
+    err_b = np.linalg.norm(back - p_moving, axis=1)
+    assert np.median(err_b) < 60 and np.percentile(err_b, 95) < 150
+    # the transform says which way it maps
+    assert res.transform.src.name == "sample" and res.transform.dst.name == "ccf"
+    assert res.transform.inverse().src.name == "ccf"
+
+
+def test_warp_and_warp_back_land_in_each_grid(affine_case):
+    res, moving, fixed = affine_case["res"], affine_case["moving"], affine_case["fixed"]
+    w = res.warp(moving)
+    assert w.shape == fixed.shape and w.space.name == "ccf"
+    f, m = fixed.numpy().ravel(), w.numpy().ravel()
+    assert np.corrcoef(f, m)[0, 1] > 0.9
+    labels = ar.Volume((fixed.numpy() > np.percentile(fixed.numpy(), 60)).astype(np.uint32), fixed.voxel_size,
+                       space="ccf")
+    on_sample = res.warp_back(labels)                     # nearest for a label image
+    assert on_sample.shape == moving.shape and on_sample.dtype == np.uint32
+    assert set(np.unique(on_sample.numpy())) <= {0, 1}
+    inside = moving.numpy()[on_sample.numpy() == 1].mean()
+    outside = moving.numpy()[on_sample.numpy() == 0].mean()
+    assert inside > 3 * outside
+
+
+def test_psl_sample_registers_to_asr_fixed(brain4):
+    """The fixed volume is stored asr (as the Allen CCF); the sample psl. Points still land right."""
+    A = _known_affine(brain4.shape, SP4, deg=0.0, scale=(1, 1, 1), shift=(200.0, 100.0, -150.0))
+    sample = ar.Volume(_affine_moving(brain4, SP4, A), SP4, orientation="psl", space="sample")
+    brain = ar.Volume(brain4, SP4, orientation="psl", space="brain")
+    fixed = brain.reorient("asr", "ccf")                  # exact permutation/flip, no resampling
+    to_asr = brain.reorient_transform("asr", "ccf")       # brain (psl) points -> ccf (asr) points
+    res = ar.register(sample, fixed, preset="fast", **QUICK)
+    p_brain = _inside_points(brain4, SP4)
+    p_sample = p_brain @ A[:3, :3].T + A[:3, 3]
+    want = to_asr.map_points(p_brain)
+    err = np.linalg.norm(res.transform.map_points(p_sample) - want, axis=1)
+    assert np.median(err) < 60, np.median(err)
+    # axis 0 of the fixed runs anterior -> posterior: a point near the sample's posterior end (index 0 of
+    # psl) lands at a large axis-0 coordinate in asr
+    post = np.array([[5 * SP4[0], brain4.shape[1] / 2 * SP4[1], brain4.shape[2] / 2 * SP4[2]]])
+    assert res.transform.map_points(post + A[:3, 3])[0, 0] > fixed.shape[0] * fixed.voxel_size[0] * 0.6
+
+
+def test_wrong_orientation_is_flagged_before_the_run(brain4, monkeypatch):
+    from atlasreg.registration import ants_backend
+    from atlasreg.registration.orientation import OrientationError, search_orientation
+
+    brain = ar.Volume(brain4, SP4, orientation="psl", space="brain")
+    fixed = brain.reorient("asr", "ccf")
+    right = ar.Volume(brain4, SP4, orientation="psl", space="sample")
+    wrong = ar.Volume(brain4, SP4, orientation="asl", space="sample")   # a/p swapped by the user
+    rep = search_orientation(right, fixed)
+    assert not rep.flagged and rep.best[:2] == "ps"
+    rep = search_orientation(wrong, fixed)
+    assert rep.flagged and rep.best[:2] == "ps" and rep.best_score > rep.given_score + 0.05
+
+    def boom(*a, **k):
+        raise AssertionError("the registration ran despite a wrong orientation")
+
+    monkeypatch.setattr(ants_backend, "register_ants", boom)
+    with pytest.raises(OrientationError, match="asl"):
+        ar.register(wrong, fixed, preset="fast", **{**QUICK, "orientation_search": "error"})
+    assert len(search_orientation.__doc__) > 0
+    from atlasreg.registration.orientation import all_orientations
+    assert len(set(all_orientations())) == 48
+
+
+def test_saved_result_reloads_with_identical_mappings(affine_case, tmp_path):
+    res, moving, fixed = affine_case["res"], affine_case["moving"], affine_case["fixed"]
+    out = res.save(tmp_path / "reg", moving=moving, fixed=fixed)
+    for name in ("transforms/moving_to_fixed.h5", "transforms/fixed_to_moving.h5", "transforms/moving_to_fixed.json",
+                 "transforms/fixed_to_moving.json", "result.json", "metrics.json", "record.json",
+                 "warped_moving.nii.gz", "qc/overlay.png", "qc/checkerboard.png", "qc/jacobian.png", "COMPLETE"):
+        assert (out / name).exists(), name
+    again = ar.RegistrationResult.load(out)
+    p = _inside_points(moving.numpy(), SP4, n=300)
+    q = _inside_points(fixed.numpy(), SP4, n=300, seed=1)
+    np.testing.assert_allclose(again.transform.map_points(p), res.transform.map_points(p), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(again.transform.inverse().map_points(q), res.transform.inverse().map_points(q),
+                               rtol=0, atol=1e-6)
+    assert again.fixed_grid.shape == fixed.shape and again.moving_grid.space.name == "sample"
+    # the ITK file maps points the same way (SimpleITK reads it)
+    back = ar.load_transform(out / "transforms" / "moving_to_fixed.h5", "sample", "ccf")
+    np.testing.assert_allclose(back.map_points(p), res.transform.map_points(p), atol=1e-3)
+    with pytest.raises(ar.OutputExistsError):
+        res.save(out)
+
+
+def test_incomplete_folder_is_refused(tmp_path):
+    (tmp_path / "result.json").write_text("{}")
+    with pytest.raises(InputError, match="incomplete"):
+        ar.RegistrationResult.load(tmp_path)
+
+
+# -- bad input: a clear InputError before any long computation -------------------------------------------
+
+@pytest.fixture
+def no_backend(monkeypatch):
+    from atlasreg.registration import ants_backend, orientation
+
+    def boom(*a, **k):
+        raise AssertionError("long computation started on bad input")
+
+    monkeypatch.setattr(ants_backend, "register_ants", boom)
+    monkeypatch.setattr(orientation, "search_orientation", boom)
+
+
+def test_missing_voxel_size(brain4, no_backend):
+    moving = ar.Volume(brain4, orientation="psl", space="sample")          # spacing left at 1
+    fixed = ar.Volume(brain4, SP4, orientation="psl", space="ccf")
+    with pytest.raises(InputError, match="voxel size"):
+        ar.register(moving, fixed)
+
+
+def test_missing_or_contradicting_orientation(brain4, no_backend):
+    fixed = ar.Volume(brain4, SP4, orientation="asr", space="ccf")
+    with pytest.raises(InputError, match="orientation"):
+        ar.register(ar.Volume(brain4, SP4, space="sample"), fixed)
+    with pytest.raises(InputError, match="orientation"):
+        ar.Volume(brain4, SP4, orientation="pss", space="sample")
+    with pytest.raises(InputError, match="orientation"):
+        ar.Volume(brain4, SP4, orientation="psl", space=ar.Space("sample", "um", "asr"))
+
+
+@pytest.mark.parametrize("fill", [0.0, 7.0])
+def test_empty_or_constant_image(brain4, fill, no_backend):
+    fixed = ar.Volume(brain4, SP4, orientation="psl", space="ccf")
+    flat = ar.Volume(np.full(brain4.shape, fill, np.float32), SP4, orientation="psl", space="sample")
+    with pytest.raises(InputError, match="empty|constant"):
+        ar.register(flat, fixed)
+
+
+def test_mask_that_does_not_overlap(brain4, no_backend):
+    fixed = ar.Volume(brain4, SP4, orientation="psl", space="ccf")
+    moving = ar.Volume(brain4, SP4, orientation="psl", space="sample")
+    corner = np.zeros(brain4.shape, bool)
+    corner[:3, :3, :3] = True                              # background only
+    with pytest.raises(InputError, match="overlap"):
+        ar.register(moving, fixed, moving_mask=corner)
+    with pytest.raises(InputError, match="empty"):
+        ar.register(moving, fixed, fixed_mask=np.zeros(brain4.shape, bool))
+    with pytest.raises(InputError, match="shape"):
+        ar.register(moving, fixed, fixed_mask=np.ones((3, 3, 3), bool))
+
+
+def test_bad_preset_and_parameters(brain4, no_backend):
+    fixed = ar.Volume(brain4, SP4, orientation="psl", space="ccf")
+    moving = ar.Volume(brain4, SP4, orientation="psl", space="sample")
+    with pytest.raises(InputError, match="preset"):
+        ar.register(moving, fixed, preset="nope")
+    with pytest.raises(InputError, match="unknown registration parameter"):
+        ar.register(moving, fixed, syn_iteratons=(1,))
+    with pytest.raises(InputError, match="one entry per level"):
+        ar.register(moving, fixed, syn_iterations=(10, 10, 10), syn_shrink=(2, 1))
+    with pytest.raises(InputError, match="backend"):
+        ar.register(moving, fixed, backend="elastix")
+    with pytest.raises(InputError, match="space"):
+        ar.register(moving, ar.Volume(brain4, SP4, orientation="psl", space="sample"))
+
+
+def test_presets_are_a_table():
+    from atlasreg.registration.presets import PRESETS, get_preset
+
+    assert "lightsheet-to-atlas" in PRESETS
+    p = get_preset("lightsheet-to-atlas")
+    assert p["syn_metric"] == "CC" and len(p["syn_iterations"]) == len(p["syn_shrink"])
+    assert get_preset("fast", working_spacing=300)["working_spacing"] == 300
