@@ -132,11 +132,13 @@ class LandmarkReport:
         u = self.dst_unit
         mdl = self.model if self.model != "tps" else (
             f"tps (kernel {self.kernel}, λ={self.regularization:.3g})")
+        def um(v):
+            return "" if u == "um" else f" ({v * self._um:.4g} µm)"
+
         lines = [
             f"model: {mdl}  [{self.src_unit} -> {u}]",
-            f"held-out ({self.cv}) error over {self.n_used} pairs: median {self.cv_median:.4g} {u} "
-            f"({self.cv_median_um:.4g} µm), p95 {self.cv_p95:.4g} {u} ({self.cv_p95_um:.4g} µm), "
-            f"max {self.cv_max:.4g} {u}",
+            f"held-out ({self.cv}) error over {self.n_used} pairs: median {self.cv_median:.4g} {u}"
+            f"{um(self.cv_median)}, p95 {self.cv_p95:.4g} {u}{um(self.cv_p95)}, max {self.cv_max:.4g} {u}",
         ]
         if len(self.rejected):
             shown = ", ".join(self.rejected_names[:20]) + (" ..." if len(self.rejected) > 20 else "")

@@ -1,0 +1,377 @@
+"""Landmark pair files: BigWarp CSV and plain CSV with named columns, always with units declared.
+
+Neither format stores units reliably, so every read ends with points whose
+space and unit are known — from the column names (``em_x_nm``, ``x_uct_um``)
+or from the caller (``src_unit="nm"``) — or it fails with an
+:class:`~atlasreg.errors.InputError`. Nothing is assumed.
+
+Formats
+-------
+BigWarp (``format="bigwarp"``)
+    No header; one row per landmark: ``name, active, moving x, y, z, fixed x, y, z``
+    (BigWarp quotes every field). The moving image's points are the source,
+    the fixed (target) image's the destination. BigWarp writes coordinates in
+    each image's calibrated unit, which the file does not record: pass
+    ``src_unit`` and ``dst_unit``.
+Plain CSV (``format="csv"``)
+    A header naming the columns. Coordinates are found as two groups of x, y,
+    z columns named ``<space>_x``, ``x_<space>``, ``<space>_x_<unit>`` or
+    ``x_<space>_<unit>`` (or given by ``src_columns`` / ``dst_columns``);
+    optional ``name`` and ``active`` columns. atlasreg writes
+    ``name, active, <src>_x_<unit>, ..., <dst>_z_<unit>``, which reads back
+    with nothing else said.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> p = pathlib.Path(tempfile.mkdtemp()) / "pairs.csv"
+>>> _ = p.write_text("name,em_x,em_y,em_z,lm_x,lm_y,lm_z\\n"
+...                  "a,0,0,0,1,1,1\\nb,4,0,0,1.01,1,1\\n")
+>>> pairs = read_landmarks(p, src_unit="nm", dst_unit="um", src_voxel_size=(4, 4, 40))
+>>> pairs.src, pairs.dst
+(Space(name='em', unit='nm', orientation=None), Space(name='lm', unit='um', orientation=None))
+>>> pairs.src_points[1].tolist()
+[16.0, 0.0, 0.0]
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..spaces import Space, normalize_unit
+from .atomic import atomic_path
+
+__all__ = ["LandmarkPairs", "read_landmarks", "write_landmarks"]
+
+_AXES = ("x", "y", "z")
+_UNIT_TOKENS = {"nm", "um", "µm", "μm", "mm", "micron", "microns", "nanometers", "nanometres", "millimeters",
+                "millimetres", "micrometers", "micrometres"}
+_TRUE = {"true", "t", "1", "yes", "y"}
+_FALSE = {"false", "f", "0", "no", "n"}
+
+
+@dataclass
+class LandmarkPairs:
+    """Corresponding points in two spaces, each in its space's unit.
+
+    Attributes
+    ----------
+    src_points, dst_points : (N, 3) float arrays
+    src, dst : Space
+    names : list of str
+    active : (N,) bool array (BigWarp's "active" flag; ``read_landmarks`` keeps only active pairs unless asked)
+    path : str or None — the file they came from
+    """
+
+    src_points: np.ndarray
+    dst_points: np.ndarray
+    src: Space
+    dst: Space
+    names: list = field(default_factory=list)
+    active: np.ndarray | None = None
+    path: str | None = None
+
+    def __post_init__(self):
+        self.src_points = np.asarray(self.src_points, float).reshape(-1, 3)
+        self.dst_points = np.asarray(self.dst_points, float).reshape(-1, 3)
+        n = len(self.src_points)
+        if len(self.dst_points) != n:
+            raise InputError(f"{n} source points but {len(self.dst_points)} destination points",
+                             path=self.path, field="points")
+        if not self.names:
+            self.names = [f"Pt-{i}" for i in range(n)]
+        self.names = [str(v) for v in self.names]
+        if len(self.names) != n:
+            raise InputError(f"{len(self.names)} names for {n} landmark pairs", path=self.path, field="names")
+        self.active = np.ones(n, bool) if self.active is None else np.asarray(self.active, bool).reshape(n)
+
+    def __len__(self) -> int:
+        return len(self.src_points)
+
+    def subset(self, index) -> "LandmarkPairs":
+        """The pairs selected by a boolean mask or index array."""
+        idx = np.arange(len(self))[index]
+        return LandmarkPairs(self.src_points[idx], self.dst_points[idx], self.src, self.dst,
+                             [self.names[i] for i in np.atleast_1d(idx)], self.active[idx], self.path)
+
+    def reversed(self) -> "LandmarkPairs":
+        """The same pairs read the other way (destination becomes source)."""
+        return LandmarkPairs(self.dst_points, self.src_points, self.dst, self.src, list(self.names),
+                             self.active.copy(), self.path)
+
+    def __repr__(self) -> str:
+        return f"LandmarkPairs({len(self)} pairs, {self.src} -> {self.dst})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------
+def read_landmarks(path: str | os.PathLike, src: Space | str | None = None, dst: Space | str | None = None, *,
+                   src_unit: str | None = None, dst_unit: str | None = None,
+                   src_columns=None, dst_columns=None, src_voxel_size=None, dst_voxel_size=None,
+                   format: str = "auto", include_inactive: bool = False) -> LandmarkPairs:
+    """Read landmark pairs from a BigWarp CSV or a plain CSV with named columns.
+
+    Parameters
+    ----------
+    path : str or Path
+    src, dst : Space or str, optional
+        Spaces of the two point sets. A :class:`Space` declares its unit; a
+        name only names it. Default names come from the columns (``em`` for
+        ``em_x``) or ``"moving"`` / ``"fixed"`` for BigWarp.
+    src_unit, dst_unit : str, optional
+        Units of the coordinates (after ``*_voxel_size`` scaling). Needed
+        unless the column names or the Spaces say them.
+    src_columns, dst_columns : three column names, optional
+        Coordinate columns, when they cannot be recognised.
+    src_voxel_size, dst_voxel_size : float or 3 floats, optional
+        The file holds voxel indices: multiply by these (in ``*_unit``) to get
+        physical coordinates (MICrONS EM voxels: ``(4, 4, 40)`` nm).
+    format : {"auto", "bigwarp", "csv"}
+    include_inactive : bool
+        Keep pairs whose ``active`` flag is false (default: drop them).
+
+    Raises
+    ------
+    InputError
+        Missing file, unrecognised columns, units not stated, non-numeric,
+        NaN or empty coordinates in an active pair.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("landmark file not found", path=p)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read landmark file as text: {exc}", path=p) from None
+    rows = [r for r in csv.reader(_io.StringIO(text)) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise InputError("landmark file is empty", path=p)
+    if format not in ("auto", "bigwarp", "csv"):
+        raise InputError(f"unknown landmark format {format!r}; use 'auto', 'bigwarp' or 'csv'", field="format")
+    if format == "auto":
+        format = "bigwarp" if _looks_bigwarp(rows[0]) else "csv"
+    if format == "bigwarp":
+        table = _bigwarp_table(rows, p)
+        groups = (("moving", None, [2, 3, 4]), ("fixed", None, [5, 6, 7]))
+        name_col, active_col = 0, 1
+    else:
+        header = [h.strip() for h in rows[0]]
+        table = rows[1:]
+        groups = _find_groups(header, src_columns, dst_columns, src, dst, p)
+        low = [h.lower() for h in header]
+        name_col = low.index("name") if "name" in low else (0 if header[0] in ("", "#", "index") or
+                                                            header[0].lower() in ("id", "label") else None)
+        active_col = low.index("active") if "active" in low else None
+    if not table:
+        raise InputError("landmark file has a header but no rows", path=p)
+    colnames = [f"field {k + 1}" for k in range(8)] if format == "bigwarp" else header
+
+    spaces = []
+    for (gname, gunit, _), sp, unit, side in ((groups[0], src, src_unit, "src"), (groups[1], dst, dst_unit, "dst")):
+        spaces.append(_resolve_space(sp, unit, gname, gunit, side, p))
+    width = max(len(r) for r in table)
+    table = [r + [""] * (width - len(r)) for r in table]
+    names = [(r[name_col].strip() if name_col is not None else "") or f"Pt-{i}" for i, r in enumerate(table)]
+    active = np.ones(len(table), bool)
+    if active_col is not None:
+        for i, r in enumerate(table):
+            v = r[active_col].strip().lower()
+            if v in _TRUE or v == "":
+                active[i] = True
+            elif v in _FALSE:
+                active[i] = False
+            else:
+                raise InputError(f"row {i + 1} ({names[i]}): 'active' is {r[active_col]!r}, not true/false",
+                                 path=p, field="active")
+    pts = []
+    for (gname, _, cols), vs, side in ((groups[0], src_voxel_size, "src"), (groups[1], dst_voxel_size, "dst")):
+        arr = np.empty((len(table), 3))
+        for i, r in enumerate(table):
+            for j, c in enumerate(cols):
+                cell = r[c].strip()
+                try:
+                    arr[i, j] = float(cell)
+                except ValueError:
+                    if active[i] or include_inactive:
+                        col = colnames[c] if c < len(colnames) else f"field {c + 1}"
+                        raise InputError(f"row {i + 1} ({names[i]}): coordinate {cell!r} is not a number "
+                                         f"({side} {_AXES[j]}, column {col})", path=p, field=f"{side}_{_AXES[j]}") from None
+                    arr[i, j] = np.nan
+        if vs is not None:
+            v = np.broadcast_to(np.asarray(vs, float), (3,))
+            if not np.all(np.isfinite(v)) or np.any(v <= 0):
+                raise InputError(f"{side}_voxel_size must be positive numbers, got {vs!r}", path=p,
+                                 field=f"{side}_voxel_size")
+            arr = arr * v
+        pts.append(arr)
+    keep = np.ones(len(table), bool) if include_inactive else active
+    for arr, side in zip(pts, ("src", "dst")):
+        bad = np.flatnonzero(keep & ~np.isfinite(arr).all(1))
+        if bad.size:
+            shown = ", ".join(f"row {i + 1} ({names[i]})" for i in bad[:5])
+            raise InputError(f"{bad.size} {'active ' if not include_inactive else ''}landmark(s) have NaN or "
+                             f"infinite {side} coordinates: {shown}{' ...' if bad.size > 5 else ''}; fix them or "
+                             "mark them inactive", path=p, field=f"{side}_points")
+    idx = np.flatnonzero(keep)
+    if idx.size == 0:
+        raise InputError("no active landmark pairs in the file", path=p, field="active")
+    return LandmarkPairs(pts[0][idx], pts[1][idx], spaces[0], spaces[1], [names[i] for i in idx], active[idx],
+                         str(p))
+
+
+def _looks_bigwarp(row) -> bool:
+    if len(row) != 8 or row[1].strip().lower() not in _TRUE | _FALSE:
+        return False
+    try:
+        [float(c) for c in row[2:]]
+    except ValueError:
+        return False
+    return True
+
+
+def _bigwarp_table(rows, p):
+    for i, r in enumerate(rows):
+        if len(r) == 6:
+            raise InputError(f"row {i + 1} has {len(r)} fields: a 2-D BigWarp file; atlasreg landmarks are 3-D",
+                             path=p)
+        if len(r) != 8:
+            raise InputError(f"row {i + 1} has {len(r)} fields; a 3-D BigWarp row has 8 (name, active, "
+                             "moving x, y, z, fixed x, y, z)", path=p)
+    return rows
+
+
+def _split_name(col: str):
+    """(space, axis, unit) if the column name looks like a coordinate, else None."""
+    toks = [t for t in re.split(r"[_\s.\-]+", col.strip()) if t]
+    low = [t.lower() for t in toks]
+    if not toks:
+        return None
+    axis_pos = [i for i, t in enumerate(low) if t in _AXES]
+    if len(axis_pos) != 1:
+        return None
+    i = axis_pos[0]
+    rest = toks[:i] + toks[i + 1:]
+    unit = None
+    if rest and rest[-1].lower() in _UNIT_TOKENS:
+        unit = rest[-1]
+        rest = rest[:-1]
+    if unit is None and len(rest) == 1 and rest[0].lower() in _UNIT_TOKENS:
+        return None
+    if not rest:
+        return None
+    return "_".join(rest), low[i], unit
+
+
+def _find_groups(header, src_columns, dst_columns, src, dst, p):
+    out = []
+    if (src_columns is None) != (dst_columns is None):
+        raise InputError("give both src_columns and dst_columns, or neither", path=p, field="columns")
+    if src_columns is not None:
+        for cols, side in ((src_columns, "src"), (dst_columns, "dst")):
+            cols = list(cols)
+            if len(cols) != 3:
+                raise InputError(f"{side}_columns must name 3 columns (x, y, z), got {cols!r}", path=p,
+                                 field=f"{side}_columns")
+            missing = [c for c in cols if c not in header]
+            if missing:
+                raise InputError(f"column(s) {missing} not in the file (columns: {header})", path=p,
+                                 field=f"{side}_columns")
+            parsed = [_split_name(c) for c in cols]
+            units = {q[2] for q in parsed if q is not None and q[2] is not None}
+            gname = parsed[0][0] if parsed[0] is not None else side
+            out.append((gname, units.pop() if len(units) == 1 else None, [header.index(c) for c in cols]))
+        return out
+    groups: dict[tuple, dict] = {}
+    order = []
+    for ci, col in enumerate(header):
+        q = _split_name(col)
+        if q is None:
+            continue
+        key = (q[0], q[2])
+        if key not in groups:
+            groups[key] = {}
+            order.append(key)
+        groups[key][q[1]] = ci
+    complete = [k for k in order if set(groups[k]) == set(_AXES)]
+    want = [getattr(s, "name", s) for s in (src, dst)]
+    if all(isinstance(w, str) for w in want) and all(any(k[0] == w for k in complete) for w in want):
+        complete = [next(k for k in complete if k[0] == w) for w in want]
+    if len(complete) != 2:
+        raise InputError(
+            f"cannot tell the source and destination coordinate columns apart (columns: {header}); name them "
+            "like em_x, em_y, em_z / lm_x, lm_y, lm_z (optionally with a unit: em_x_nm) or pass "
+            "src_columns=... and dst_columns=...", path=p, field="columns")
+    return [(k[0], k[1], [groups[k][a] for a in _AXES]) for k in complete]
+
+
+def _resolve_space(sp, unit, gname, gunit, side, p) -> Space:
+    units = []
+    for u, where in ((unit, f"{side}_unit"), (gunit, "column names"),
+                     (sp.unit if isinstance(sp, Space) else None, f"{side} Space")):
+        if u is not None:
+            try:
+                units.append((normalize_unit(u), where))
+            except InputError as exc:
+                raise InputError(str(exc), path=p, field=f"{side}_unit") from None
+    if not units:
+        raise InputError(
+            f"the unit of the {side} coordinates ({gname}) is not stated; a landmark file does not say it. "
+            f"Pass {side}_unit='nm' | 'um' | 'mm' (CLI: --{side}-unit), a Space with a unit, or name the "
+            f"columns with the unit ({gname}_x_um)", path=p, field=f"{side}_unit")
+    if len({u for u, _ in units}) > 1:
+        raise InputError(f"conflicting units for the {side} coordinates: "
+                         + ", ".join(f"{u} ({w})" for u, w in units), path=p, field=f"{side}_unit")
+    u = units[0][0]
+    if isinstance(sp, Space):
+        return sp
+    return Space(str(sp) if sp is not None else gname, u)
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------
+def write_landmarks(pairs: LandmarkPairs, path: str | os.PathLike, format: str | None = None,
+                    force: bool = False) -> Path:
+    """Write landmark pairs as atlasreg CSV (units in the column names) or BigWarp CSV.
+
+    ``format`` defaults to ``"csv"``. A BigWarp file cannot hold units: reading
+    it back needs ``src_unit`` / ``dst_unit`` again.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> pairs = LandmarkPairs(np.eye(3), 2 * np.eye(3), Space("em", "nm"), Space("lm", "mm"))
+    >>> out = write_landmarks(pairs, pathlib.Path(tempfile.mkdtemp()) / "p.csv")
+    >>> out.read_text().splitlines()[0]
+    'name,active,em_x_nm,em_y_nm,em_z_nm,lm_x_mm,lm_y_mm,lm_z_mm'
+    >>> read_landmarks(out).dst
+    Space(name='lm', unit='mm', orientation=None)
+    """
+    fmt = format or "csv"
+    if fmt not in ("csv", "bigwarp"):
+        raise InputError(f"unknown landmark format {fmt!r}; use 'csv' or 'bigwarp'", field="format")
+    if not isinstance(pairs, LandmarkPairs):
+        raise InputError(f"write_landmarks takes LandmarkPairs, got {type(pairs).__name__}", field="pairs")
+    if fmt == "csv" and pairs.src.name == pairs.dst.name:
+        raise InputError("source and destination spaces share a name; the columns would clash", field="pairs")
+    buf = _io.StringIO()
+    rows = [[n, "true" if a else "false", *map(repr, map(float, s)), *map(repr, map(float, d))]
+            for n, a, s, d in zip(pairs.names, pairs.active, pairs.src_points, pairs.dst_points)]
+    if fmt == "bigwarp":
+        w = csv.writer(buf, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    else:
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["name", "active"] + [f"{pairs.src.name}_{a}_{pairs.src.unit}" for a in _AXES]
+                   + [f"{pairs.dst.name}_{a}_{pairs.dst.unit}" for a in _AXES])
+    w.writerows(rows)
+    with atomic_path(path, force) as tmp:
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
+    return Path(path)
