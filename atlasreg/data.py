@@ -175,20 +175,24 @@ def _from_cache_or_download(name: str, fid: str, entry: dict, download: bool) ->
     known = orig.get("sha256")
     cache = cache_dir()
     target = cache / _cached_name(name, fid, url)
-    if target.exists():
-        if known and sha256(target) != known:
-            raise InputError(f"cached download of {name}/{fid} does not match its recorded sha256; delete it "
-                             "and fetch again", path=target, field="sha256")
-        return target
-    if not download:
-        return None
-    import pooch
+    from .io.locks import locked
 
-    if not known:
-        warnings.warn(f"{name}/{fid}: no checksum is recorded for the original at {url}; downloading unchecked "
-                      "(pooch logs the sha256 it finds - add it to the manifest)", stacklevel=3)
-    path = pooch.retrieve(url, known_hash=f"sha256:{known}" if known else None, fname=target.name,
-                          path=str(cache), progressbar=False)
+    # One process fills a cache entry; concurrent fetches wait, then find it complete (issue 9).
+    with locked(target, beside=True):
+        if target.exists():
+            if known and sha256(target) != known:
+                raise InputError(f"cached download of {name}/{fid} does not match its recorded sha256; delete it "
+                                 "and fetch again", path=target, field="sha256")
+            return target
+        if not download:
+            return None
+        import pooch
+
+        if not known:
+            warnings.warn(f"{name}/{fid}: no checksum is recorded for the original at {url}; downloading "
+                          "unchecked (pooch logs the sha256 it finds - add it to the manifest)", stacklevel=3)
+        path = pooch.retrieve(url, known_hash=f"sha256:{known}" if known else None, fname=target.name,
+                              path=str(cache), progressbar=False)
     return Path(path)
 
 

@@ -116,7 +116,12 @@ def atomic_path(path: str | os.PathLike, force: bool = False, *, suffix: str = "
             raise AtlasregError(f"{final}: the writer produced no output (nothing at {tmp.name})")
         if tmp.is_file():
             _fsync_file(tmp)
-        _move_into_place(tmp, final, force)
+        from .locks import locked
+
+        # Concurrent writers of one output take turns at the rename: the loser then sees the
+        # winner's complete output (OutputExistsError, or a clean replace with force).
+        with locked(final):
+            _move_into_place(tmp, final, force)
     except BaseException:
         remove_path(tmp)
         raise
