@@ -158,6 +158,30 @@ def peer_swc(data: Path) -> dict:
     return out
 
 
+def run_size(atlas: Atlas, n: int, rng: np.random.Generator) -> dict:
+    """Time annotation and projection matrices for ``n`` synthetic nodes."""
+    t = time.perf_counter()
+    neurons = make_neurons(atlas, n, rng)
+    t_make = time.perf_counter() - t
+    pts = np.concatenate([x.points for x in neurons])
+    ta = best_of(lambda: annotate_points(pts, atlas))
+    tm = best_of(lambda: projection_matrix(neurons, atlas))
+    t5 = best_of(lambda: projection_matrix(neurons, atlas, level=5))
+    ann, M, M5 = ta.result, tm.result, t5.result
+    total = np.array([x.cable_length for x in neurons])
+    err = float(np.max(np.abs(M.sum(axis=1).to_numpy() - total) / total))
+    err5 = float(np.max(np.abs(M5.sum(axis=1).to_numpy() - total) / total))
+    in_brain = float(np.mean(ann["region_id"].to_numpy() > 0))
+    return {"nodes": int(len(pts)), "neurons": len(neurons), "make_s": round(t_make, 3),
+            "annotate_wall_s": round(ta.wall, 3), "annotate_cpu_s": round(ta.cpu, 3),
+            "matrix_wall_s": round(tm.wall, 3), "matrix_cpu_s": round(tm.cpu, 3),
+            "matrix_level5_wall_s": round(t5.wall, 3), "matrix_level5_cpu_s": round(t5.cpu, 3),
+            "annotate_cpu_ns_per_node": round(1e9 * ta.cpu / len(pts), 1),
+            "matrix_cpu_ns_per_node": round(1e9 * tm.cpu / len(pts), 1), "regions": int(M.shape[1]),
+            "max_rel_row_sum_error": err, "max_rel_row_sum_error_level5": err5,
+            "fraction_nodes_in_brain": round(in_brain, 4)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1e6,3e6,1e7", help="node counts, comma separated")
@@ -177,29 +201,9 @@ def main() -> None:
 
     rows = []
     for n in sizes:
-        t = time.perf_counter()
-        neurons = make_neurons(atlas, n, rng)
-        t_make = time.perf_counter() - t
-        pts = np.concatenate([x.points for x in neurons])
-        ta = best_of(lambda: annotate_points(pts, atlas))
-        tm = best_of(lambda: projection_matrix(neurons, atlas))
-        t5 = best_of(lambda: projection_matrix(neurons, atlas, level=5))
-        ann, M, M5 = ta.result, tm.result, t5.result
-        total = np.array([x.cable_length for x in neurons])
-        err = float(np.max(np.abs(M.sum(axis=1).to_numpy() - total) / total))
-        err5 = float(np.max(np.abs(M5.sum(axis=1).to_numpy() - total) / total))
-        in_brain = float(np.mean(ann["region_id"].to_numpy() > 0))
-        row = {"nodes": int(len(pts)), "neurons": len(neurons), "make_s": round(t_make, 3),
-               "annotate_wall_s": round(ta.wall, 3), "annotate_cpu_s": round(ta.cpu, 3),
-               "matrix_wall_s": round(tm.wall, 3), "matrix_cpu_s": round(tm.cpu, 3),
-               "matrix_level5_wall_s": round(t5.wall, 3), "matrix_level5_cpu_s": round(t5.cpu, 3),
-               "annotate_cpu_ns_per_node": round(1e9 * ta.cpu / len(pts), 1),
-               "matrix_cpu_ns_per_node": round(1e9 * tm.cpu / len(pts), 1), "regions": int(M.shape[1]),
-               "max_rel_row_sum_error": err, "max_rel_row_sum_error_level5": err5,
-               "fraction_nodes_in_brain": round(in_brain, 4)}
+        row = run_size(atlas, n, rng)  # its arrays are freed before the next, larger size
         rows.append(row)
         print(json.dumps(row), flush=True)
-        del neurons, pts, ann, M, M5
 
     # Baseline: per-node Python loop, on a subset, extrapolated per node (CPU time).
     subset = make_neurons(atlas, 3 * NODES_PER_NEURON, rng)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..errors import InputError, SpaceMismatchError
 from ..spaces import Space
-from .neuron import Neuron, NeuronList
+from .neuron import Neuron
 
 NONE_LABEL = "(none)"      # id 0: inside the volume, no structure
 OUTSIDE_LABEL = "(outside)"  # id -1: outside the annotation volume

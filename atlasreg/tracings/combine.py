@@ -30,8 +30,8 @@ from ..graph import SpaceGraph
 from ..spaces import Space, unit_scale
 from ..transforms.base import Affine, Sequence, Transform, as_points
 from .neuron import Neuron, NeuronList
-from .swc import read_swc, sidecar_path, write_swc
-from .transform import resolve_transform, transform_neuron
+from .swc import read_swc, write_swc
+from .transform import transform_neuron
 
 COLLECTION_FORMAT = "atlasreg-neuron-collection"
 
