@@ -173,3 +173,16 @@ def as_space(space: "Space | str | None", default_name: str = "unnamed", unit: s
     if space is None:
         space = default_name
     return Space(str(space), unit if unit is not None else "um")
+
+
+#: Spaces whose unit and orientation the field agrees on, so naming them is enough
+#: (``read_swc(path, space="ccf", voxel_size=25.0)`` needs no unit). Unknown names
+#: never get a guessed unit.
+KNOWN_SPACES: dict[str, Space] = {
+    "ccf": Space("ccf", "um", "asr"),  # Allen CCFv3: axes AP, DV, LR in micrometres
+}
+
+
+def known_space(name: str) -> Space | None:
+    """The registered :data:`KNOWN_SPACES` entry for ``name``, or None."""
+    return KNOWN_SPACES.get(name)

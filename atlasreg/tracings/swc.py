@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, OutputExistsError
-from ..spaces import Space, normalize_unit, validate_orientation
+from ..spaces import Space, known_space, normalize_unit, validate_orientation
 from .neuron import Neuron, make_space, validate_structure
 
 SIDECAR_FORMAT = "atlasreg-swc-sidecar"
@@ -186,6 +186,10 @@ def read_swc(path, space: Space | str | None = None, unit: str | None = None, vo
     unit = _resolve("unit", unit, s_unit, sc, lambda a, b: normalize_unit(a) == normalize_unit(b))
     orientation = _resolve("orientation", orientation, s_or, sc,
                            lambda a, b: validate_orientation(a) == validate_orientation(b))
+    known = known_space(space) if isinstance(space, str) else None
+    if known is not None:  # e.g. "ccf": the field's agreed unit and axes
+        unit = unit if unit is not None else known.unit
+        orientation = orientation if orientation is not None else known.orientation
     vs_given = _voxel_size(voxel_size, p)
     vs_stored = _voxel_size(meta.get("voxel_size"), sc)
     if vs_given is not None and vs_stored is not None and not np.allclose(vs_given, vs_stored):
