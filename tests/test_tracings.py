@@ -77,7 +77,10 @@ def test_missing_space_or_unit_is_a_clear_error(fmost_files):
         read_swc(fmost_files[0])
     assert fmost_files[0].name in str(e.value)
     with pytest.raises(InputError, match="unit"):
-        read_swc(fmost_files[0], space="ccf")
+        read_swc(fmost_files[0], space="my_sample")  # an unknown space never gets a guessed unit
+    # "ccf" is a known space (Allen CCFv3, um, asr): DESIGN's read_swc(path, space="ccf", voxel_size=25)
+    n = read_swc(fmost_files[0], space="ccf", voxel_size=25.0)
+    assert n.space == Space("ccf", "um", "asr")
 
 
 def test_swc_write_read_roundtrip_is_exact(tmp_path, fmost):
