@@ -41,7 +41,7 @@ class Job:
     def check(self) -> None:
         """Fail fast: refuse an existing output without ``overwrite``; check the folder is writable."""
         if self.output.exists() and not self.overwrite:
-            raise OutputExistsError(f"{self.output} exists; pass overwrite=True (--force) to replace it")
+            raise OutputExistsError(f"{self.output}: output exists; choose another name or pass overwrite=True")
         parent = self.output.parent
         if not parent.is_dir():
             raise InputError("the output's folder does not exist; create it first", path=parent)

@@ -416,7 +416,7 @@ def sample_field(transform: Transform, grid, output, *, chunks=64, dtype="float3
         path = job.publish()
     finally:
         job.release()
-    log.info("wrote field %s (%d nodes) in %.1f s", path, int(np.prod(shape)), time.perf_counter() - t0)
+    log.debug("wrote field %s (%d nodes) in %.1f s", path, int(np.prod(shape)), time.perf_counter() - t0)
     return open_field(path)
 
 

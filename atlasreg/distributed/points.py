@@ -151,14 +151,13 @@ def map_points(points, transform, *, src=None, dst=None, annotate=None, chunk_si
     dT = dask.delayed(T, name=f"transform-{id(T)}-{n}", traverse=False)
     dA = dask.delayed(fn, name=f"annotate-{id(fn)}-{n}", traverse=False) if fn is not None else None
     tasks = []
-    is_dask = hasattr(points, "dask")
+    if not isinstance(points, np.ndarray) and not hasattr(points, "dask"):
+        import dask.array as da
+
+        points = da.from_array(points, chunks=(chunk_size, 3))  # zarr, h5py: each task reads its own rows
     for i, a in enumerate(range(0, n, chunk_size)):
         b = min(n, a + chunk_size)
-        if is_dask:
-            block = points[a:b]
-        else:
-            block = np.asarray(points[a:b])
-        tasks.append(dask.delayed(_array_chunk, pure=False)(block, dT, dA, i))
+        tasks.append(dask.delayed(_array_chunk, pure=False)(points[a:b], dT, dA, i))
     mapped = np.empty((n, 3), np.float64)
     ids = np.empty(n, np.int64) if fn is not None else None
 
@@ -283,7 +282,9 @@ def _open_input(path: Path, columns, chunk_size: int, csv_options: dict | None) 
 
 # -- tables out --------------------------------------------------------------------------------------------
 def _part_name(i: int, fmt: str) -> str:
-    return f"part-{i:07d}." + ("csv" if fmt == "csv" else "parquet")
+    # CSV parts are final text (formatted in parallel); other outputs go through uncompressed Arrow IPC
+    # parts, cheap to write and to read back (memory-mapped) when the output is assembled.
+    return f"part-{i:07d}." + ("csv" if fmt == "csv" else "arrow")
 
 
 def _map_table_chunk(df, ctx: dict, i: int) -> int:
@@ -307,9 +308,10 @@ def _map_table_chunk(df, ctx: dict, i: int) -> int:
 
         pacsv.write_csv(table, tmp, pacsv.WriteOptions(include_header=False))
     else:
-        import pyarrow.parquet as pq
+        import pyarrow.ipc as ipc
 
-        pq.write_table(table, tmp)
+        with ipc.new_file(tmp, table.schema) as writer:
+            writer.write_table(table)
     os.replace(tmp, final)
     mark_done(ctx["done_dir"], f"P-{i}")
     return len(out)
@@ -320,7 +322,13 @@ def _merge_parts(parts_dir: Path, n_parts: int, fmt: str, target: Path, header_c
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = [parts_dir / _part_name(i, fmt if fmt == "csv" else "parquet") for i in range(n_parts)]
+    import pyarrow.ipc as ipc
+
+    def read_part(p):
+        with pa.memory_map(str(p), "r") as src:
+            return ipc.open_file(src).read_all()
+
+    names = [parts_dir / _part_name(i, fmt) for i in range(n_parts)]
     rows = 0
     if fmt == "csv":
         import gzip
@@ -338,7 +346,7 @@ def _merge_parts(parts_dir: Path, n_parts: int, fmt: str, target: Path, header_c
         schema = None
         try:
             for p in names:
-                t = pq.read_table(p)
+                t = read_part(p)
                 if writer is None:
                     schema = t.schema
                     writer = pq.ParquetWriter(str(target), schema, compression=compression or "snappy")
@@ -357,7 +365,11 @@ def _merge_parts(parts_dir: Path, n_parts: int, fmt: str, target: Path, header_c
     # zarr group: "points" (N, 3) plus one 1-D array per other column
     import zarr
 
-    counts = [pq.ParquetFile(p).metadata.num_rows for p in names]
+    counts = []
+    for p in names:
+        with pa.memory_map(str(p), "r") as src:
+            r = ipc.open_file(src)
+            counts.append(sum(r.get_batch(i).num_rows for i in range(r.num_record_batches)))
     n = int(sum(counts))
     g = zarr.open_group(str(target), mode="w", zarr_format=2)
     ch = max(1, min(1 << 20, n))
@@ -365,7 +377,7 @@ def _merge_parts(parts_dir: Path, n_parts: int, fmt: str, target: Path, header_c
     others = {}
     a = 0
     for p, cnt in zip(names, counts):
-        df = pq.read_table(p).to_pandas()
+        df = read_part(p).to_pandas()
         pts[a:a + cnt] = df[header_cols[:3]].to_numpy(np.float64)
         for c in df.columns:
             if c in header_cols[:3]:
@@ -511,6 +523,6 @@ def map_points_file(input, output, transform, *, src=None, dst=None, columns=("x
         finally:
             job.release()
     secs = time.perf_counter() - t0
-    log.info("mapped %s -> %s in %.1f s (%d chunks computed, %d resumed)", inp_path, path, secs, computed,
+    log.debug("mapped %s -> %s in %.1f s (%d chunks computed, %d resumed)", inp_path, path, secs, computed,
              len(inp.parts) - computed)
     return PointsResult(path, rows, computed, len(inp.parts) - computed, secs)

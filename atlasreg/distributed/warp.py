@@ -521,6 +521,6 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
         finally:
             job.release()
     secs = time.perf_counter() - t0
-    log.info("warped %s voxels into %s in %.1f s (%d blocks computed, %d resumed)", np.prod(shape), path,
+    log.debug("warped %s voxels into %s in %.1f s (%d blocks computed, %d resumed)", np.prod(shape), path,
              secs, computed, skipped)
     return WarpResult(path, grid, levels, computed, skipped, secs, job.resumed)
