@@ -19,7 +19,6 @@ so the driver's memory stays bounded however many blocks there are.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -39,15 +38,6 @@ class Engine:
     kind: str
     client: Any = None
     num_workers: int | None = None
-
-    @property
-    def nthreads(self) -> int:
-        """Total worker threads (what "per core" throughput is divided by)."""
-        if self.kind == "distributed":
-            return max(1, sum(self.client.nthreads().values()))
-        if self.kind == "sync":
-            return 1
-        return self.num_workers or os.cpu_count() or 1
 
     @property
     def shared_memory(self) -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _kernels as K
 from ..errors import InputError, SpaceMismatchError
 from ..graph import SpaceGraph
 from ..transforms.base import Affine, Sequence, Transform
@@ -124,8 +125,12 @@ class IndexMap:
         if op[0] == "affine":
             return ("affine", np.ascontiguousarray(op[1][:3], dtype=np.float64))
         if op[0] == "fused":
-            # The field's own fused kernel (affines folded in on both sides): one pass per block.
-            return ("fused", Affine(op[1]), op[2], Affine(op[3]))
+            # The core's affine-field-affine kernel, affines folded in on both sides: one pass per block.
+            # (Called directly: a block's points are already in field order, nothing to gain by sorting.)
+            f = op[2]
+            return ("fused", np.ascontiguousarray(op[1][:3], dtype=np.float64), f.displacement,
+                    np.ascontiguousarray(f.physical_to_index[:3]), np.ascontiguousarray(op[3][:3], np.float64),
+                    f.outside == "nan")
         return op
 
     def __call__(self, start, shape) -> np.ndarray:
@@ -142,7 +147,9 @@ class IndexMap:
             if op[0] == "affine":
                 BK.apply_affine(pts, op[1], pts)
             elif op[0] == "fused":
-                pts = op[2]._map_fused(pts, op[1], op[3])
+                out = np.empty_like(pts)
+                K.affine_field_affine(pts, op[1], op[2], op[3], op[4], op[5], out)
+                pts = out
             else:
                 pts = np.ascontiguousarray(op[1].map_points(pts), dtype=np.float64)
         return pts
