@@ -277,3 +277,27 @@ def test_memory_is_bounded_by_blocks_not_volume(tmp_path):
     assert rep["peak_mb"] - rep["base_mb"] < 350, rep
     assert rep["peak_mb"] < 0.5 * rep["source_mb"], rep
     assert 500 < rep["mean"] < 3500  # real values were written (the planes pattern averages ~2000)
+
+
+def test_hdf5_source_and_scheduler_choice(brain, tmp_path):
+    import pickle
+
+    import h5py
+
+    from atlasreg.distributed._source import Source
+
+    arr = brain.numpy()
+    with h5py.File(tmp_path / "brain.h5", "w") as fh:
+        fh.create_dataset("volume", data=arr, chunks=(16, 16, 16))
+    with h5py.File(tmp_path / "brain.h5", "r") as fh:
+        ds = fh["volume"]
+        src = pickle.loads(pickle.dumps(Source(ds)))  # travels as (file, dataset) and reopens
+        np.testing.assert_array_equal(src.read((3, 4, 5), (20, 9, 30)), arr[3:20, 4:9, 5:30])
+        vol = ar.Volume(ds, voxel_size=brain.voxel_size, space="sample")
+        T = _transforms(brain, "affine", "target")
+        grid = _grid(brain, "target")
+        res = warp_blockwise(vol, T, grid, tmp_path / "h5.ome.zarr", chunks=16, scheduler="sync")
+        np.testing.assert_allclose(res.volume.numpy(), _in_memory(brain, T, grid, "linear"), rtol=1e-6, atol=1e-3)
+    with pytest.raises(InputError, match="scheduler"):
+        warp_blockwise(brain, T, grid, tmp_path / "x.ome.zarr", scheduler="nonsense")
+    assert not (tmp_path / "x.ome.zarr").exists()
