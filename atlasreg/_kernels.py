@@ -13,64 +13,48 @@ _PAR = dict(parallel=True, fastmath=False, cache=True, nogil=True)
 
 
 @nb.njit(inline="always")
+def _axis(c, n):
+    # Clamp-to-edge neighbours along one axis: (i0, i1, fraction); a point in the outer half voxel
+    # takes the edge value, as ITK's linear interpolator does.
+    if c <= 0.0:
+        return 0, 0, 0.0
+    if c >= n - 1:
+        return n - 1, n - 1, 0.0
+    i = int(c)
+    return i, i + 1, c - i
+
+
+@nb.njit(inline="always")
 def _trilinear_vec(field, cx, cy, cz, nx, ny, nz):
-    # Clamp-to-edge trilinear interpolation of a (nx, ny, nz, 3) field at a
-    # continuous index already known to lie within [-0.5, n - 0.5].
-    x0 = int(np.floor(cx))
-    y0 = int(np.floor(cy))
-    z0 = int(np.floor(cz))
-    fx = cx - x0
-    fy = cy - y0
-    fz = cz - z0
-    if x0 < 0:
-        x0 = 0
-        fx = 0.0
-    if y0 < 0:
-        y0 = 0
-        fy = 0.0
-    if z0 < 0:
-        z0 = 0
-        fz = 0.0
-    x1 = x0 + 1
-    y1 = y0 + 1
-    z1 = z0 + 1
-    if x1 > nx - 1:
-        x1 = nx - 1
-        if x0 > nx - 1:
-            x0 = nx - 1
-        fx = 0.0 if x0 == x1 else fx
-    if y1 > ny - 1:
-        y1 = ny - 1
-        if y0 > ny - 1:
-            y0 = ny - 1
-        fy = 0.0 if y0 == y1 else fy
-    if z1 > nz - 1:
-        z1 = nz - 1
-        if z0 > nz - 1:
-            z0 = nz - 1
-        fz = 0.0 if z0 == z1 else fz
-    r0 = 0.0
-    r1 = 0.0
-    r2 = 0.0
-    for dx in range(2):
-        ix = x1 if dx else x0
-        wx = fx if dx else 1.0 - fx
-        if wx == 0.0:
-            continue
-        for dy in range(2):
-            iy = y1 if dy else y0
-            wy = fy if dy else 1.0 - fy
-            if wy == 0.0:
-                continue
-            for dz in range(2):
-                iz = z1 if dz else z0
-                wz = fz if dz else 1.0 - fz
-                if wz == 0.0:
-                    continue
-                w = wx * wy * wz
-                r0 += w * field[ix, iy, iz, 0]
-                r1 += w * field[ix, iy, iz, 1]
-                r2 += w * field[ix, iy, iz, 2]
+    # Trilinear interpolation of a (nx, ny, nz, 3) field at a continuous index already known to
+    # lie within [-0.5, n - 0.5]. Straight-line code (no data-dependent branches) lets the CPU
+    # issue all eight corner loads at once, which is what matters for a field larger than cache.
+    x0, x1, fx = _axis(cx, nx)
+    y0, y1, fy = _axis(cy, ny)
+    z0, z1, fz = _axis(cz, nz)
+    gx = 1.0 - fx
+    gy = 1.0 - fy
+    gz = 1.0 - fz
+    w000 = gx * gy * gz
+    w001 = gx * gy * fz
+    w010 = gx * fy * gz
+    w011 = gx * fy * fz
+    w100 = fx * gy * gz
+    w101 = fx * gy * fz
+    w110 = fx * fy * gz
+    w111 = fx * fy * fz
+    r0 = (w000 * field[x0, y0, z0, 0] + w001 * field[x0, y0, z1, 0]
+          + w010 * field[x0, y1, z0, 0] + w011 * field[x0, y1, z1, 0]
+          + w100 * field[x1, y0, z0, 0] + w101 * field[x1, y0, z1, 0]
+          + w110 * field[x1, y1, z0, 0] + w111 * field[x1, y1, z1, 0])
+    r1 = (w000 * field[x0, y0, z0, 1] + w001 * field[x0, y0, z1, 1]
+          + w010 * field[x0, y1, z0, 1] + w011 * field[x0, y1, z1, 1]
+          + w100 * field[x1, y0, z0, 1] + w101 * field[x1, y0, z1, 1]
+          + w110 * field[x1, y1, z0, 1] + w111 * field[x1, y1, z1, 1])
+    r2 = (w000 * field[x0, y0, z0, 2] + w001 * field[x0, y0, z1, 2]
+          + w010 * field[x0, y1, z0, 2] + w011 * field[x0, y1, z1, 2]
+          + w100 * field[x1, y0, z0, 2] + w101 * field[x1, y0, z1, 2]
+          + w110 * field[x1, y1, z0, 2] + w111 * field[x1, y1, z1, 2])
     return r0, r1, r2
 
 
@@ -112,6 +96,111 @@ def affine_field_affine(points, pre, field, to_index, post, outside_nan, out):
         out[k, 0] = post[0, 0] * rx + post[0, 1] * ry + post[0, 2] * rz + post[0, 3]
         out[k, 1] = post[1, 0] * rx + post[1, 1] * ry + post[1, 2] * rz + post[1, 3]
         out[k, 2] = post[2, 0] * rx + post[2, 1] * ry + post[2, 2] * rz + post[2, 3]
+
+
+@nb.njit(**_PAR)
+def _block_keys(points, pre, to_index, nx, ny, nz, block, mult, off, keys):
+    # Bucket of each point: the block (of block^3 voxels) its pre-mapped position falls in;
+    # points off the grid go to bucket ``off`` (the last). ``mult`` numbers the blocks in the
+    # field's memory order, so neighbouring buckets are neighbours in memory.
+    n = points.shape[0]
+    mx, my, mz = mult[0], mult[1], mult[2]
+    for k in nb.prange(n):
+        px = points[k, 0]
+        py = points[k, 1]
+        pz = points[k, 2]
+        qx = pre[0, 0] * px + pre[0, 1] * py + pre[0, 2] * pz + pre[0, 3]
+        qy = pre[1, 0] * px + pre[1, 1] * py + pre[1, 2] * pz + pre[1, 3]
+        qz = pre[2, 0] * px + pre[2, 1] * py + pre[2, 2] * pz + pre[2, 3]
+        cx = to_index[0, 0] * qx + to_index[0, 1] * qy + to_index[0, 2] * qz + to_index[0, 3]
+        cy = to_index[1, 0] * qx + to_index[1, 1] * qy + to_index[1, 2] * qz + to_index[1, 3]
+        cz = to_index[2, 0] * qx + to_index[2, 1] * qy + to_index[2, 2] * qz + to_index[2, 3]
+        if (cx >= -0.5) and (cx <= nx - 0.5) and (cy >= -0.5) and (cy <= ny - 0.5) \
+                and (cz >= -0.5) and (cz <= nz - 0.5):
+            keys[k] = (min(max(int(cx), 0), nx - 1) // block * mx + min(max(int(cy), 0), ny - 1) // block * my
+                       + min(max(int(cz), 0), nz - 1) // block * mz)
+        else:
+            keys[k] = off
+
+
+@nb.njit(cache=True, nogil=True)
+def _counting_order(keys, nkeys, perm):
+    # Stable counting sort: perm lists point indices bucket by bucket.
+    counts = np.zeros(nkeys + 1, perm.dtype)
+    for k in range(keys.shape[0]):
+        counts[keys[k] + 1] += 1
+    for i in range(nkeys):
+        counts[i + 1] += counts[i]
+    for k in range(keys.shape[0]):
+        b = keys[k]
+        perm[counts[b]] = k
+        counts[b] += 1
+
+
+@nb.njit(**_PAR)
+def _gather_rows(src, perm, dst):
+    for j in nb.prange(perm.shape[0]):
+        k = perm[j]
+        dst[j, 0] = src[k, 0]
+        dst[j, 1] = src[k, 1]
+        dst[j, 2] = src[k, 2]
+
+
+@nb.njit(**_PAR)
+def _scatter_rows(src, perm, dst):
+    for j in nb.prange(perm.shape[0]):
+        k = perm[j]
+        dst[k, 0] = src[j, 0]
+        dst[k, 1] = src[j, 1]
+        dst[k, 2] = src[j, 2]
+
+
+#: Fields larger than this many bytes (about a core's L2 cache) are walked block by block.
+LOCAL_FIELD_BYTES = 4 << 20
+#: ... for calls with at least this many points; below, ordering costs more than it saves.
+LOCAL_MIN_POINTS = 1 << 16
+_LOCAL_CHUNK = 1 << 20
+
+
+def affine_field_affine_any_order(points, pre, field, to_index, post, outside_nan, out):
+    """:func:`affine_field_affine` for points in any order, with cache-friendly field access.
+
+    Points in random order make every lookup in a large field a cache miss. For
+    large calls the points are bucketed by the field block they fall in
+    (counting sort, chunks of about a million), mapped bucket by bucket and put
+    back in their original order. Every point gets exactly the arithmetic of
+    :func:`affine_field_affine`, so results are identical bit for bit.
+    """
+    n = points.shape[0]
+    if n < LOCAL_MIN_POINTS or field.nbytes < LOCAL_FIELD_BYTES:
+        affine_field_affine(points, pre, field, to_index, post, outside_nan, out)
+        return
+    nx, ny, nz = field.shape[0], field.shape[1], field.shape[2]
+    block = 8
+    while -(-nx // block) * -(-ny // block) * -(-nz // block) > (1 << 21):
+        block *= 2
+    nblocks = np.array([-(-nx // block), -(-ny // block), -(-nz // block)], np.int64)
+    # Number blocks with the axis of largest memory stride slowest (C order: axis 0; ITK order: axis 2).
+    mult = np.zeros(3, np.int64)
+    step = 1
+    for ax in np.argsort(np.asarray(field.strides[:3])):
+        mult[ax] = step
+        step *= int(nblocks[ax])
+    nkeys = step + 1
+    size = min(n, _LOCAL_CHUNK)
+    keys = np.empty(size, np.int32)
+    perm = np.empty(size, np.int32)
+    ordered = np.empty((size, 3), np.float64)
+    mapped = np.empty((size, 3), np.float64)
+    for start in range(0, n, size):
+        stop = min(n, start + size)
+        m = stop - start
+        chunk = points[start:stop]
+        _block_keys(chunk, pre, to_index, nx, ny, nz, block, mult, step, keys[:m])
+        _counting_order(keys[:m], nkeys - 1, perm[:m])
+        _gather_rows(chunk, perm[:m], ordered[:m])
+        affine_field_affine(ordered[:m], pre, field, to_index, post, outside_nan, mapped[:m])
+        _scatter_rows(mapped[:m], perm[:m], out[start:stop])
 
 
 @nb.njit(**_PAR)

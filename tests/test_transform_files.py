@@ -133,6 +133,25 @@ def test_ants_registration_inverse_chain(reg, points):
     assert np.abs(T_inv.map_points(y) - back).max() < 1e-9
 
 
+def test_load_transform_uses_the_inverse_warp_ants_wrote(reg, points, tmp_path):
+    import shutil
+
+    T = load_transform(reg["fwdtransforms"], src=FIXED, dst=MOVING)
+    y = T.map_points(points)
+    inv = T.inverse()
+    assert (inv.src.name, inv.dst.name) == ("moving", "fixed")
+    assert np.abs(inv.map_points(y) - ants_points(y, reg["invtransforms"])).max() < 1e-2
+    # ... and the other way round.
+    T_inv = load_transform(reg["invtransforms"], src=MOVING, dst=FIXED)
+    assert np.abs(T_inv.inverse().map_points(points) - y).max() < 1e-9
+    # Without the inverse warp beside it, the inverse is solved numerically (and still maps back).
+    for p in reg["fwdtransforms"]:
+        shutil.copy(p, tmp_path)
+    alone = load_transform([tmp_path / os.path.basename(p) for p in reg["fwdtransforms"]], src=FIXED, dst=MOVING)
+    back = alone.inverse().map_points(y[:1500])
+    assert np.abs(back - points[:1500]).max() < 1e-3
+
+
 def test_ants_composite_h5(reg, points, tmp_path):
     r = ants.registration(reg["fixed"], reg["moving"], type_of_transform="SyN", reg_iterations=(10, 0, 0),
                           outprefix=str(tmp_path / "c_"), write_composite_transform=True)
@@ -142,6 +161,8 @@ def test_ants_composite_h5(reg, points, tmp_path):
     M = load_ants_registration(r, fixed=FIXED, moving=MOVING)
     y = T.map_points(points)
     assert np.abs(M.map_points(y) - ants_points(y, [r["invtransforms"]])).max() < 1e-2
+    # The InverseComposite.h5 beside it is the loaded transform's inverse.
+    assert np.abs(T.inverse().map_points(y) - M.map_points(y)).max() < 1e-9
 
 
 def test_affine_only_registration_inverse(reg, tmp_path, points):

@@ -61,7 +61,11 @@ class DisplacementField(Transform):
                 f"{self.dst.unit}; chain an Affine.from_units step instead", field="unit")
         if outside not in ("nan", "zero"):
             raise InputError("outside must be 'nan' or 'zero'", field="outside")
-        self.displacement = np.ascontiguousarray(u)
+        # C order, or ITK's memory order (x fastest, as SimpleITK hands fields over): both keep the
+        # three components of a node together; anything else is copied.
+        if not (u.flags.c_contiguous or u.transpose(2, 1, 0, 3).flags.c_contiguous):
+            u = np.ascontiguousarray(u)
+        self.displacement = u
         self.outside = outside
         self.index_to_physical = grid_affine(spacing, origin, direction)
         if abs(np.linalg.det(self.index_to_physical)) < 1e-300:
@@ -88,10 +92,10 @@ class DisplacementField(Transform):
         return self._map_fused(pts, None, None)
 
     def _map_fused(self, pts: np.ndarray, pre: Affine | None, post: Affine | None) -> np.ndarray:
-        """``post(field(pre(pts)))`` in one parallel pass."""
+        """``post(field(pre(pts)))`` in one parallel pass (large calls walk the field block by block)."""
         eye = np.eye(4)
         out = np.empty_like(pts)
-        K.affine_field_affine(
+        K.affine_field_affine_any_order(
             np.ascontiguousarray(pts, dtype=np.float64),
             (pre.matrix if pre is not None else eye)[:3],
             self.displacement,

@@ -123,8 +123,18 @@ def _check_nifti_complete(path: Path) -> None:
     except Exception as exc:  # nibabel raises several types for a broken header
         raise InputError(f"not a readable NIfTI file (corrupt or truncated header): {exc}", path=path) from None
     hdr = img.header
-    need = int(hdr.get_data_offset()) + int(np.prod(hdr.get_data_shape())) * hdr.get_data_dtype().itemsize
+    # ITK writes vox_offset 0; data then starts right after the header and its 4 extension bytes.
+    offset = max(int(hdr["vox_offset"]), int(hdr["sizeof_hdr"]) + 4)
+    need = offset + int(np.prod(hdr.get_data_shape())) * hdr.get_data_dtype().itemsize
     if str(path).lower().endswith(".gz"):
+        # A complete gzip stream ends with its uncompressed size (mod 2**32): a cheap check that
+        # catches truncation; anything else (e.g. several gzip members) is decompressed to count.
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 4))
+            tail = fh.read(4)
+        if len(tail) == 4 and int.from_bytes(tail, "little") == need % (1 << 32):
+            return
         have = 0
         try:
             with gzip.open(path, "rb") as fh:
@@ -152,15 +162,16 @@ def field_from_sitk_image(img, src: Space, dst: Space, outside: str, path=None) 
     if img.GetNumberOfComponentsPerPixel() != 3:
         raise InputError(f"a 3-D displacement field needs 3 vector components per voxel, this image has "
                          f"{img.GetNumberOfComponentsPerPixel()}", path=path, field="components")
-    arr = sitk.GetArrayViewFromImage(img)  # (Z, Y, X, 3)
-    u = np.ascontiguousarray(np.asarray(arr).transpose(2, 1, 0, 3))
+    # (Z, Y, X, 3) in ITK's memory order; its transpose is atlasreg's (X, Y, Z, 3) without a copy.
+    u = sitk.GetArrayFromImage(img).transpose(2, 1, 0, 3)
     if u.dtype not in (np.float32, np.float64):
         u = u.astype(np.float64)
-    if not np.all(np.isfinite(u)):
-        raise InputError("displacement field contains NaN or inf", path=path, field="displacement")
-    return DisplacementField(u, spacing=img.GetSpacing(), origin=img.GetOrigin(),
-                             direction=np.asarray(img.GetDirection()).reshape(3, 3), src=src, dst=dst,
-                             outside=outside)
+    try:
+        return DisplacementField(u, spacing=img.GetSpacing(), origin=img.GetOrigin(),
+                                 direction=np.asarray(img.GetDirection()).reshape(3, 3), src=src, dst=dst,
+                                 outside=outside)
+    except InputError as exc:
+        raise InputError(str(exc), path=path, field="displacement") from None
 
 
 def field_to_sitk_image(F: DisplacementField, dtype=None):
@@ -208,7 +219,7 @@ def write_displacement_field(F: Transform, path, force: bool = False) -> Path:
 
     from ..io.atomic import atomic_path
 
-    F = _single_field(F, path)
+    F = _single_field(resolved(F), path)
     img = field_to_sitk_image(F)
     suffix = suffix_of(path)
     with atomic_path(path, force, suffix=suffix) as tmp:
@@ -325,7 +336,7 @@ def _meta_space(meta: dict, key: str) -> Space | None:
 
 
 def read_itk(path, src: Space | str | None = None, dst: Space | str | None = None,
-             file_unit: str | None = None, outside: str = "zero") -> Transform:
+             file_unit: str | None = None, outside: str = "zero", attach_inverse: bool = True) -> Transform:
     """Read an ITK/ANTs transform file (``.h5``, ``.tfm``, ``.txt``, ``.mat``) as a transform ``src -> dst``.
 
     Linear ITK transforms of any kind (their centre/fixed parameters included)
@@ -374,7 +385,14 @@ def read_itk(path, src: Space | str | None = None, dst: Space | str | None = Non
         steps = [_convert_sitk(t, a, b, outside, p) for t, a, b in zip(parts, spaces[:-1], spaces[1:])]
         return steps[0] if len(steps) == 1 else Sequence(steps)
 
-    return _wrap_units(build, src, dst, in_unit, out_unit, p)
+    result = _wrap_units(build, src, dst, in_unit, out_unit, p)
+    partner = _ants_partner([(p, False)]) if attach_inverse and not all_linear else None
+    if partner is not None:
+        q = partner[0][0]
+        result.with_inverse(LazyTransform(
+            lambda: read_itk(q, dst, src, file_unit=file_unit, outside=outside, attach_inverse=False), dst, src,
+            f"ANTs inverse composite {q}"))
+    return result
 
 
 def _to_sitk(T: Transform, path):
@@ -430,6 +448,7 @@ def write_itk(T: Transform, path, force: bool = False) -> Path:
 
     suffix = suffix_of(path)
     file_unit = None
+    T = resolved(T)
     W = _one_unit(T)
     if W is not T:
         file_unit = T.dst.unit
@@ -486,7 +505,7 @@ def _list_entries(items, where: str) -> list[tuple[Path, bool]]:
 
 
 def read_ants_list(items, src: Space | str | None = None, dst: Space | str | None = None,
-                   file_unit: str | None = None, outside: str = "zero") -> Transform:
+                   file_unit: str | None = None, outside: str = "zero", attach_inverse: bool = True) -> Transform:
     """A list of ANTs/ITK transform files as one transform ``src -> dst``, exactly as ANTs maps points.
 
     The list is read as ``ants.apply_transforms_to_points`` reads it: its
@@ -497,9 +516,23 @@ def read_ants_list(items, src: Space | str | None = None, dst: Space | str | Non
     ``read_ants_list(reg["invtransforms"], moving, fixed)`` its inverse chain.
     An entry may be a ``(path, invert)`` pair to say explicitly that a matrix
     is to be inverted.
+
+    Where ANTs wrote the inverse chain beside the list (``1InverseWarp.nii.gz``
+    beside ``1Warp.nii.gz`` on the same grid, and the reverse), it becomes the
+    result's exact inverse, read when first used (``attach_inverse=False`` skips this).
     """
     src, dst = as_space(src, "src"), as_space(dst, "dst")
     entries = _list_entries(items, str(items))
+    result = _read_entries(entries, src, dst, file_unit, outside)
+    partner = _ants_partner(entries) if attach_inverse else None
+    if partner is not None:
+        result.with_inverse(LazyTransform(
+            lambda: _read_entries(partner, dst, src, file_unit, outside), dst, src,
+            f"ANTs inverse chain {[str(p) for p, _ in partner]}"))
+    return result
+
+
+def _read_entries(entries, src: Space, dst: Space, file_unit, outside) -> Transform:
     unit = normalize_unit(file_unit) if file_unit is not None else src.unit
     if file_unit is None and src.unit != dst.unit:
         pieces_linear = all(suffix_of(p) == ".mat" for p, _ in entries)
@@ -533,6 +566,90 @@ def read_ants_list(items, src: Space | str | None = None, dst: Space | str | Non
     if unit is None:  # all matrices, ends in different units: numbers taken as they are
         return build(src, dst)
     return _wrap_units(build, src, dst, unit, unit, entries[0][0])
+
+
+class LazyTransform(Transform):
+    """A transform read from disk when first used (ANTs' inverse warp, attached as an explicit inverse)."""
+
+    def __init__(self, loader, src: Space, dst: Space, what: str):
+        super().__init__(src, dst)
+        self._loader = loader
+        self._loaded: Transform | None = None
+        self.what = what
+
+    def load(self) -> Transform:
+        if self._loaded is None:
+            t = self._loader()
+            if t.src.name != self.src.name or t.dst.name != self.dst.name:
+                raise SpaceMismatchError(f"{self.what} maps {t.src.name} -> {t.dst.name}, expected "
+                                         f"{self.src.name} -> {self.dst.name}")
+            self._loaded = t
+        return self._loaded
+
+    @property
+    def exact_inverse(self) -> bool:  # type: ignore[override]
+        return self.load().exact_inverse
+
+    def _map(self, pts: np.ndarray) -> np.ndarray:
+        return self.load()._map(pts)
+
+    def _inverse(self) -> Transform:
+        return self.load().inverse()
+
+    def __repr__(self) -> str:
+        return f"LazyTransform({self.src.name} -> {self.dst.name}: {self.what})"
+
+
+def resolved(T: Transform) -> Transform:
+    """``T`` itself, or what a :class:`LazyTransform` stands for (read now)."""
+    return T.load() if isinstance(T, LazyTransform) else T
+
+
+def _same_grid(a: Path, b: Path) -> bool:
+    import SimpleITK as sitk
+
+    try:
+        infos = []
+        for p in (a, b):
+            r = sitk.ImageFileReader()
+            r.SetFileName(str(p))
+            r.ReadImageInformation()
+            infos.append((r.GetSize(), np.round(r.GetSpacing(), 6).tolist(), np.round(r.GetOrigin(), 6).tolist(),
+                          np.round(r.GetDirection(), 6).tolist(), r.GetNumberOfComponents()))
+        return infos[0] == infos[1]
+    except RuntimeError:
+        return False
+
+
+def _ants_partner(entries) -> list[tuple[Path, bool]] | None:
+    """The inverse chain ANTs wrote beside a standard ANTs list, or None.
+
+    ``[P1Warp.nii.gz, P0GenericAffine.mat]`` <-> ``[(P0GenericAffine.mat, inverted), P1InverseWarp.nii.gz]``
+    and ``PComposite.h5`` <-> ``PInverseComposite.h5``.
+    """
+    if len(entries) == 1 and not entries[0][1]:
+        p = entries[0][0]
+        name = p.name
+        if name.endswith("InverseComposite.h5"):
+            q = p.with_name(name[: -len("InverseComposite.h5")] + "Composite.h5")
+        elif name.endswith("Composite.h5"):
+            q = p.with_name(name[: -len("Composite.h5")] + "InverseComposite.h5")
+        else:
+            return None
+        return [(q, False)] if q.is_file() else None
+    if len(entries) != 2:
+        return None
+    (a, ia), (b, ib) = entries
+    if not ia and not ib and suffix_of(b) == ".mat" and a.name.endswith("Warp.nii.gz") \
+            and not a.name.endswith("InverseWarp.nii.gz"):
+        inv_warp = a.with_name(a.name[: -len("Warp.nii.gz")] + "InverseWarp.nii.gz")
+        if inv_warp.is_file() and _same_grid(a, inv_warp):
+            return [(b, True), (inv_warp, False)]
+    if ia and not ib and suffix_of(a) == ".mat" and b.name.endswith("InverseWarp.nii.gz"):
+        warp = b.with_name(b.name[: -len("InverseWarp.nii.gz")] + "Warp.nii.gz")
+        if warp.is_file() and _same_grid(b, warp):
+            return [(warp, False), (a, False)]
+    return None
 
 
 def load_piece(path: Path, s: Space, d: Space, outside: str) -> Transform:
@@ -578,7 +695,8 @@ def load_ants_registration(reg, fixed: Space | str, moving: Space | str,
         except KeyError as exc:
             raise InputError(f"registration result has no {exc.args[0]!r}: pass the dict "
                              "ants.registration returns", field="reg") from None
-    elif isinstance(reg, (tuple, list)) and len(reg) == 2 and all(isinstance(x, (list, tuple)) for x in reg):
+    elif isinstance(reg, (tuple, list)) and len(reg) == 2 and all(
+            isinstance(x, (list, tuple, str, os.PathLike)) for x in reg):
         fwd, inv = reg
     else:
         raise InputError("reg must be the dict ants.registration returns or (fwdtransforms, invtransforms)",
@@ -594,8 +712,8 @@ def load_ants_registration(reg, fixed: Space | str, moving: Space | str,
     # single matrices alone, so state it explicitly).
     if len(inv_entries) == 1 and suffix_of(inv_entries[0][0]) == ".mat":
         inv_entries = [(inv_entries[0][0], True)]
-    forward = read_ants_list(fwd_entries, fixed, moving, file_unit=file_unit)
-    backward = read_ants_list(inv_entries, moving, fixed, file_unit=file_unit)
+    forward = read_ants_list(fwd_entries, fixed, moving, file_unit=file_unit, attach_inverse=False)
+    backward = read_ants_list(inv_entries, moving, fixed, file_unit=file_unit, attach_inverse=False)
     if backward.src.name != moving.name or backward.dst.name != fixed.name:
         raise SpaceMismatchError("internal: inverse chain does not run moving -> fixed")
     return backward.with_inverse(forward)

@@ -41,7 +41,8 @@ import numpy as np
 from ..errors import InputError, SpaceMismatchError
 from ..spaces import Space, as_space, validate_orientation
 from .base import Affine, Sequence, Transform
-from .field import DisplacementField, InverseDisplacementField, grid_affine
+from .field import DisplacementField, InverseDisplacementField
+from .itk import resolved
 from .tps import InverseThinPlateSpline, ThinPlateSpline
 
 NGFF_VERSION = "0.6"
@@ -124,6 +125,7 @@ class _Encoder:
         return obj
 
     def encode(self, T: Transform, allow_bijection: bool = True) -> dict:
+        T = resolved(T)
         if allow_bijection and _has_own_inverse(T):
             return self.io({"type": "bijection",
                             "forward": self.encode(T, allow_bijection=False),
