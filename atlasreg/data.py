@@ -29,7 +29,9 @@ PosixPath('/work/shared/data/atlas/ABA_25um_2017_annotation.tif')
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -75,8 +77,8 @@ def _load_all(folder: str) -> dict[str, dict]:
     out = {}
     for p in sorted(Path(folder).glob("*.yaml")):
         try:
-            m = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
+            m = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise InputError(f"invalid YAML: {exc}", path=p) from None
         _check_manifest(m, p)
         if m["name"] in out:
@@ -101,10 +103,26 @@ def _check_manifest(m, path) -> None:
                              field=f"files.{fid}")
         if f.get("path") and not f.get("sha256"):
             raise InputError(f"file {fid!r} is in the mirror but has no sha256", path=path, field=f"files.{fid}")
+        for where, e in ((f"files.{fid}", f), (f"files.{fid}.original", f.get("original"))):
+            h = e.get("sha256") if isinstance(e, dict) else None
+            if h is not None and not re.fullmatch(r"[0-9a-f]{64}", str(h)):
+                raise InputError(f"sha256 {h!r} is not 64 hex digits (damaged or cut short?)", path=path,
+                                 field=f"{where}.sha256")
+        _check_voxel_size(f.get("voxel_size"), path, f"files.{fid}.voxel_size")
+    _check_voxel_size(m.get("voxel_size"), path, "voxel_size")
     for role, fid in (m.get("atlas") or {}).items():
         if fid not in files:
             raise InputError(f"atlas role {role!r} names file {fid!r}, which is not listed", path=path,
                              field=f"atlas.{role}")
+
+
+def _check_voxel_size(vs, path, field: str) -> None:
+    if vs is None:
+        return
+    ok = isinstance(vs, list) and len(vs) == 3 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in vs)
+    if not ok:
+        raise InputError(f"voxel_size must be three positive numbers, got {vs!r}", path=path, field=field)
 
 
 def _all() -> dict[str, dict]:

@@ -98,11 +98,15 @@ class ArrayFile:
         elif sfx == ".npy":
             arr = np.load(self.path, mmap_mode="r")
         elif sfx == ".npz":
-            with np.load(self.path) as z:
+            with _open_npz(self.path) as z:
                 if self.key is None or self.key not in z.files:
                     raise InputError(f"array {self.key!r} not in the npz (it holds {z.files})", path=self.path,
                                      field="key")
-                arr = z[self.key]
+                try:
+                    arr = z[self.key]
+                except Exception as exc:  # zipfile/zlib/numpy errors of a damaged member (CRC, header)
+                    raise InputError(f"array {self.key!r} of the npz is damaged: {exc}", path=self.path,
+                                     field=self.key) from None
         else:
             import SimpleITK as sitk
 
@@ -111,6 +115,18 @@ class ArrayFile:
         if arr.ndim != 3:
             raise InputError(f"expected a 3-D volume, got shape {arr.shape}", path=self.path)
         return arr
+
+
+def _open_npz(path: Path):
+    """``np.load`` of an .npz archive; a damaged, truncated or non-npz file raises InputError."""
+    try:
+        z = np.load(path)  # never allow_pickle: an npz atlas holds plain arrays
+    except Exception as exc:  # zipfile.BadZipFile, EOFError, ValueError (pickle), OSError
+        raise InputError(f"not a readable .npz archive (corrupt, truncated or another format): {exc}",
+                         path=path) from None
+    if not hasattr(z, "files"):
+        raise InputError("this is a single .npy array, not an .npz archive of named arrays", path=path)
+    return z
 
 
 def _reorient_array(arr, src: str, dst: str):
@@ -400,7 +416,7 @@ def load(source=None, *, annotation=None, ontology=None, reference=None, hemisph
                            unit=unit, space=space, name=name or p.name, keys=keys, **kw)
     if p.is_file():
         if _suffix(p) == ".npz":
-            with np.load(p) as z:
+            with _open_npz(p) as z:
                 present = set(z.files)
             if ontology is None:
                 raise InputError("an npz atlas needs ontology= (a structure CSV or JSON)", path=p, field="ontology")

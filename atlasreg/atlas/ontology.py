@@ -84,7 +84,13 @@ class Ontology:
                 raise InputError(f"structure table has no column {col!r} (columns: {list(table.columns)})",
                                  path=source, field=col)
         t = table.copy()
-        t["id"] = pd.to_numeric(t["id"], errors="raise").astype(np.int64)
+        ids = pd.to_numeric(t["id"], errors="coerce").to_numpy(np.float64)
+        bad = ~np.isfinite(ids) | (ids != np.round(ids))
+        if bad.any():  # NaN, inf, text or fractions: a damaged row, not a structure
+            r = int(np.flatnonzero(bad)[0])
+            raise InputError(f"row {r + 1}: id {table['id'].iloc[r]!r} is not an integer structure id", path=source,
+                             field="id")
+        t["id"] = ids.astype(np.int64)
         t = t[t["id"] > 0]  # 0 is "no structure" (Allen's 'void' / 'universe' rows), never a region
         if t["id"].duplicated().any():
             dup = sorted(set(t.loc[t["id"].duplicated(), "id"].tolist()))[:10]
@@ -96,6 +102,10 @@ class Ontology:
             raise InputError("structure table holds no structures", path=source)
         if n >= 65535:
             raise InputError(f"{n} structures: more than a uint16 label index can hold", path=source)
+        for col in ("acronym", "name"):
+            if t[col].isna().any():
+                i = int(t.loc[t[col].isna(), "id"].iloc[0])
+                raise InputError(f"structure {i} has no {col} (a damaged or cut-short row?)", path=source, field=col)
         self._acronym = t["acronym"].astype(str).to_numpy(object)
         self._name = t["name"].astype(str).to_numpy(object)
         colours = t["colour"] if "colour" in t.columns else pd.Series(["FFFFFF"] * n)
@@ -222,6 +232,8 @@ class Ontology:
                     stack.append((ch, node.get("id")))
         else:
             rows = [_json_row(d, None, path) for d in data]
+        if not rows:
+            raise InputError("the JSON holds no structure objects", path=path)
         df = pd.DataFrame(rows)
         if df["parent"].isna().all() and df["structure_id_path"].notna().any():
             df = df.drop(columns="parent")
@@ -448,7 +460,11 @@ def _json_row(node: dict, parent, path) -> dict:
         r, g, b = node["rgb_triplet"]
         colour = f"{int(r):02X}{int(g):02X}{int(b):02X}"
     par = node.get("parent_structure_id", parent)
-    return {"id": int(node["id"]), "acronym": node["acronym"], "name": node.get("name", node["acronym"]),
+    sid = node["id"]
+    if isinstance(sid, bool) or not isinstance(sid, (int, float)) or not np.isfinite(sid) or sid != int(sid):
+        raise InputError(f"structure id {sid!r} is not an integer (acronym {node.get('acronym')!r})", path=path,
+                         field="id")
+    return {"id": int(sid), "acronym": node["acronym"], "name": node.get("name", node["acronym"]),
             "parent": np.nan if par is None else par, "structure_id_path": node.get("structure_id_path"),
             "colour": colour or "FFFFFF"}
 
