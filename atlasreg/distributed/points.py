@@ -242,7 +242,10 @@ def _open_input(path: Path, columns, chunk_size: int, csv_options: dict | None) 
         opts["dtype"] = {**{c: "float64" for c in columns}, **opts["dtype"]}
         # Bytes per block from the rows wanted, with the line length of the file's start.
         blocksize = None
-        if not str(path).endswith((".gz", ".bz2", ".xz")):
+        if str(path).endswith((".gz", ".bz2", ".xz")):
+            log.warning("%s is compressed, so it cannot be split: it is read as ONE chunk, in memory. For "
+                        "tables larger than memory, decompress it or convert it to Parquet", path)
+        else:
             with open(path, "rb") as fh:
                 head = fh.read(1 << 16)
             per_line = len(head) / max(1, head.count(b"\n"))
