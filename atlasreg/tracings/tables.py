@@ -148,7 +148,7 @@ def read_table(path, space: Space | str | None = None, unit: str | None = None, 
         if suffix in (".parquet", ".pq"):
             import pyarrow.parquet as pq
 
-            tbl = pq.read_table(p)
+            tbl = pq.read_table(p, page_checksum_verification=True)  # catches flipped bits where written
             raw = (tbl.schema.metadata or {}).get(_META_KEY)
             meta = json.loads(raw) if raw else {}
             df = tbl.to_pandas()
@@ -225,7 +225,7 @@ def write_table(table: PointTable, path, force: bool = False) -> Path:
     else:
         at = pa.Table.from_pandas(table.df, preserve_index=False)
         at = at.replace_schema_metadata({**(at.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()})
-        pq.write_table(at, p)
+        pq.write_table(at, p, write_page_checksum=True)  # CRC per page: damage is caught on reading
     return p
 
 
