@@ -44,6 +44,9 @@ def run_cli(func):
         except AtlasregError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(EXIT_FAILED)
+        except OSError as exc:  # disk full, permission denied, a path that cannot be made: one line, no traceback
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_FAILED)
 
     return wrapper
 

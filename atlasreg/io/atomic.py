@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import AtlasregError, OutputExistsError
+from ..errors import AtlasregError, InputError, OutputExistsError
 
 __all__ = ["atomic_path", "check_writable", "remove_path"]
 
@@ -55,6 +55,12 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
     p = Path(path)
     if (p.exists() or p.is_symlink()) and not force:
         raise OutputExistsError(f"{p}: output exists; choose another name or pass force=True to overwrite")
+    for parent in p.parents:  # an output below a file can never be made: say so before any work
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{parent} is a file, not a folder; choose another output path", path=p,
+                                 field="output")
+            break
     return p
 
 
@@ -107,7 +113,11 @@ def atomic_path(path: str | os.PathLike, force: bool = False, *, suffix: str = "
     [0, 1, 2]
     """
     final = check_writable(path, force)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder {final.parent}: {exc.strerror or exc}", path=final,
+                         field="output") from None
     token = secrets.token_hex(4)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{token}{suffix}")
     try:
