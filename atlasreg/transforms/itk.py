@@ -92,11 +92,32 @@ def _read_image(path: Path):
 
     if suffix_of(path) in (".nii", ".nii.gz"):
         _check_nifti_complete(path)
+        _check_nifti_finite(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"cannot read the displacement-field image (corrupt, truncated or not an "
                          f"image): {_first_line(exc)}", path=path) from None
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """ITK reads NaN/inf in a NIfTI file as 0 (a silent zero displacement): look with nibabel first."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    if img.get_data_dtype().kind != "f":
+        return
+    shape = img.shape
+    # One vector component (the slowest axis of ANTs' 5-D warps) at a time: memory stays at a third.
+    parts = [(Ellipsis, c) for c in range(shape[-1])] if len(shape) == 5 else [(Ellipsis,)]
+    for sl in parts:
+        try:
+            ok = np.all(np.isfinite(np.asanyarray(img.dataobj[sl])))
+        except Exception as exc:  # gzip CRC, short data: nibabel/gzip raise several types
+            raise InputError(f"the compressed NIfTI data is damaged ({exc})", path=path) from None
+        if not ok:
+            raise InputError("the displacement field contains NaN or inf (ITK would read them as 0)", path=path,
+                             field="displacement")
 
 
 def _first_line(exc: Exception) -> str:
@@ -247,11 +268,71 @@ def _single_field(T: Transform, path) -> DisplacementField:
 def _read_sitk_transform(path: Path):
     import SimpleITK as sitk
 
+    declared = _precheck_transform_file(path)
     try:
-        return sitk.ReadTransform(str(path))
+        tx = sitk.ReadTransform(str(path))
     except RuntimeError as exc:
         raise InputError(f"cannot read the ITK transform file (corrupt, truncated or not a transform "
                          f"file): {_first_line(exc)}", path=path) from None
+    flat = _flatten_sitk(tx, path)
+    if declared is not None and sorted(declared) != sorted(len(t.GetParameters()) for t in flat):
+        # ITK pads a short parameter list (a file cut short) with defaults instead of failing.
+        raise InputError(f"the file lists {declared} parameter(s) but its transform types take "
+                         f"{[len(t.GetParameters()) for t in flat]}: it is cut short or damaged", path=path,
+                         field="Parameters")
+    for t in flat:
+        if t.IsLinear() and not np.all(np.isfinite([*t.GetParameters(), *t.GetFixedParameters()])):
+            raise InputError("the transform parameters contain NaN or inf", path=path, field="Parameters")
+    return tx
+
+
+def _precheck_transform_file(path: Path) -> list[int] | None:
+    """Catch what ITK's transform readers let through or report badly; for text files return the number
+    of values on each ``Parameters:`` line.
+
+    Text (.tfm/.txt): ITK reads the numeric prefix of a garbled value ('1.2.3' -> 1.2, .3) and pads a
+    cut-short list. MATLAB (.mat): ITK reads a truncated file. HDF5: the library prints its whole error
+    stack to stderr for a damaged file, so h5py (which stays quiet) opens it first.
+    """
+    suf = suffix_of(path)
+    if suf in (".tfm", ".txt"):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"not a text ITK transform file ({exc})", path=path) from None
+        counts = []
+        for i, line in enumerate(lines, start=1):
+            key, _, rest = line.partition(":")
+            if key.strip() not in ("Parameters", "FixedParameters"):
+                continue
+            try:
+                vals = np.array([float(v) for v in rest.split()])
+            except ValueError:
+                raise InputError(f"line {i}: {key.strip()} holds a value that is not a number: "
+                                 f"{rest.strip()[:80]!r}", path=path, field=key.strip()) from None
+            if not np.all(np.isfinite(vals)):
+                raise InputError(f"line {i}: {key.strip()} contain NaN or inf", path=path, field=key.strip())
+            if key.strip() == "Parameters":
+                counts.append(len(vals))
+        return counts
+    if suf == ".mat":
+        import scipy.io
+
+        try:
+            scipy.io.loadmat(str(path))
+        except Exception as exc:  # scipy raises ValueError/TypeError/EOFError on a short or garbled file
+            raise InputError(f"not a complete MATLAB transform file (truncated or damaged): {exc}",
+                             path=path) from None
+    elif suf in (".h5", ".hdf5"):
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                f.visit(lambda name: None)  # walks the tree: a truncated file fails here, quietly
+        except Exception as exc:
+            raise InputError(f"not a readable HDF5 transform file (truncated or damaged): {exc}",
+                             path=path) from None
+    return None
 
 
 def _flatten_sitk(tx, path) -> list:
