@@ -76,6 +76,8 @@ def cache_dir() -> Path:
 def _load_all(folder: str) -> dict[str, dict]:
     out = {}
     for p in sorted(Path(folder).glob("*.yaml")):
+        if p.stat().st_size > 1_000_000:  # manifests are a few kB; don't spend minutes parsing something else
+            raise InputError(f"{p.stat().st_size} bytes is far too large for a dataset manifest", path=p)
         try:
             m = yaml.safe_load(p.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:

@@ -115,7 +115,8 @@ def _parse_swc_text(text: str, path) -> tuple[np.ndarray, np.ndarray, np.ndarray
 def _parse_fast(text: str):
     """C-speed parse of a well-formed SWC; None when anything looks wrong (then the slow path explains)."""
     try:
-        df = pd.read_csv(io.StringIO(text), sep=r"\s+", comment="#", header=None, engine="c")
+        # usecols: a long one-line file (JSON, say) would otherwise become a frame of 100 000s of columns.
+        df = pd.read_csv(io.StringIO(text), sep=r"\s+", comment="#", header=None, engine="c", usecols=range(7))
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
         return None
     if df.shape[1] < 7 or len(df) == 0:
