@@ -247,3 +247,63 @@ def test_presets_are_a_table():
     p = get_preset("lightsheet-to-atlas")
     assert p["syn_metric"] == "CC" and len(p["syn_iterations"]) == len(p["syn_shrink"])
     assert get_preset("fast", working_spacing=300)["working_spacing"] == 300
+
+
+def test_sitk_backend_same_call(affine_case, brain4):
+    """The SimpleITK backend (affine + B-spline) behind the same call, same result type and direction."""
+    A, moving, fixed = affine_case["A"], affine_case["moving"], affine_case["fixed"]
+    res = ar.register(moving, fixed, preset="fast", backend="sitk",
+                      **{**QUICK, "bspline_iterations": (15, 10), "bspline_shrink": (2, 1), "bspline_smooth": (1, 0),
+                         "bspline_mesh_spacing": 1600.0})
+    assert isinstance(res, ar.RegistrationResult) and res.backend == "sitk"
+    p_fixed = _inside_points(brain4, SP4)
+    p_moving = p_fixed @ A[:3, :3].T + A[:3, 3]
+    err = np.linalg.norm(res.transform.map_points(p_moving) - p_fixed, axis=1)
+    assert np.median(err) < 80, np.median(err)
+    err_b = np.linalg.norm(res.transform.inverse().map_points(p_fixed) - p_moving, axis=1)
+    assert np.median(err_b) < 80
+
+
+def test_cli_register_then_points_and_warp(brain4, tmp_path):
+    import pandas as pd
+    import tifffile
+    from typer.testing import CliRunner
+
+    from atlasreg.cli import app
+
+    A = _known_affine(brain4.shape, SP4)
+    tifffile.imwrite(tmp_path / "sample.tif", _affine_moving(brain4, SP4, A))
+    tifffile.imwrite(tmp_path / "fixed.tif", brain4)
+    sets = []
+    for k, v in QUICK.items():
+        if k != "orientation_search":
+            sets += ["--set", f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"]
+    runner = CliRunner()
+    r = runner.invoke(app, ["register", str(tmp_path / "sample.tif"), "--voxel-size", "200", "160", "160",
+                            "--orientation", "psl", "--fixed", str(tmp_path / "fixed.tif"), "--fixed-voxel-size",
+                            "200", "160", "160", "--fixed-orientation", "psl", "--preset", "fast", "--quiet",
+                            "--orientation-check", "off", "-o", str(tmp_path / "reg"), *sets])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "reg" / "COMPLETE").exists()
+    p_fixed = _inside_points(brain4, SP4, n=50)
+    p_moving = p_fixed @ A[:3, :3].T + A[:3, 3]
+    pd.DataFrame(p_moving, columns=["x", "y", "z"]).to_csv(tmp_path / "cells.csv", index=False)
+    r = runner.invoke(app, ["points", str(tmp_path / "reg"), str(tmp_path / "cells.csv"), "-o",
+                            str(tmp_path / "cells_fixed.csv")])
+    assert r.exit_code == 0, r.output
+    got = pd.read_csv(tmp_path / "cells_fixed.csv")[["x", "y", "z"]].to_numpy()
+    assert np.median(np.linalg.norm(got - p_fixed, axis=1)) < 60
+    r = runner.invoke(app, ["warp", str(tmp_path / "reg"), str(tmp_path / "sample.tif"), "--voxel-size", "200",
+                            "160", "160", "-o", str(tmp_path / "w.nii.gz")])
+    assert r.exit_code == 0, r.output
+    w = ar.read_volume(tmp_path / "w.nii.gz")
+    assert w.shape == brain4.shape
+    # a complete output folder is not overwritten without --force
+    r = runner.invoke(app, ["register", str(tmp_path / "sample.tif"), "--voxel-size", "200", "160", "160",
+                            "--orientation", "psl", "--fixed", str(tmp_path / "fixed.tif"), "--fixed-voxel-size",
+                            "200", "160", "160", "--fixed-orientation", "psl", "-o", str(tmp_path / "reg")])
+    assert r.exit_code == 4
+    # bad input at the CLI: a clear message and exit code 2
+    r = runner.invoke(app, ["register", str(tmp_path / "sample.tif"), "--orientation", "pxl", "--voxel-size", "200",
+                            "160", "160", "--fixed", str(tmp_path / "fixed.tif"), "-o", str(tmp_path / "r2")])
+    assert r.exit_code == 2 and "orientation" in r.output

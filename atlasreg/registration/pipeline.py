@@ -162,6 +162,8 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="atlasreg-reg-")
         workdir = tmp.name
+    else:
+        _prepare_workdir(Path(workdir), backend, params, f_n, m_n, init)
     try:
         if backend == "ants":
             from .ants_backend import register_ants
@@ -192,6 +194,38 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     return RegistrationResult(T, moving.grid, fixed.grid, metrics, params, backend,
                               {"moving_orientation": moving.orientation, "fixed_orientation": fixed.orientation},
                               qc_images=(f_n, m_n))
+
+
+def _prepare_workdir(work: Path, backend: str, params: dict, f_n: Volume, m_n: Volume, init: Affine) -> None:
+    """Resume only what belongs to this run: a fingerprint of the inputs and parameters is kept in the work
+    folder; stage outputs of a different run there are removed (they would resume the wrong registration)."""
+    import hashlib
+    import json
+    import shutil
+
+    h = hashlib.sha256()
+    for a in (f_n.numpy(), m_n.numpy()):
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(np.round(init.matrix, 6).tobytes())
+    key = {"backend": backend, "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()
+                                          if k not in ("orientation_search", "threads")},
+           "data": h.hexdigest()}
+    fp = work / "fingerprint.json"
+    if work.exists() and fp.exists():
+        try:
+            same = json.loads(fp.read_text()) == json.loads(json.dumps(key))
+        except ValueError:
+            same = False
+        if same:
+            return
+        log.info("%s holds stages of another run: starting over", work)
+    if work.exists():
+        for child in work.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    work.mkdir(parents=True, exist_ok=True)
+    tmpf = fp.with_name(fp.name + ".tmp")
+    tmpf.write_text(json.dumps(key, indent=1))
+    os.replace(tmpf, fp)
 
 
 def _metrics(T, f_n: Volume, m_n: Volume, f_mask, core, init, C) -> dict:

@@ -20,7 +20,8 @@ rigid_iterations     iterations per level of an optional rigid stage before the 
 syn_*                the deformable stage (ANTs SyN): metric "CC"/"MI"/"MeanSquares", CC radius,
                      iterations per level, shrink factors, smoothing sigmas (voxels), gradient step,
                      update-field and total-field sigmas (voxels)
-bspline_*            the deformable stage of the SimpleITK backend (B-spline mesh spacing in µm, iterations)
+bspline_*            the deformable stage of the SimpleITK backend (B-spline mesh spacing in µm, iterations,
+                     fraction of voxels sampled by the metric)
 random_seed          seed of the metrics' random sampling (deterministic runs)
 threads              ITK threads (0: leave as configured)
 """
@@ -31,7 +32,7 @@ import copy
 from ..errors import InputError
 
 _COMMON = {
-    "working_spacing": 80.0,
+    "working_spacing": 120.0,
     "normalise": (0.5, 99.5),
     "mask": "auto",
     "mask_dilate": 240.0,
@@ -44,12 +45,12 @@ _COMMON = {
     "affine_metric": "MI",
     "affine_bins": 32,
     "affine_sampling": 0.25,
-    "affine_iterations": (200, 100, 50),
-    "affine_shrink": (4, 2, 1),
-    "affine_smooth": (2, 1, 0),
+    "affine_iterations": (100, 50),
+    "affine_shrink": (2, 1),
+    "affine_smooth": (1, 0),
     "affine_step": 0.1,
     "syn_metric": "CC",
-    "syn_radius": 2,
+    "syn_radius": 1,
     "syn_iterations": (100, 70, 20),
     "syn_shrink": (4, 2, 1),
     "syn_smooth": (2, 1, 0),
@@ -59,6 +60,7 @@ _COMMON = {
     "syn_convergence": 1e-7,
     "bspline_mesh_spacing": 800.0,
     "bspline_iterations": (60, 40, 20),
+    "bspline_sampling": 0.1,
     "bspline_shrink": (4, 2, 1),
     "bspline_smooth": (2, 1, 0),
     "random_seed": 1,
@@ -71,10 +73,7 @@ PRESETS: dict[str, dict] = {
     "lightsheet-to-atlas": {},
     # same pipeline, coarser and fewer iterations: previews and tests (seconds on small images)
     "fast": {
-        "working_spacing": 160.0,
-        "affine_iterations": (100, 50),
-        "affine_shrink": (2, 1),
-        "affine_smooth": (1, 0),
+        "working_spacing": 200.0,
         "syn_iterations": (30, 10),
         "syn_shrink": (2, 1),
         "syn_smooth": (1, 0),

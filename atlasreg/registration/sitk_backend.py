@@ -65,6 +65,8 @@ def _method(params: dict, stage: str, seed: int):
         reg.SetOptimizerScalesFromPhysicalShift()
     else:
         reg.SetMetricAsCorrelation()
+        reg.SetMetricSamplingStrategy(reg.RANDOM)
+        reg.SetMetricSamplingPercentage(float(params["bspline_sampling"]), seed)
         reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-6, numberOfIterations=int(max(its)),
                                  maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=4 * int(max(its)))
     return reg
