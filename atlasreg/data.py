@@ -81,7 +81,10 @@ def _load_all(folder: str) -> dict[str, dict]:
         try:
             m = yaml.safe_load(p.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise InputError(f"invalid YAML: {exc}", path=p) from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise InputError(f"invalid YAML{where}: {getattr(exc, 'problem', None) or ' '.join(str(exc).split())}",
+                             path=p) from None
         _check_manifest(m, p)
         if m["name"] in out:
             raise InputError(f"dataset name {m['name']!r} is used by two manifests", path=p, field="name")

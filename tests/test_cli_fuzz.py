@@ -284,3 +284,20 @@ def test_random_arguments(files, data, verb):
         assert lines[-1].startswith("error: ") and sum(ln.startswith("error: ") for ln in lines) == 1
     else:  # click rejected the arguments before atlasreg ran
         assert res.exit_code == 2 and "Error" in res.stderr, res.stderr
+
+
+def test_broken_manifest_is_one_line_naming_file_and_line(tmp_path, monkeypatch, data_dir):
+    """A YAML parser error spans several lines; the user still gets one line with the file and position."""
+    d = tmp_path / "manifests"
+    d.mkdir()
+    good = (Path(__file__).resolve().parents[1] / "data_manifests" / "allen_mouse_200um.yaml").read_text()
+    (d / "allen_mouse_200um.yaml").write_text(good.replace("space: {name: ccf,", "space: {name: [ccf,", 1))
+    monkeypatch.setenv("ATLASREG_MANIFESTS", str(d))
+    from atlasreg import data
+
+    data._load_all.cache_clear()
+    try:
+        line = assert_clean_error(run(["data", "list"]), 2, "allen_mouse_200um.yaml", "line")
+        assert line.count("\n") == 0
+    finally:
+        data._load_all.cache_clear()

@@ -61,6 +61,11 @@ class Kind:
         return f"<{self.name}: {len(self.data)} bytes>"
 
 
+class Corpus(dict):
+    def __repr__(self):  # hypothesis prints its arguments: keep reports short
+        return f"<corpus: {', '.join(self)}>"
+
+
 # -- building the corpus from real files -------------------------------------------------------------------
 def _csv_cell(text: str, row: int, col: int, sep: str = ",") -> tuple[int, int]:
     """Offsets of field ``col`` of line ``row`` (0 = header)."""
@@ -116,7 +121,7 @@ def corpus(data_dir, tmp_path_factory) -> dict[str, Kind]:
     from atlasreg.transforms.fitting import fit_linear
 
     d = tmp_path_factory.mktemp("valid")
-    kinds: dict[str, Kind] = {}
+    kinds: dict[str, Kind] = Corpus()
 
     def add(k: Kind):
         kinds[k.name] = k
@@ -240,7 +245,7 @@ def must_reject(kind: Kind, p: Path, what: str = "") -> AtlasregError:
             out = kind.read(p)
     except AtlasregError as exc:
         assert _names_file(exc, p), f"{kind.name} ({what}): the error does not name the file: {exc}"
-        assert "\n" not in str(exc).strip() or len(str(exc)) < 2000
+        assert "\n" not in str(exc).strip(), f"{kind.name} ({what}): a multi-line message: {exc}"
         return exc
     except Exception as exc:  # a library's exception leaked through
         raise AssertionError(f"{kind.name} ({what}): {type(exc).__name__} leaked from the reader: {exc}") from exc
@@ -382,8 +387,6 @@ def _bad_numbers(name: str) -> list[str]:
 def test_bad_number_injected(corpus, tmp_path, name, bad):
     k = corpus[name]
     span = k.number_at(k.data.decode())
-    if name == "manifest" and bad == "abc":
-        bad = "abc"
     must_reject(k, _write(tmp_path, k, _replace(k.data, span, bad)), f"number -> {bad!r}")
 
 

@@ -25,6 +25,11 @@ EXIT_EXISTS = 4       # output exists, --force not given
 EXIT_FAILED = 1       # anything else atlasreg reports
 
 
+def _one_line(exc: BaseException) -> str:
+    # Library messages quoted inside an error can span lines; scripts read one line.
+    return " ".join(str(exc).split())
+
+
 def run_cli(func):
     """Decorator: turn atlasreg errors into one readable line on stderr and a documented exit code."""
 
@@ -33,19 +38,19 @@ def run_cli(func):
         try:
             return func(*args, **kwargs)
         except OutputExistsError as exc:
-            typer.echo(f"error: {exc} (use --force to overwrite)", err=True)
+            typer.echo(f"error: {_one_line(exc)} (use --force to overwrite)", err=True)
             raise typer.Exit(EXIT_EXISTS)
         except (NoPathError, SpaceMismatchError) as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(EXIT_SPACES)
         except InputError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(EXIT_INPUT)
         except AtlasregError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(EXIT_FAILED)
         except OSError as exc:  # disk full, permission denied, a path that cannot be made: one line, no traceback
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(EXIT_FAILED)
 
     return wrapper
