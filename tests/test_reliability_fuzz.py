@@ -594,3 +594,32 @@ def test_random_manifests(corpus, tmp_path, doc):
                 assert m.get(key)
 
     reject_or_valid(k, _write(tmp_path, k, yaml.safe_dump(doc).encode()), check, "random manifest")
+
+
+# -- sidecars: the JSON next to an SWC or CSV that records space and unit --------------------------------
+_COMMON = [b"\x00\xff garbage", b"", b"[1, 2]", b'{"space": "ccf", "unit": "parsec"}',
+           b'{"space": "ccf", "unit": "um", "orientation": "up"}']
+SIDECARS = [("swc_fmost", sc) for sc in _COMMON + [
+    b'{"space": "ccf", "unit": "um", "voxel_size": "abc"}', b'{"space": "ccf", "unit": "um", "voxel_size": -25}',
+    b'{"space": "ccf", "unit": "um", "voxel_size": [NaN, 1, 1]}']] + [("synapses_csv", sc) for sc in _COMMON + [
+        b'{"space": "em", "unit": "nm", "columns": 5}', b'{"space": "em", "unit": "nm", "columns": ["x", "y"]}',
+        b'{"space": "em", "unit": "nm", "columns": ["x", "y", "depth"]}']]
+
+
+@pytest.mark.parametrize("name,sidecar", SIDECARS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(SIDECARS)])
+def test_damaged_sidecar(corpus, tmp_path, name, sidecar):
+    """A damaged ``<file>.json`` sidecar is named in the error (reading without space/unit relies on it)."""
+    k = corpus[name]
+    p = _write(tmp_path, k, k.data)
+    sc = p.with_name(p.name + ".json")
+    sc.write_bytes(sidecar)
+    reader = ar.tracings.read_swc if name.startswith("swc") else ar.tracings.read_table
+    try:
+        out = reader(p)
+    except AtlasregError as exc:
+        assert p.name in str(exc), exc
+        assert "\n" not in str(exc)
+        return
+    except Exception as exc:
+        raise AssertionError(f"{type(exc).__name__} leaked: {exc}") from exc
+    raise AssertionError(f"damaged sidecar {sidecar!r} accepted -> {out!r}")

@@ -202,7 +202,10 @@ def read_swc(path, space: Space | str | None = None, unit: str | None = None, vo
             "SWC carries no units or space: pass space= and unit= (and voxel_size= if the coordinates are "
             f"voxel indices), e.g. read_swc({p.name!r}, space='ccf', unit='um', voxel_size=25), or put them in "
             f"a sidecar {sc.name}", path=p, field="space" if space is None else "unit")
-    sp = make_space(space, unit, orientation)
+    try:
+        sp = make_space(space, unit, orientation)
+    except InputError as exc:  # a bad unit or orientation: name the file it came with
+        raise InputError(str(exc), path=sc if meta else p) from None
     try:
         text = p.read_text()
     except UnicodeDecodeError as exc:

@@ -163,6 +163,8 @@ def read_table(path, space: Space | str | None = None, unit: str | None = None, 
         raise
     except Exception as exc:  # parser errors of pandas / pyarrow / json
         raise InputError(f"cannot read the table: {exc}", path=p) from None
+    if not isinstance(meta, dict):
+        raise InputError("the table's metadata (sidecar JSON or Parquet schema) must be a JSON object", path=p)
     if isinstance(space, Space):
         unit = unit if unit is not None else space.unit
         orientation = orientation if orientation is not None else space.orientation
@@ -183,9 +185,17 @@ def read_table(path, space: Space | str | None = None, unit: str | None = None, 
                          "coordinates), e.g. read_table(p, space='em', unit='nm', voxel_size=8)", path=p,
                          field="space" if space is None else "unit")
     if meta.get("columns"):
-        columns = tuple(meta["columns"])
-    t = PointTable(df, space, unit, columns=columns, name=name or meta.get("name") or p.stem,
-                   provenance=meta.get("provenance"), orientation=orientation, source=p)
+        cols = meta["columns"]
+        if not (isinstance(cols, list) and len(cols) == 3 and all(isinstance(c, str) for c in cols)):
+            raise InputError(f"the metadata's 'columns' must name 3 columns, got {cols!r}", path=p, field="columns")
+        columns = tuple(cols)
+    try:
+        t = PointTable(df, space, unit, columns=columns, name=name or meta.get("name") or p.stem,
+                       provenance=meta.get("provenance"), orientation=orientation, source=p)
+    except InputError as exc:
+        if exc.path is not None:
+            raise
+        raise InputError(str(exc), path=p) from None  # e.g. a bad unit in the metadata: name the file
     if voxel_size is not None:
         try:
             vs = np.broadcast_to(np.asarray(voxel_size, np.float64), (3,))
