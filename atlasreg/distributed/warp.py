@@ -429,13 +429,14 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
 
     Examples
     --------
-    >>> import dask.array as da
-    >>> big = Volume(da.zeros((2048, 2048, 1024), dtype="uint16", chunks=256), voxel_size=1, space="lm")
-    >>> T = Affine.from_scale(1 / 25, src="lm", dst="ccf")
-    >>> ref = Grid((82, 82, 41), (1, 1, 1), Space("ccf"))                      # doctest: +SKIP
-    >>> res = warp_blockwise(big, T, ref, "lm_in_ccf.ome.zarr", chunks=64)      # doctest: +SKIP
+    >>> import atlasreg as ar                                                   # doctest: +SKIP
+    >>> brain = ar.read_volume("brain_2um.ome.zarr")          # lazy: nothing read yet   # doctest: +SKIP
+    >>> T = ar.load_transform("sample_to_ccf.json")                             # doctest: +SKIP
+    >>> atlas_grid = ar.Grid((528, 320, 456), (10, 10, 10), ar.Space("ccf"))    # doctest: +SKIP
+    >>> res = warp_blockwise(brain, T, atlas_grid, "brain_ccf.ome.zarr",
+    ...                      scheduler="tcp://10.0.0.5:8786")                   # doctest: +SKIP
     >>> res.volume.shape                                                       # doctest: +SKIP
-    (82, 82, 41)
+    (528, 320, 456)
     """
     t0 = time.perf_counter()
     if not isinstance(volume, Volume):
