@@ -244,7 +244,13 @@ def invert_points(fn, targets: np.ndarray, tol: float = 1e-3, max_iter: int = 60
         array([[1., 2., 3.]])
     """
     targets = np.asarray(targets, float)
-    probe = targets[:: max(1, len(targets) // 4000)]
+    # probe the map on the targets and on a lattice over their (padded) bounding box, so that the affine
+    # fit is well posed even for a handful of targets
+    lo, hi = targets.min(axis=0), targets.max(axis=0)
+    pad = 0.1 * (hi - lo).max() + 1.0
+    axes = [np.linspace(a - pad, b + pad, 5) for a, b in zip(lo, hi)]
+    lattice = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    probe = np.concatenate([targets[:: max(1, len(targets) // 4000)], lattice])
     img = fn(probe)
     ok = np.isfinite(img).all(axis=1)
     if ok.sum() < 4:
