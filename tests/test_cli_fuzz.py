@@ -301,3 +301,16 @@ def test_broken_manifest_is_one_line_naming_file_and_line(tmp_path, monkeypatch,
         assert line.count("\n") == 0
     finally:
         data._load_all.cache_clear()
+
+
+def test_file_system_errors_are_one_line(monkeypatch):
+    """An OSError inside a verb (here: the disk is full while listing) is reported, not a traceback."""
+    import errno
+
+    from atlasreg import data
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/cache")
+
+    monkeypatch.setattr(data, "list_datasets", full)
+    assert_clean_error(run(["data", "list"]), 1, "No space left on device", "/data/cache")
