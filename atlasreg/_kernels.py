@@ -123,18 +123,28 @@ def _block_keys(points, pre, to_index, nx, ny, nz, block, mult, off, keys):
             keys[k] = off
 
 
-@nb.njit(cache=True, nogil=True)
-def _counting_order(keys, nkeys, perm):
-    # Stable counting sort: perm lists point indices bucket by bucket.
-    counts = np.zeros(nkeys + 1, perm.dtype)
-    for k in range(keys.shape[0]):
-        counts[keys[k] + 1] += 1
-    for i in range(nkeys):
-        counts[i + 1] += counts[i]
-    for k in range(keys.shape[0]):
-        b = keys[k]
-        perm[counts[b]] = k
-        counts[b] += 1
+@nb.njit(**_PAR)
+def _counting_order(keys, nkeys, parts, perm):
+    # Stable counting sort, parallel: each of ``parts`` slices of the points counts its keys, the
+    # slices' offsets are laid out bucket by bucket, then each slice places its points.
+    n = keys.shape[0]
+    parts = max(1, min(parts, n // 65536 + 1))
+    size = (n + parts - 1) // parts
+    counts = np.zeros((parts, nkeys), perm.dtype)
+    for t in nb.prange(parts):
+        for k in range(t * size, min(n, (t + 1) * size)):
+            counts[t, keys[k]] += 1
+    total = 0
+    for b in range(nkeys):
+        for t in range(parts):
+            c = counts[t, b]
+            counts[t, b] = total
+            total += c
+    for t in nb.prange(parts):
+        for k in range(t * size, min(n, (t + 1) * size)):
+            b = keys[k]
+            perm[counts[t, b]] = k
+            counts[t, b] += 1
 
 
 @nb.njit(**_PAR)
@@ -197,7 +207,7 @@ def affine_field_affine_any_order(points, pre, field, to_index, post, outside_na
         m = stop - start
         chunk = points[start:stop]
         _block_keys(chunk, pre, to_index, nx, ny, nz, block, mult, step, keys[:m])
-        _counting_order(keys[:m], nkeys - 1, perm[:m])
+        _counting_order(keys[:m], nkeys, nb.get_num_threads(), perm[:m])
         _gather_rows(chunk, perm[:m], ordered[:m])
         affine_field_affine(ordered[:m], pre, field, to_index, post, outside_nan, mapped[:m])
         _scatter_rows(mapped[:m], perm[:m], out[start:stop])

@@ -226,6 +226,47 @@ def test_saved_files_read_by_ants(pieces, points, tmp_path):
     assert np.array_equal(back.map_points(points), expect)
 
 
+def _linear_itk_transforms():
+    c = (500.0, -300.0, 1200.0)
+    e = sitk.Euler3DTransform(c, 0.1, -0.2, 0.3, (10.0, 20.0, -5.0))
+    q = (0.1, 0.2, 0.3, float(np.sqrt(1 - 0.14)))  # unit quaternion (versor)
+    s = sitk.Similarity3DTransform(1.3, q, (3.0, 4.0, 5.0), c)
+    v = sitk.VersorRigid3DTransform(q, (1.0, 2.0, 3.0), c)
+    k = sitk.ScaleSkewVersor3DTransform((1.1, 0.9, 1.2), (0.01, 0.02, 0.0, 0.03, 0.0, 0.01), q,
+                                        (7.0, 8.0, 9.0), c)
+    sc = sitk.ScaleTransform(3, (2.0, 0.5, 1.5))
+    sc.SetCenter(c)
+    tr = sitk.TranslationTransform(3, (1.5, -2.5, 3.5))
+    a = sitk.AffineTransform((1.1, 0.1, 0, -0.1, 0.9, 0.05, 0, 0.02, 1.2), (4.0, 5.0, 6.0), c)
+    return {"euler": e, "similarity": s, "versor": v, "scaleskewversor": k, "scale": sc, "translation": tr,
+            "affine_centred": a}
+
+
+@pytest.mark.parametrize("name", ["affine_centred", "euler", "scale", "scaleskewversor", "similarity",
+                                  "translation", "versor"])
+def test_linear_itk_types_with_centres(name, tmp_path, points):
+    tx = _linear_itk_transforms()[name]
+    for ext in (".tfm", ".h5"):
+        p = tmp_path / f"{name}{ext}"
+        sitk.WriteTransform(tx, str(p))
+        T = load_transform(p, src=FIXED, dst=MOVING)
+        assert isinstance(T, ar.Affine)
+        want = np.array([tx.TransformPoint(tuple(q)) for q in points[:100]])
+        assert np.allclose(T.map_points(points[:100]), want, rtol=1e-12, atol=1e-9)
+
+
+def test_itk_classes_without_a_simpleitk_type(tmp_path):
+    p = tmp_path / "mob.tfm"
+    p.write_text("#Insight Transform File V1.0\n#Transform 0\nTransform: MatrixOffsetTransformBase_double_3_3\n"
+                 "Parameters: 1 0.1 0 0 1 0 0 0 1.2 1 2 3\nFixedParameters: 10 20 30\n")
+    T = load_transform(p)
+    # y = M (x - c) + c + t
+    M = np.array([[1, 0.1, 0], [0, 1, 0], [0, 0, 1.2]])
+    x = np.array([1.0, 1.0, 1.0])
+    c = np.array([10.0, 20.0, 30.0])
+    assert np.allclose(T.map_points(x), M @ (x - c) + c + [1, 2, 3])
+
+
 def test_itk_mixed_units_and_orientation_round_trip(pieces, points, tmp_path):
     em = ar.Space("em", "nm")
     lm = ar.Space("lm", "um", "psl")

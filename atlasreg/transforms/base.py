@@ -232,7 +232,10 @@ class Sequence(Transform):
         for t in transforms:
             if not isinstance(t, Transform):
                 raise InputError(f"Sequence takes Transform objects, got {type(t).__name__}")
-            steps.extend(t.steps if isinstance(t, Sequence) else [t])
+            # A nested chain with an inverse of its own (e.g. ANTs' inverse warp) stays one step,
+            # so the whole chain's inverse can still use it.
+            own_inverse = isinstance(t, Sequence) and t._explicit_inverse is not None
+            steps.extend(t.steps if isinstance(t, Sequence) and not own_inverse else [t])
         if not steps:
             raise InputError("Sequence needs at least one transform")
         for a, b in zip(steps[:-1], steps[1:]):

@@ -20,6 +20,12 @@ T.src, T.dst)`` maps points as ``T`` does, and SimpleITK's ``TransformPoint``
 on a saved ITK file equals ``T.map_points`` (for ITK or ANTs resampling the
 file warps images of ``T.dst`` into grids of ``T.src``: save ``T.inverse()``
 to warp the other way).
+
+Inverses: where ANTs wrote the inverse chain beside the loaded one
+(``1InverseWarp.nii.gz`` beside ``1Warp.nii.gz``, ``InverseComposite.h5`` beside
+``Composite.h5``), ``T.inverse()`` is that chain, read on first use; otherwise
+atlasreg solves the inverse numerically (CONVENTIONS). NGFF files keep a known
+inverse as a ``bijection``.
 """
 from __future__ import annotations
 

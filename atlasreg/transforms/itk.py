@@ -13,6 +13,12 @@ units (input numbers in ``src.unit``, output numbers in ``dst.unit``); ANTs run
 on images with µm spacing (``Volume.to_ants``) writes µm. ``file_unit=`` says the
 file is in another unit (e.g. ``"mm"`` for a registration run on NIfTI files
 from disk); the conversion is inserted as explicit scalings at both ends.
+
+Fields: ANTs writes warps as 5-D vector NIfTI (``(X, Y, Z, 1, 3)``, intent
+"vector") with displacements in ITK's LPS frame; SimpleITK reads them as a
+3-component vector image whose array transposes to atlasreg's ``(X, Y, Z, 3)``
+(kept in ITK's memory order, no copy). Off the grid a field read from an
+ITK/ANTs file applies no displacement, as ITK does (``outside="zero"``).
 """
 from __future__ import annotations
 
@@ -343,6 +349,10 @@ def _flatten_sitk(tx, path) -> list:
         raise InputError(f"expected a 3-D transform, the file holds a {tx.GetDimension()}-D one", path=path,
                          field="dimension")
     t = tx.Downcast()
+    if t.IsLinear():
+        # One affine, whatever its ITK class; SimpleITK wraps classes it has no Python type for
+        # (MatrixOffsetTransformBase, ...) as a composite that contains itself.
+        return [t]
     if isinstance(t, sitk.CompositeTransform):
         # ITK applies a composite's transforms from the back of its queue to the front.
         out = []
@@ -476,10 +486,21 @@ def read_itk(path, src: Space | str | None = None, dst: Space | str | None = Non
     return result
 
 
+def _flat_steps(T: Transform) -> list[Transform]:
+    """The steps of ``T`` with lazily read pieces resolved and adjacent affines folded."""
+    T = resolved(T)
+    if not isinstance(T, Sequence):
+        return [T]
+    flat: list[Transform] = []
+    for t in T.steps:
+        flat.extend(_flat_steps(t))
+    return Sequence(flat).simplified() if len(flat) > 1 else flat
+
+
 def _to_sitk(T: Transform, path):
     import SimpleITK as sitk
 
-    steps = T.simplified() if isinstance(T, Sequence) else [T]
+    steps = _flat_steps(T)
     out = []
     for t in steps:
         if isinstance(t, Affine):
@@ -502,7 +523,7 @@ def _to_sitk(T: Transform, path):
 
 def _one_unit(T: Transform) -> Transform:
     """``T`` with every number in ``T.dst``'s unit when its ends differ and it holds a field."""
-    steps = T.simplified() if isinstance(T, Sequence) else [T]
+    steps = _flat_steps(T)
     if T.src.unit == T.dst.unit or all(isinstance(t, Affine) for t in steps):
         return T
     u = T.dst.unit
