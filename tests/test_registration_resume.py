@@ -115,5 +115,6 @@ def test_workdir_of_another_run_is_not_resumed(inputs, tmp_path):
     (w / "affine_done").write_text("1.0\n")
     _prepare_workdir(w, "ants", get_preset("fast"), f, m, init)          # same run: kept
     assert (w / "affine_done").exists()
-    _prepare_workdir(w, "ants", get_preset("fast", syn_radius=1), f, m, init)  # other parameters: cleared
+    other = get_preset("fast")["syn_radius"] + 1
+    _prepare_workdir(w, "ants", get_preset("fast", syn_radius=other), f, m, init)  # other parameters: cleared
     assert not (w / "affine_done").exists()

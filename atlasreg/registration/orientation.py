@@ -94,7 +94,7 @@ def _ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float((x * y).sum() / den) if den > 0 else 0.0
 
 
-def _refine(f: np.ndarray, m: np.ndarray, spacing: float, iterations: int = 40) -> float:
+def _refine(f: np.ndarray, m: np.ndarray, spacing: float, iterations: int = 25) -> float:
     """NCC after a quick similarity registration (SimpleITK, tiny images)."""
     import SimpleITK as sitk
 
@@ -120,7 +120,7 @@ def _refine(f: np.ndarray, m: np.ndarray, spacing: float, iterations: int = 40) 
 
 
 def search_orientation(moving: Volume, fixed: Volume, spacing: float = 400.0, margin: float = 0.05,
-                       refine_top: int = 6) -> OrientationReport:
+                       refine_top: int = 3) -> OrientationReport:
     """Score all 48 orientation codes of ``moving`` against ``fixed``; see the module docstring.
 
     Both volumes need orientation codes. Takes about a second on a whole brain.

@@ -110,23 +110,11 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
         raise InputError(f"moving is in {moving.unit} and fixed in {fixed.unit}: express both in one unit "
                          "(Volume.in_unit)", field="unit")
     m_user = pp.check_mask(moving_mask, moving, "moving_mask") if moving_mask is not None else None
+    report = None
     f_user = pp.check_mask(fixed_mask, fixed, "fixed_mask") if fixed_mask is not None else None
 
-    # -- orientation search: seconds, catches a wrong code before a long run ---------------------
-    report = None
-    if params["orientation_search"] != "off":
-        from .orientation import OrientationError, search_orientation
-
-        note("orientation", "start")
-        report = search_orientation(moving, fixed, params["orientation_spacing"], params["orientation_margin"])
-        note("orientation", "done")
-        if report.flagged:
-            if params["orientation_search"] == "error":
-                raise OrientationError(report.message(), field="orientation")
-            warnings.warn(report.message(), stacklevel=2)
-
     # -- reorientation (exact) and canonical frames ----------------------------------------------
-    note("preprocess", "start")
+    note("working images", "start")
     code = fixed.orientation
     m_space = Space(f"{moving.space.name}__{code}", moving.unit, code)
     R = moving.reorient_transform(code, m_space)
@@ -139,6 +127,23 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     # -- working images ----------------------------------------------------------------------------
     ws = float(params["working_spacing"])
     f_w, m_w = pp.to_working(f_c, ws), pp.to_working(m_re, ws)
+    note("working images", "done")
+    # -- orientation search: a second, catches a wrong code before the long run ---------------------
+    if params["orientation_search"] != "off":
+        from .orientation import OrientationError, search_orientation
+
+        note("orientation", "start")
+        # on the working images (the moving one put back in its given axis order): no second pass over the
+        # full-resolution data
+        report = search_orientation(m_w.reorient(moving.orientation, moving.space.name + "__given"), f_w,
+                                    params["orientation_spacing"], params["orientation_margin"])
+        note("orientation", "done")
+        if report.flagged:
+            if params["orientation_search"] == "error":
+                raise OrientationError(report.message(), field="orientation")
+            warnings.warn(report.message(), stacklevel=2)
+
+    note("masks and initialisation", "start")
     if f_user is not None:
         f_mask = _working_mask(f_user, f_c, f_w)
     elif params["mask"] == "auto":
@@ -155,7 +160,7 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     f_n = f_w.with_data(pp.normalise(f_w.numpy(), lo, hi, f_mask))
     m_n = m_w.with_data(pp.normalise(m_w.numpy(), lo, hi, m_mask))
     init = pp.initial_affine(f_n, m_n, f_mask, m_mask, params["init"])
-    note("preprocess", "done")
+    note("masks and initialisation", "done")
 
     # -- backend -------------------------------------------------------------------------------------
     tmp = None
