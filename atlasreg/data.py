@@ -99,6 +99,8 @@ def _check_manifest(m, path) -> None:
     for k in ("name", "kind", "title", "licence"):
         if not m.get(k):
             raise InputError(f"manifest lacks {k!r}", path=path, field=k)
+        if not isinstance(m[k], str):
+            raise InputError(f"{k!r} must be text, got {type(m[k]).__name__}", path=path, field=k)
     files = m.get("files") or {}
     if not isinstance(files, dict):
         raise InputError("'files' must map file ids to entries", path=path, field="files")
@@ -115,8 +117,11 @@ def _check_manifest(m, path) -> None:
                                  field=f"{where}.sha256")
         _check_voxel_size(f.get("voxel_size"), path, f"files.{fid}.voxel_size")
     _check_voxel_size(m.get("voxel_size"), path, "voxel_size")
-    for role, fid in (m.get("atlas") or {}).items():
-        if fid not in files:
+    roles = m.get("atlas") or {}
+    if not isinstance(roles, dict):
+        raise InputError("'atlas' must map roles (reference, annotation, ...) to file ids", path=path, field="atlas")
+    for role, fid in roles.items():
+        if not isinstance(fid, str) or fid not in files:
             raise InputError(f"atlas role {role!r} names file {fid!r}, which is not listed", path=path,
                              field=f"atlas.{role}")
 
