@@ -169,12 +169,38 @@ def _smooth_noise(rng: np.random.Generator, spacing: float, amplitude: float) ->
     return f
 
 
-def _render(y: np.ndarray, table: dict, texture: callable) -> np.ndarray:
+def _features(rng: np.random.Generator) -> callable:
+    """Anatomical detail both images show: small nuclei scattered without symmetry, cortical layers and
+    the dorsal midline fissure. Without it, smooth symmetric blobs leave rotations poorly determined."""
+    centres = rng.uniform([600, 500, 500], EXTENT - [600, 500, 500], size=(60, 3))
+    keep = labels_at(centres) > 0
+    centres = centres[keep][:28]
+    radii = rng.uniform(150, 350, len(centres))
+    gains = rng.choice([-0.35, -0.25, 0.25, 0.4], len(centres))
+
+    def f(y):
+        g = np.ones(len(y))
+        for c, r, k in zip(centres, radii, gains):
+            d2 = ((y - c) ** 2).sum(axis=1)
+            g += k * np.exp(-d2 / (2 * (r / 2) ** 2))
+        r_cer = _inside(y, *_CEREBRUM)
+        layer = (r_cer > 0.8) & (r_cer < 1)
+        g[layer] *= 1.0 + 0.15 * np.sin((r_cer[layer] - 0.8) / 0.2 * 3 * np.pi)
+        fissure = (np.abs(y[:, 2] - _MID_LR) < 70) & (y[:, 1] < _CEREBRUM[0][1]) & (r_cer > 0.7)
+        g[fissure] *= 0.35
+        return g
+
+    return f
+
+
+def _render(y: np.ndarray, table: dict, texture: callable, features: callable | None = None) -> np.ndarray:
     lab = labels_at(y)
     lut = np.zeros(int(max(table)) + 1, np.float32)
     for k, v in table.items():
         lut[k] = v
     val = lut[lab] * (1.0 + texture(y)).astype(np.float32)
+    if features is not None:
+        val *= features(y).astype(np.float32)
     return val, lab
 
 
@@ -223,7 +249,8 @@ def _rotation(deg) -> np.ndarray:
 
 
 def make_phantom(seed: int = 0, atlas_voxel: float = 100.0, sample_voxel=(100.0, 80.0, 80.0),
-                 n_cells: int = 3000, n_landmarks: int = 24, n_synapses: int = 400) -> Phantom:
+                 n_cells: int = 3000, n_landmarks: int = 24, n_synapses: int = 400, bias: float = 0.3,
+                 noise: float = 35.0) -> Phantom:
     """Build the phantom (deterministic for a given ``seed``; about two seconds).
 
     Parameters
@@ -232,6 +259,8 @@ def make_phantom(seed: int = 0, atlas_voxel: float = 100.0, sample_voxel=(100.0,
     atlas_voxel : atlas voxel size (µm, isotropic)
     sample_voxel : sample voxel size (µm) along its (psl) axes
     n_cells, n_landmarks, n_synapses : sizes of the point sets
+    bias : strength of the sample's illumination gradient along its first axis (0: none)
+    noise : standard deviation of the sample's noise
 
     Example
     -------
@@ -245,8 +274,10 @@ def make_phantom(seed: int = 0, atlas_voxel: float = 100.0, sample_voxel=(100.0,
     grid = Grid(shape, (atlas_voxel,) * 3, ATLAS)
     idx = np.indices(shape, dtype=np.float64).reshape(3, -1).T
     ya = grid.index_to_physical(idx)
-    tex_t = _smooth_noise(rng, 600.0, 0.06)
-    ref, lab = _render(ya, _TEMPLATE, tex_t)
+    # Texture is anatomy (both images show it); the sample adds its own individual variation.
+    anatomy = _smooth_noise(rng, 150.0, 0.2)
+    features = _features(rng)
+    ref, lab = _render(ya, _TEMPLATE, anatomy, features)
     ref = ndimage.gaussian_filter(ref.reshape(shape), 0.6)
     reference = Volume(np.clip(ref, 0, 65535).astype(np.uint16), atlas_voxel, space=ATLAS)
     annotation = Volume(lab.reshape(shape).astype(np.uint32), atlas_voxel, space=ATLAS)
@@ -279,14 +310,14 @@ def make_phantom(seed: int = 0, atlas_voxel: float = 100.0, sample_voxel=(100.0,
     xs = sgrid.index_to_physical(sidx)
     ys = atlas_to_sample.inverse().map_points(xs)
     ys = np.where(np.isfinite(ys), ys, -1e6)
-    tex_s = _smooth_noise(rng, 500.0, 0.08)
-    img, slab = _render(ys, _SAMPLE, tex_s)
+    individual = _smooth_noise(rng, 800.0, 0.04)
+    img, slab = _render(ys, _SAMPLE, lambda y: anatomy(y) + individual(y), features)
     img = img.reshape(sshape)
     img = ndimage.gaussian_filter(img, 0.8)  # optics
     # Bias field across the sample (illumination) and background autofluorescence, then noise.
-    ramp = (0.85 + 0.3 * np.linspace(0, 1, sshape[0]))[:, None, None] * \
+    ramp = (1.0 - bias / 2 + bias * np.linspace(0, 1, sshape[0]))[:, None, None] * \
            (1.05 - 0.1 * np.linspace(0, 1, sshape[2]))[None, None, :]
-    img = img * ramp + 120.0 + rng.normal(0, 35.0, sshape)
+    img = img * ramp + 120.0 + rng.normal(0, noise, sshape)
     sample = Volume(np.clip(img, 0, 65535).astype(np.uint16), svs, space=SAMPLE)
     sample_annotation = Volume(slab.reshape(sshape).astype(np.uint32), svs, space=SAMPLE)
 

@@ -25,8 +25,7 @@ def register_sample(sample: Volume, reference: Volume, echo):
         if what == "start":
             echo(f"      {name} ...")
 
-    return _call(register, moving=sample, fixed=reference, preset="fast", on_stage=on_stage,
-                 progress=on_stage)
+    return register(moving=sample, fixed=reference, preset="fast", progress=on_stage)
 
 
 def _region_names(onto, ids) -> np.ndarray:

@@ -71,8 +71,7 @@ def run_real_chain(run, data_dir: Path, seed: int = 0) -> None:
                 if what == "start":
                     run.echo(f"      {name} ...")
 
-            res = _call(register, moving=sample, fixed=ref, preset="lightsheet-to-atlas", on_stage=on_stage,
-                        progress=on_stage)
+            res = register(moving=sample, fixed=ref, preset="lightsheet-to-atlas", progress=on_stage)
             T = res.transform
             ctx["T"] = T
             res.save(out / "registration")
