@@ -163,11 +163,74 @@ def _big_source(gib: float):
     return da.map_blocks(texture, chunks=tuple((64,) * (s // 64) for s in shape), dtype=np.uint16)
 
 
+class _Watch:
+    """Samples this process's RSS and what a reader would see at the output path while a warp runs.
+
+    Every ``every`` seconds: resident memory (psutil), whether ``out`` exists, whether
+    ``is_complete(out)`` holds, how many blocks are marked done in ``out.partial/done``, and the
+    ``status`` attribute of the output being built. The promise checked: ``out`` never exists (and
+    nothing looks complete) before ``warp_blockwise`` returns.
+    """
+
+    def __init__(self, out: Path, every: float = 5.0):
+        import threading
+
+        import psutil
+
+        self.out, self.every, self.proc = out, every, psutil.Process()
+        self.samples: list[dict] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _status(self) -> str | None:
+        meta = self.out.with_name(self.out.name + ".partial") / self.out.name / ".zattrs"
+        try:
+            return json.loads(meta.read_text()).get("atlasreg", {}).get("status")
+        except (OSError, ValueError):
+            return None
+
+    def _run(self) -> None:
+        from atlasreg.distributed import is_complete
+
+        t0 = time.perf_counter()
+        done = self.out.with_name(self.out.name + ".partial") / "done"
+        while not self.stop.wait(self.every):
+            try:
+                ndone = len(os.listdir(done))
+            except OSError:
+                ndone = None
+            self.samples.append({"t": round(time.perf_counter() - t0, 1), "rss_mb": self.proc.memory_info().rss / 2**20,
+                                 "output_exists": self.out.exists(), "output_complete": is_complete(self.out),
+                                 "blocks_done": ndone, "partial_status": self._status(),
+                                 "loadavg": loadavg()})
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    def summary(self) -> dict:
+        s = self.samples
+        return {"samples": len(s), "every_s": self.every,
+                "max_sampled_rss_mb": max((x["rss_mb"] for x in s), default=None),
+                "output_existed_during_run": any(x["output_exists"] for x in s),
+                "output_looked_complete_during_run": any(x["output_complete"] for x in s),
+                "partial_statuses_seen": sorted({str(x["partial_status"]) for x in s}),
+                "blocks_done_last_sample": s[-1]["blocks_done"] if s else None,
+                "loadavg_1min_mean": (sum(x["loadavg"][0] for x in s) / len(s)) if s else None,
+                "trace": s[:: max(1, len(s) // 40)]}
+
+
 def child_big(args) -> dict:
+    import resource
+
     import numpy as np
 
     import atlasreg as ar
-    from atlasreg.distributed import warp_blockwise
+    from atlasreg.distributed import is_complete, warp_blockwise
 
     base = peak_mb()
     src = _big_source(args.big_gb)
@@ -177,17 +240,24 @@ def child_big(args) -> dict:
     grid = ar.Grid(src.shape, spacing, ar.Space("fixed"))
     out = Path(args.workdir) / "big.ome.zarr"
     t = time.perf_counter()
-    res = warp_blockwise(vol, ar.Sequence([A, F]), grid, out, dtype="uint16", chunks=args.chunks,
-                         num_workers=args.threads, overwrite=True, progress=False)
+    with _Watch(out) as watch:
+        res = warp_blockwise(vol, ar.Sequence([A, F]), grid, out, dtype="uint16", chunks=args.chunks,
+                             num_workers=args.threads, overwrite=True, progress=False)
     secs = time.perf_counter() - t
+    complete_after = is_complete(out)
+    partial_left = out.with_name(out.name + ".partial").exists()
     nvox = int(np.prod(src.shape))
     sample = np.asarray(res.volume.data[::97, ::89, ::83].compute())
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     shutil.rmtree(out, ignore_errors=True)
     return {"shape": list(src.shape), "gib": src.nbytes / 2**30, "seconds": secs, "levels": res.levels,
             "voxels_per_s": nvox / secs, "voxels_per_s_per_core": nvox / secs / args.threads,
-            "threads": args.threads, "peak_mb": peak_mb(), "interpreter_mb": base,
-            "output_bytes_on_disk": size, "output_nonzero_fraction": float(np.mean(sample > 0))}
+            "threads": args.threads, "nice": os.nice(0), "peak_mb": peak_mb(),
+            "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "interpreter_mb": base,
+            "blocks_computed": res.computed, "output_bytes_on_disk": size,
+            "output_nonzero_fraction": float(np.mean(sample > 0)),
+            "completion": {"complete_after_return": complete_after, "partial_folder_left": partial_left,
+                           **watch.summary()}}
 
 
 # -- 3. points ---------------------------------------------------------------------------------------------
@@ -427,6 +497,19 @@ def summary_md(r: dict) -> str:
                   f"of the same size ({b['levels']} levels): {b['seconds']:.0f} s, "
                   f"{b['voxels_per_s_per_core'] / 1e6:.2f} M voxels/s/core, **peak memory {b['peak_mb']:.0f} MB** "
                   f"(interpreter {b['interpreter_mb']:.0f} MB; target < 2048 MB).", ""]
+        if "completion" in b:
+            c = b["completion"]
+            lines += [f"Peak RSS: VmHWM {b['peak_mb']:.0f} MB, getrusage ru_maxrss {b['ru_maxrss_mb']:.0f} MB, "
+                      f"largest of {c['samples']} psutil samples (every {c['every_s']:.0f} s) "
+                      f"{c['max_sampled_rss_mb']:.0f} MB. Ran at nice {b.get('nice')} beside other jobs: 1-min load "
+                      f"average {c.get('loadavg_1min_mean') or float('nan'):.1f} on average during the warp, "
+                      f"{b.get('loadavg')} at the end (2 cores).", "",
+                      f"Completion: while the warp ran, the output path existed in "
+                      f"{'some' if c['output_existed_during_run'] else 'none'} of the samples and looked complete "
+                      f"in {'some' if c['output_looked_complete_during_run'] else 'none'}; the work copy under "
+                      f"`.partial/` had status {c['partial_statuses_seen']} (last sample: "
+                      f"{c['blocks_done_last_sample']} blocks marked done); after return: complete = "
+                      f"{c['complete_after_return']}, `.partial/` left = {c['partial_folder_left']}.", ""]
     p = r.get("points")
     if p and "chunked_file_to_file" in p and "error" not in p["chunked_file_to_file"]:
         c, m = p["chunked_file_to_file"], p["single_chunk_in_memory"]

@@ -83,6 +83,66 @@ def test_warp_on_cluster_equals_local_run_even_when_a_worker_dies(client, brain_
     np.testing.assert_array_equal(res.volume.numpy(), local.volume.numpy())
 
 
+class DiesAfter(Transform):
+    """A pull-back that kills its worker once ``n`` blocks are done (once per ``marker``); same job token."""
+
+    def __init__(self, inner, done_dir, n, marker):
+        super().__init__(inner.src, inner.dst)
+        self.inner, self.done_dir, self.n, self.marker = inner, str(done_dir), n, str(marker)
+
+    def _map(self, pts):
+        if not os.path.exists(self.marker) and len(os.listdir(self.done_dir)) >= self.n:
+            open(self.marker, "w").close()
+            os._exit(1)
+        return self.inner.map_points(pts)
+
+    def _inverse(self):
+        return self.inner.inverse()
+
+    def token(self):
+        from atlasreg.distributed.warp import transform_token
+
+        return transform_token(self.inner)
+
+
+def test_worker_death_that_fails_the_job_leaves_nothing_complete_and_rerun_resumes(client, brain_zarr, tmp_path):
+    from distributed.scheduler import KilledWorker
+
+    from atlasreg.distributed import is_complete
+
+    g = chain()
+    pull = g.transform("target", "sample")
+    grid = ar.Grid((64, 48, 60), (210, 170, 190), ar.Space("target"), origin=(-100, 50, 0))
+    out = tmp_path / "w.ome.zarr"
+    partial = tmp_path / "w.ome.zarr.partial"
+
+    def set_allowed(dask_scheduler, n):
+        old = dask_scheduler.allowed_failures
+        dask_scheduler.allowed_failures = n
+        return old
+
+    # 8 super-blocks at level 0; no retries: the first worker death fails the job, as when every retry dies.
+    dying = DiesAfter(pull, partial / "done", 3, tmp_path / "died")
+    old = client.run_on_scheduler(set_allowed, n=0)
+    try:
+        with pytest.raises(KilledWorker):
+            warp_blockwise(brain_zarr, dying, grid, out, chunks=16, scheduler=client, progress=False)
+    finally:
+        client.run_on_scheduler(set_allowed, n=old)
+    assert (tmp_path / "died").exists()
+    assert not out.exists()
+    n_done = len(os.listdir(partial / "done"))
+    assert n_done >= 3 and not is_complete(partial / out.name)
+    client.wait_for_workers(2, timeout=60)
+    # The same command again (its worker-killer has fired): resumes from the finished blocks.
+    res = warp_blockwise(brain_zarr, dying, grid, out, chunks=16, scheduler=client, progress=False)
+    assert res.resumed and res.skipped >= 3 and is_complete(out) and not partial.exists()
+    ref = warp_blockwise(brain_zarr, pull, grid, tmp_path / "ref.ome.zarr", chunks=16, progress=False)
+    assert res.computed + res.skipped == ref.computed
+    for lvl in range(ref.levels):
+        np.testing.assert_array_equal(res.level(lvl).numpy(), ref.level(lvl).numpy())
+
+
 class Lookup:
     """Nearest-voxel region ids from a label array (picklable for workers)."""
 
