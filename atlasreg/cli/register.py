@@ -130,9 +130,14 @@ def register(
     with _Stages(quiet) as progress:
         res = run(moving, fixed_vol, preset=preset, backend=backend, workdir=out / "stages", progress=progress,
                   **overrides)
-        res.save(out, moving=moving, fixed=fixed_vol, atlas=atlas_obj,
-                 inputs={"sample": sample, "fixed": fixed_path if Path(str(fixed_path)).is_file() else None},
-                 force=True, progress=progress)
+        inputs = {"sample": sample, "fixed": fixed_path if Path(str(fixed_path)).is_file() else None}
+        if atlas_obj is not None:  # an atlas given by name: record the files it was read from
+            meta = atlas_obj.metadata
+            inputs.update({f"atlas_{role}": p for role, p in (meta.get("files") or {}).items()})
+            if isinstance(meta.get("ontology"), (str, Path)):
+                inputs["atlas_ontology"] = meta["ontology"]
+        res.save(out, moving=moving, fixed=fixed_vol, atlas=atlas_obj, inputs=inputs, force=True,
+                 progress=progress)
     m = res.metrics
     typer.echo(f"registered in {m.get('seconds', 0):.0f} s; correlation {m.get('ncc_initial')} -> "
                f"{m.get('ncc_after')}; result in {out}")
