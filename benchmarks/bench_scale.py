@@ -406,7 +406,8 @@ def main() -> None:
     work = Path(args.workdir)
     only = set((args.only or "throughput,big,points").split(","))
     result = {"machine": {"cpus": os.cpu_count(), "ram_gb": psutil.virtual_memory().total / 2**30,
-                          "python": platform.python_version(), "loadavg_start": loadavg()},
+                          "python": platform.python_version(), "loadavg_start": loadavg(),
+                          "nice": os.nice(0)},
               "settings": vars(args).copy()}
     try:
         if "throughput" in only:
@@ -474,8 +475,9 @@ def main() -> None:
 def summary_md(r: dict) -> str:
     lines = ["# Scale benchmark (benchmarks/bench_scale.py)", "",
              f"Machine: {r['machine']['cpus']} CPUs, {r['machine']['ram_gb']:.0f} GB RAM, load average "
-             f"{r['machine']['loadavg_start']} at start, {r['machine'].get('loadavg_end')} at end "
-             "(shared machine: timings are noisy).", ""]
+             f"{r['machine']['loadavg_start']} at start, {r['machine'].get('loadavg_end')} at end of the last "
+             f"invocation, run at nice {r['machine'].get('nice')} beside other jobs (shared machine: timings are "
+             "noisy; the warp comparison alternates the two tools, best of N, so both see similar load).", ""]
     t = r.get("throughput")
     if t and "error" not in t:
         lines += ["## Warp throughput vs SimpleITK (volume in memory)", "",
@@ -488,7 +490,8 @@ def summary_md(r: dict) -> str:
                   f"| {t['voxels_per_s_per_core']['atlasreg_blockwise'] / 1e6:.2f} M |", "",
                   f"Ratio atlasreg / SimpleITK per core: **{t['ratio_atlasreg_to_sitk']:.2f}** (target >= 0.7). "
                   f"Outputs differ by median {t['output_abs_diff']['median']:.3g}, max "
-                  f"{t['output_abs_diff']['max']:.3g} (intensity range {t['output_abs_diff']['intensity_range']:.0f}).",
+                  f"{t['output_abs_diff']['max']:.3g} (intensity range {t['output_abs_diff']['intensity_range']:.0f}). "
+                  f"Load average after this part: {t.get('loadavg')}.",
                   ""]
     b = r.get("big")
     if b and "error" not in b:
@@ -521,7 +524,8 @@ def summary_md(r: dict) -> str:
             lines += [f"| single chunk in memory | {m['seconds']:.1f} | {m['points_per_s'] / 1e6:.2f} M | "
                       f"{m['peak_mb']:.0f} MB |", "",
                       f"Throughput ratio chunked / in-memory: **{p['throughput_ratio_chunked_to_inmemory']:.2f}** "
-                      f"(target >= 0.5). Outputs identical: {p['outputs_equal']}."]
+                      f"(target >= 0.5). Outputs identical: {p['outputs_equal']}. Load average after this part: "
+                      f"{p.get('loadavg')}."]
         if "points_scaled_down" in r:
             lines += ["", f"Scaled down from {r['points_scaled_down']['asked']:,} points: the in-memory comparison "
                           f"would not fit in the {r['points_scaled_down']['available_gb']:.1f} GB available."]
