@@ -17,3 +17,4 @@ from . import data  # noqa: F401,E402
 from . import register  # noqa: F401,E402
 from . import scale  # noqa: F401,E402
 from . import landmarks  # noqa: F401,E402
+from . import em  # noqa: F401,E402

@@ -1,0 +1,117 @@
+"""``atlasreg em pyramid|crop``: EM volumes down to light-sheet resolution, and the light-sheet region of an EM block."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._app import app, run_cli
+
+em_app = typer.Typer(help="The EM side of the bridge: multiscale pyramids of EM volumes larger than memory, and "
+                          "the light-sheet crop matching an EM block.", no_args_is_help=True)
+app.add_typer(em_app, name="em")
+
+
+def _lengths(text: Optional[str], flag: str, default_unit: Optional[str] = None):
+    """'4,4,33', '4x4x33' or '5um' / '5 um' / '2,2,5 um' -> (values, unit or default_unit)."""
+    from ..errors import InputError
+
+    if text is None:
+        return None, default_unit
+    m = re.fullmatch(r"\s*([0-9eE.+\-,x ]*?)\s*([A-Za-zµμ]+)?\s*", text)
+    nums = m.group(1) if m else text
+    unit = m.group(2) if m and m.group(2) else default_unit
+    try:
+        vals = [float(v) for v in re.split(r"[,x ]+", nums.strip()) if v]
+    except ValueError:
+        raise InputError(f"{text!r} must be one length or three separated by commas (e.g. 40,4,4), optionally "
+                         "followed by a unit", field=flag) from None
+    if len(vals) not in (1, 3):
+        raise InputError(f"{text!r} must be one length or three", field=flag)
+    return vals, unit
+
+
+@em_app.command("pyramid")
+@run_cli
+def pyramid(
+    source: Path = typer.Argument(..., help="EM volume: OME-Zarr store, HDF5 file (--dataset) or TIFF stack."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output OME-Zarr (.ome.zarr)."),
+    voxel_size: Optional[str] = typer.Option(None, "--voxel-size", help="Voxel size per array axis (z,y,x), e.g. "
+                                             "'33,4,4'; required where the file records none."),
+    unit: Optional[str] = typer.Option(None, "--unit", help="Unit of --voxel-size and of the space: nm, um, mm."),
+    target: Optional[str] = typer.Option(None, "--target", help="Stop once voxels reach this size on every axis "
+                                         "(the light-sheet voxel), e.g. '5um' or '5,2,2 um' (default unit: --unit)."),
+    levels: Optional[int] = typer.Option(None, "--levels", help="Exactly this many levels instead of --target."),
+    space: Optional[str] = typer.Option(None, "--space", help="Name of the EM space (default: from the file)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="HDF5 dataset / Zarr group inside the file."),
+    chunks: str = typer.Option("32,128,128", "--chunks", help="Chunk shape of every level (z,y,x)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the output."),
+) -> None:
+    """Write an anti-aliased multiscale OME-Zarr pyramid of an EM volume, blockwise with bounded memory.
+
+    In-plane axes are halved first until the voxels are about isotropic, then all axes, down to --target.
+
+    Example:
+
+      atlasreg em pyramid h01_block.zarr --voxel-size 33,4,4 --unit nm --target 5um -o h01_pyramid.ome.zarr
+    """
+    from ..em.pyramid import build_pyramid
+    from ..errors import InputError
+
+    vs, _ = _lengths(voxel_size, "--voxel-size")
+    tgt, tunit = _lengths(target, "--target", unit)
+    ch, _ = _lengths(chunks, "--chunks")
+    if ch is None or any(c < 1 or c != int(c) for c in ch):
+        raise InputError(f"--chunks must be positive integers, got {chunks!r}", field="--chunks")
+    p = build_pyramid(source, output, voxel_size=vs, unit=unit, space=space, dataset=dataset, target_voxel_size=tgt,
+                      target_unit=tunit, levels=levels, chunks=tuple(int(c) for c in ch), force=force)
+    u = p.space.unit
+    for k, lv in enumerate(p.levels):
+        typer.echo(f"level {k}: shape {lv.shape}, voxel {tuple(round(v, 6) for v in lv.voxel_size)} {u}")
+    typer.echo(f"wrote {output} ({len(p.levels)} levels, space {p.space})")
+
+
+@em_app.command("crop")
+@run_cli
+def crop(
+    em: Path = typer.Argument(..., help="EM volume or pyramid (only its geometry is read)."),
+    lightsheet: Path = typer.Argument(..., help="Light-sheet volume."),
+    transform: Path = typer.Option(..., "-t", "--transform", help="Transform EM -> light-sheet (or back), e.g. "
+                                   "from 'atlasreg landmarks fit'."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output volume (.nii.gz, .tif, .ome.zarr, ...)."),
+    margin: float = typer.Option(0.0, "--margin", help="Border around the mapped block, light-sheet unit."),
+    em_voxel_size: Optional[str] = typer.Option(None, "--em-voxel-size", help="EM voxel size z,y,x if the file "
+                                                "records none."),
+    em_space: Optional[str] = typer.Option(None, "--em-space", help="EM space name (default: the transform's "
+                                           "source)."),
+    em_unit: Optional[str] = typer.Option(None, "--em-unit", help="EM unit (default: the transform's)."),
+    lm_voxel_size: Optional[str] = typer.Option(None, "--lm-voxel-size", help="Light-sheet voxel size if the file "
+                                                "records none."),
+    lm_space: Optional[str] = typer.Option(None, "--lm-space", help="Light-sheet space name (default: the "
+                                           "transform's destination)."),
+    lm_unit: Optional[str] = typer.Option(None, "--lm-unit", help="Light-sheet unit (default: the transform's)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the output."),
+) -> None:
+    """Cut out the light-sheet region covering an EM block through the current transform (with its geometry).
+
+    Example:
+
+      atlasreg em crop em_pyramid.ome.zarr brain.ome.zarr -t em_to_lm.json --margin 20 -o lm_crop.nii.gz
+    """
+    from ..em.crop import crop_lm
+    from ..io.atomic import check_writable
+    from ..io.volumes import read_volume, write_volume
+    from ..transforms.files import load_transform
+
+    check_writable(output, force)
+    T = load_transform(transform)
+    e_vs, _ = _lengths(em_voxel_size, "--em-voxel-size")
+    l_vs, _ = _lengths(lm_voxel_size, "--lm-voxel-size")
+    ev = read_volume(em, voxel_size=e_vs, space=em_space or T.src.name, unit=em_unit or T.src.unit)
+    lv = read_volume(lightsheet, voxel_size=l_vs, space=lm_space or T.dst.name, unit=lm_unit or T.dst.unit)
+    c = crop_lm(ev, lv, T, margin)
+    write_volume(c, output, force=force)
+    typer.echo(f"crop of {lightsheet}: shape {c.shape}, origin {tuple(round(v, 4) for v in c.origin)} {c.unit}")
+    typer.echo(f"wrote {output}")
