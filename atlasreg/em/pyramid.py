@@ -119,8 +119,8 @@ def pyramid_factors(shape, voxel_size, target_voxel_size=None, levels: int | Non
     """Cumulative downsampling factors per level (level 0 = ones), finest axes halved first.
 
     With ``target_voxel_size`` (same unit as ``voxel_size``): up to the first
-    level whose voxels are at least the target on every axis (or until no axis
-    can be halved). With ``levels``: exactly that many levels. The rule is the
+    level whose voxels are at least the target on every axis that still has
+    two voxels or more (or until no axis can be halved). With ``levels``: exactly that many levels. The rule is the
     one the OME-Zarr writer uses, so these are the levels it writes.
 
     Examples
@@ -137,8 +137,10 @@ def pyramid_factors(shape, voxel_size, target_voxel_size=None, levels: int | Non
     if target_voxel_size is None:
         return level_factors(shape, vs, None)
     target = np.broadcast_to(np.asarray(target_voxel_size, np.float64), (3,))
+    shape = np.asarray(shape, np.int64)
     for k, f in enumerate(every):
-        if np.all(vs * f >= target * (1 - 1e-6)):
+        # done when every axis reached the target or is down to one voxel (a thin stack cannot reach it in z)
+        if np.all((vs * f >= target * (1 - 1e-6)) | (shape // f < 2)):
             return every[:k + 1]
     return every
 

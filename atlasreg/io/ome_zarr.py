@@ -264,7 +264,11 @@ def level_factors(shape, spacing, levels: int | None, min_size: int = 64, max_le
         if levels is None and cur.max() <= min_size:
             break
         cvs = vs * f
-        step = np.where((cvs < 2 * cvs.min() * (1 + 1e-9)) & (cur >= 2), 2, 1)
+        can = cur >= 2
+        if not can.any():
+            break
+        # the finest axis that can still be halved: a 1-voxel axis must not stop the others
+        step = np.where((cvs < 2 * cvs[can].min() * (1 + 1e-9)) & can, 2, 1)
         if np.all(step == 1):
             break
         f = f * step
