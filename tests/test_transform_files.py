@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
 
@@ -470,3 +471,100 @@ def test_ants_list_errors(reg, tmp_path):
         fh.write(b"not nifti")
     with pytest.raises(InputError, match="x.nii.gz"):
         load_transform([tmp_path / "x.nii.gz", reg["fwdtransforms"][1]], src=FIXED, dst=MOVING)
+
+
+# ---------------------------------------------------------------------------------------------
+# (5) NIfTI warps read in one pass: the same numbers SimpleITK reads, damage still caught, inverse lazy
+# ---------------------------------------------------------------------------------------------
+def _sitk_field(path):
+    img = sitk.ReadImage(str(path))
+    return sitk.GetArrayFromImage(img).transpose(2, 1, 0, 3), img
+
+
+def _assert_same_field(F, path):
+    want, img = _sitk_field(path)
+    assert F.displacement.dtype == want.dtype and F.displacement.shape == want.shape
+    assert np.array_equal(F.displacement, want)
+    assert np.allclose(F.spacing, img.GetSpacing(), rtol=0, atol=1e-12)
+    assert np.allclose(F.origin, img.GetOrigin(), rtol=0, atol=1e-9)
+    assert np.allclose(F.direction.ravel(), img.GetDirection(), rtol=0, atol=1e-12)
+
+
+def test_nifti_warps_read_in_one_pass_equal_simpleitk(reg, tmp_path):
+    import nibabel as nib
+
+    from atlasreg.transforms import itk
+
+    for p in (reg["fwdtransforms"][0], reg["invtransforms"][1]):
+        F = itk._read_nifti_warp(Path(p), FIXED, MOVING, "zero")
+        assert F is not None, "ANTs' warp layout must take the one-pass reader"
+        _assert_same_field(F, p)
+        _assert_same_field(load_transform(p, src=FIXED, dst=MOVING), p)
+    # Other encodings of the same field: uncompressed float64, big-endian, several gzip members, and
+    # scaled data (read through SimpleITK, which applies scl_slope/scl_inter).
+    F = load_transform(reg["fwdtransforms"][0], src=FIXED, dst=MOVING)
+    plain = save_transform(DisplacementField(F.displacement.astype(np.float64), F.spacing, F.origin, F.direction,
+                                             src=FIXED, dst=MOVING), tmp_path / "f64.nii")
+    img = nib.load(str(plain))
+    hdr = img.header.as_byteswapped(">")
+    hdr.set_data_dtype(np.float32)
+    hdr["vox_offset"] = 352
+    with open(tmp_path / "big_endian.nii", "wb") as fh:
+        hdr.write_to(fh)  # (with the 4 extension bytes)
+        fh.write(np.asarray(img.dataobj).astype(">f4").tobytes(order="F"))
+    assert nib.load(str(tmp_path / "big_endian.nii")).header.endianness == ">"
+    raw = (tmp_path / "big_endian.nii").read_bytes()
+    (tmp_path / "members.nii.gz").write_bytes(gzip.compress(raw[:100_000]) + gzip.compress(raw[100_000:]))
+    scaled = nib.Nifti1Image(np.asanyarray(img.dataobj).astype(np.float32) / 2, None, img.header.copy())
+    scaled.header.set_data_dtype(np.float32)
+    scaled.header.set_slope_inter(2.0, 0.0)
+    nib.save(scaled, str(tmp_path / "scaled.nii.gz"))
+    for name in ("f64.nii", "big_endian.nii", "members.nii.gz", "scaled.nii.gz"):
+        G = load_transform(tmp_path / name, src=FIXED, dst=MOVING)
+        _assert_same_field(G, tmp_path / name)
+        if name == "scaled.nii.gz":  # scaled data is left to SimpleITK
+            assert itk._read_nifti_warp(tmp_path / name, FIXED, MOVING, "zero") is None
+        else:
+            assert np.allclose(G.displacement, F.displacement, rtol=0, atol=1e-5), name
+
+
+def test_damaged_nifti_warps_are_refused(reg, tmp_path):
+    """ITK reads NaN as 0 and zero-fills what is missing; the one-pass reader must refuse both."""
+    src = open(reg["fwdtransforms"][0], "rb").read()
+    data = bytearray(gzip.decompress(src))
+    cases = {}
+    nan = bytearray(data)
+    nan[352 + 4 * 1234: 352 + 4 * 1235] = np.array([np.nan], "<f4").tobytes()
+    cases["nan.nii.gz"] = (gzip.compress(bytes(nan)), "NaN or inf")
+    inf = bytearray(data)
+    inf[-4:] = np.array([-np.inf], "<f4").tobytes()  # the very last value (of the last component)
+    cases["inf.nii"] = (bytes(inf), "NaN or inf")
+    flipped = bytearray(src)
+    flipped[len(src) // 2] ^= 0x5A
+    cases["flipped.nii.gz"] = (bytes(flipped), "corrupt|damaged")
+    cases["short.nii"] = (bytes(data[:-4000]), "truncated")
+    cases["short.nii.gz"] = (gzip.compress(bytes(data[:-4000])), "truncated")
+    for name, (blob, what) in cases.items():
+        (tmp_path / name).write_bytes(blob)
+        with pytest.raises(InputError, match=what) as exc:
+            load_transform(tmp_path / name, src=FIXED, dst=MOVING)
+        assert name in str(exc.value)
+
+
+def test_inverse_warp_is_read_only_when_first_used(reg, points, monkeypatch):
+    from atlasreg.transforms import itk
+
+    read = []
+    real = itk._read_field
+    monkeypatch.setattr(itk, "_read_field", lambda p, *a: read.append(os.path.basename(p)) or real(p, *a))
+    T = load_transform(reg["fwdtransforms"], src=FIXED, dst=MOVING)
+    assert read == ["reg_1Warp.nii.gz"]
+    y = T.map_points(points)
+    assert read == ["reg_1Warp.nii.gz"]
+    inv = T.inverse()
+    assert read == ["reg_1Warp.nii.gz"]  # the inverse is there, not yet read
+    back = inv.map_points(y)
+    assert read == ["reg_1Warp.nii.gz", "reg_1InverseWarp.nii.gz"]
+    assert np.abs(back - ants_points(y, reg["invtransforms"])).max() < 1e-2
+    inv.map_points(y[:10])
+    assert read == ["reg_1Warp.nii.gz", "reg_1InverseWarp.nii.gz"]  # read once

@@ -19,6 +19,14 @@ def grid_affine(spacing, origin=None, direction=None) -> np.ndarray:
     return m
 
 
+def _all_finite(u: np.ndarray) -> bool:
+    """True when no value of ``u`` is NaN or inf (one parallel pass for fields in C or ITK order)."""
+    for view in (u, u.transpose(2, 1, 0, 3) if u.ndim == 4 else u):
+        if view.flags.c_contiguous:
+            return K.count_nonfinite(view.reshape(-1)) == 0
+    return bool(np.all(np.isfinite(u)))
+
+
 class DisplacementField(Transform):
     """A displacement field transform ``y = x + u(x)`` from ``src`` to ``dst``.
 
@@ -44,7 +52,8 @@ class DisplacementField(Transform):
     """
 
     def __init__(self, displacement, spacing=(1.0, 1.0, 1.0), origin=None, direction=None,
-                 src="src", dst="dst", outside: str = "nan"):
+                 src="src", dst="dst", outside: str = "nan", *, _finite_checked: bool = False):
+        # ``_finite_checked``: the caller (a file reader) has already checked every value.
         super().__init__(src, dst)
         u = np.asarray(displacement)
         if u.ndim != 4 or u.shape[3] != 3:
@@ -53,7 +62,7 @@ class DisplacementField(Transform):
             raise InputError("displacement grid is empty", field="displacement")
         if u.dtype not in (np.float32, np.float64):
             u = u.astype(np.float64)
-        if not np.all(np.isfinite(u)):
+        if not _finite_checked and not _all_finite(u):
             raise InputError("displacement field contains NaN or inf", field="displacement")
         if self.src.unit != self.dst.unit:
             raise InputError(

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import InputError, SpaceMismatchError
 from ..spaces import Space, as_space, normalize_unit
+from .. import _kernels as K
 from .base import Affine, Sequence, Transform
 from .field import DisplacementField
 
@@ -93,6 +94,106 @@ def _wrap_units(build, src: Space, dst: Space, in_unit: str, out_unit: str, path
 # ---------------------------------------------------------------------------------------------
 # Displacement-field images
 # ---------------------------------------------------------------------------------------------
+def _read_field(path: Path, src: Space, dst: Space, outside: str) -> DisplacementField:
+    """A displacement-field image as a DisplacementField: ANTs' NIfTI layout in one pass, else via SimpleITK."""
+    if suffix_of(path) in (".nii", ".nii.gz"):
+        F = _read_nifti_warp(path, src, dst, outside)
+        if F is not None:
+            return F
+    return field_from_sitk_image(_read_image(path), src, dst, outside, path)
+
+
+def _read_nifti_warp(path: Path, src: Space, dst: Space, outside: str) -> DisplacementField | None:
+    """Read a NIfTI warp in the layout ITK and ANTs write (5-D ``(X, Y, Z, 1, 3)`` floats), or None.
+
+    SimpleITK's reader decompresses with zlib and copies the field twice, and
+    ITK reads NaN/inf as 0 and zero-fills a truncated file, so it used to take
+    two more full passes (nibabel) to check the data first. Here the file is
+    decompressed once (ISA-L when installed), the header read by nibabel, the
+    geometry by SimpleITK (header only, so it is ITK's reading of qform/sform),
+    and one numba sweep puts each node's components together while checking
+    every value. Other layouts (scaled data, 4-D, other intents) return None and go
+    through SimpleITK.
+    """
+    import SimpleITK as sitk
+
+    shape, dtype, offset, slope, inter, intent = _nifti_layout(path)
+    # Intent 1007 (vector) is what ITK writes; other intents (e.g. 1006, displacement) may have their
+    # vectors converted by ITK's reader, so they are left to it.
+    if (len(shape) != 5 or shape[3] != 1 or shape[4] != 3 or dtype.kind != "f" or intent != 1007
+            or dtype.itemsize not in (4, 8) or slope != 1.0 or inter != 0.0):
+        return None
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    if (reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 3
+            or tuple(reader.GetSize()) != shape[:3]):
+        return None
+    nx, ny, nz = shape[:3]
+    count = 3 * nx * ny * nz
+    data = _nifti_bytes(path, offset + count * dtype.itemsize)
+    planar = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(3, nz, ny, nx)
+    if not dtype.isnative:
+        planar = planar.astype(dtype.newbyteorder("="))
+    nodes = np.empty((nz, ny, nx, 3), planar.dtype)
+    if K.interleave_components(planar, nodes):
+        raise InputError("the displacement field contains NaN or inf (ITK would read them as 0)", path=path,
+                         field="displacement")
+    del data, planar
+    try:
+        return DisplacementField(nodes.transpose(2, 1, 0, 3), spacing=reader.GetSpacing(),
+                                 origin=reader.GetOrigin(),
+                                 direction=np.asarray(reader.GetDirection()).reshape(3, 3), src=src, dst=dst,
+                                 outside=outside, _finite_checked=True)
+    except InputError as exc:
+        raise InputError(str(exc), path=path, field="displacement") from None
+
+
+def _nifti_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int, float, float, int]:
+    """``(shape, dtype, data offset, scl_slope, scl_inter, intent_code)`` of a NIfTI file, from its header."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        proxy = img.dataobj  # (nibabel moves the scaling and data offset from the header to its proxy)
+        # Data start: vox_offset, or right after the header and its 4 extension bytes when
+        # vox_offset is smaller (0 in some writers).
+        offset = max(int(proxy.offset), int(img.header["sizeof_hdr"]) + 4)
+        return (tuple(int(v) for v in proxy.shape), np.dtype(proxy.dtype), offset, float(proxy.slope),
+                float(proxy.inter), int(img.header["intent_code"]))
+    except Exception as exc:  # nibabel raises several types for a broken header
+        raise InputError(f"not a readable NIfTI file (corrupt or truncated header): {exc}", path=path) from None
+
+
+def _nifti_bytes(path: Path, need: int):
+    """The (decompressed) bytes of a NIfTI file, checked to hold at least ``need`` bytes and, if
+    gzipped, to pass gzip's CRC and length checks."""
+    if not str(path).lower().endswith(".gz") or path.stat().st_size == 0:
+        data = path.read_bytes()
+    else:
+        try:  # ISA-L inflates about twice as fast as zlib (the decompression is most of a warp's load)
+            from isal import isal_zlib as zlib
+        except ImportError:  # pragma: no cover - isal is a dependency; plain zlib is correct too
+            import zlib
+        import gzip
+        import mmap
+
+        try:  # inflating straight from the page cache saves reading a copy of the file
+            with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+                data = zlib.decompress(raw, 31, bufsize=max(need, 1 << 16))
+                if len(data) < need:  # a file of several gzip members: the gzip module reads them all
+                    data = gzip.decompress(raw)
+        except Exception as exc:  # zlib.error / isal's IsalError / EOFError / BadGzipFile
+            raise InputError(f"the compressed NIfTI file is corrupt or truncated ({exc})", path=path) from None
+    if len(data) < need:
+        raise InputError(f"the NIfTI file is truncated: it holds {len(data)} bytes, its header needs {need}",
+                         path=path)
+    return data
+
+
 def _read_image(path: Path):
     import SimpleITK as sitk
 
@@ -143,16 +244,8 @@ def _check_nifti_complete(path: Path) -> None:
     import gzip
     import zlib
 
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:  # nibabel raises several types for a broken header
-        raise InputError(f"not a readable NIfTI file (corrupt or truncated header): {exc}", path=path) from None
-    hdr = img.header
-    # ITK writes vox_offset 0; data then starts right after the header and its 4 extension bytes.
-    offset = max(int(hdr["vox_offset"]), int(hdr["sizeof_hdr"]) + 4)
-    need = offset + int(np.prod(hdr.get_data_shape())) * hdr.get_data_dtype().itemsize
+    shape, dtype, offset, _, _, _ = _nifti_layout(path)
+    need = offset + int(np.prod(shape)) * dtype.itemsize
     if str(path).lower().endswith(".gz"):
         # A complete gzip stream ends with its uncompressed size (mod 2**32): a cheap check that
         # catches truncation; anything else (e.g. several gzip members) is decompressed to count.
@@ -227,13 +320,12 @@ def read_displacement_field(path, src: Space | str | None = None, dst: Space | s
     """
     p = _exists(path)
     src, dst = as_space(src, "src"), as_space(dst, "dst")
-    img = _read_image(p)
     unit = normalize_unit(file_unit) if file_unit is not None else src.unit
     if file_unit is None and src.unit != dst.unit:
         raise InputError(f"a displacement field maps within one unit, but src is in {src.unit} and dst in "
                          f"{dst.unit}; pass file_unit= (the unit of the file's numbers)", path=p,
                          field="file_unit")
-    return _wrap_units(lambda s, d: field_from_sitk_image(img, s, d, outside, p), src, dst, unit, unit, p)
+    return _wrap_units(lambda s, d: _read_field(p, s, d, outside), src, dst, unit, unit, p)
 
 
 def write_displacement_field(F: Transform, path, force: bool = False) -> Path:
@@ -761,7 +853,7 @@ def load_piece(path: Path, s: Space, d: Space, outside: str) -> Transform:
         p = _exists(path)
         if s.unit != d.unit:
             raise InputError("a displacement field maps within one unit; pass file_unit=", path=p)
-        return field_from_sitk_image(_read_image(p), s, d, outside, p)
+        return _read_field(p, s, d, outside)
     if suf in TRANSFORM_SUFFIXES:
         p = _exists(path)
         parts = _flatten_sitk(_read_sitk_transform(p), p)
