@@ -29,6 +29,7 @@ _LAZY = {
     "qc": "atlasreg.qc",
     "distributed": "atlasreg.distributed",
     "data": "atlasreg.data",
+    "em": "atlasreg.em",
 }
 
 __all__ = ["Space", "Volume", "Grid", "warp", "SpaceGraph", "Transform", "Affine", "DisplacementField",
