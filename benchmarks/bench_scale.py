@@ -7,13 +7,15 @@ Three measurements, each in a fresh subprocess so its peak memory (VmHWM) is its
    multiscale OME-Zarr), alternating, best of ``--repeats``; voxels/s per core (same thread count).
 2. big         -- a synthetic uint16 volume of ``--big-gb`` GiB generated lazily by dask, warped
    through affine + displacement field into an OME-Zarr of the same size: peak memory and
-   throughput.
+   throughput; a watcher thread samples resident memory, the load average and what a reader
+   would see at the output path (it must not exist, nor look complete, until the warp returns).
 3. points      -- ``--points`` points in a Parquet file mapped through affine + displacement field +
    region lookup in the real 25 µm CCF annotation: chunked file -> file (``map_points_file``)
    against the single-chunk in-memory path (read all, ``map_points`` once, ``region_of`` once,
    write all); peak memory and throughput of each.
 
-Run: ``python benchmarks/bench_scale.py [--big-gb 8] [--points 100000000] [--threads 2]``.
+Run: ``nice -n 19 python benchmarks/bench_scale.py [--big-gb 8] [--points 100000000] [--threads 2]
+[--only throughput,big,points]`` (a partial run keeps the other sections of the last result).
 Writes ``benchmarks/results/scale.json`` and ``scale.md``.
 """
 from __future__ import annotations
