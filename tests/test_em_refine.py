@@ -55,9 +55,10 @@ def test_refinement_recovers_much_of_an_imperfect_landmark_fit(case):
     assert isinstance(res.refined, ar.Affine) and res.refined.src == EM and res.refined.dst == LM
     before, after = _truth_error(c["fit"], c), _truth_error(res.refined, c)
     nb, na = np.median(np.linalg.norm(before, axis=1)), np.median(np.linalg.norm(after, axis=1))
-    # the fit is ~2 light-sheet voxels off; in-plane (axes 1, 2) the refinement gets well under half a voxel
-    assert nb > 0.04 and na < 0.8 * nb
-    assert np.median(after[:, 1:]) < 0.5 * np.median(before[:, 1:]) and np.median(after[:, 1:]) < 0.008
+    # the fit is ~2 light-sheet voxels (24 nm in-plane) off; the refinement gets to a fraction of a voxel
+    assert nb > 0.04 and na < 0.3 * nb and na < 0.012
+    assert np.median(after[:, 1:]) < 0.3 * np.median(before[:, 1:]) and np.median(after[:, 1:]) < 0.008
+    assert np.median(after[:, 0]) < 0.5 * np.median(before[:, 0])
     assert np.median(res.heldout_after) <= np.median(res.heldout_before)
     assert res.metric_after < res.metric_before  # Mattes MI: lower is better
     d = res.to_dict()

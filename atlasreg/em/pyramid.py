@@ -40,7 +40,7 @@ from ..volume import Volume
 #: Default chunk shape of every level (z, y, x): ~0.5 M voxels, so a reduction task holds a few MB.
 DEFAULT_CHUNKS = (32, 128, 128)
 #: dask block size used to read the source: small blocks keep the copy of level 0 light.
-READ_BLOCK_BYTES = "8MiB"
+READ_BLOCK_BYTES = "1MiB"
 
 
 @dataclass(frozen=True)

@@ -129,9 +129,9 @@ def _sitk(vol: Volume, data: np.ndarray):
 
 
 def refine_landmark_fit(em: Volume, lm: Volume, landmark_fit: Transform, heldout_src, heldout_dst, *,
-                        model: str = "affine", psf_sigma=None, mask=None, iterations: int = 200, shrink=(2, 1), smooth=(1.0, 0.0),
-                        bins: int = 32, bspline_nodes: int = 3, bspline_iterations: int = 30, tolerance: float = 0.0, seed: int = 1,
-                        threads: int = 2) -> RefineResult:
+                        model: str = "affine", psf_sigma=None, mask=None, iterations: int = 200, shrink=(2, 1),
+                        smooth=(1.0, 0.0), bins: int = 32, bspline_nodes: int = 3, bspline_iterations: int = 30,
+                        tolerance: float = 0.0, seed: int = 1, threads: int = 2) -> RefineResult:
     """Refine an EM → light-sheet landmark fit by masked intensity registration; keep it only if held-out landmarks agree.
 
     Parameters
@@ -221,8 +221,8 @@ def refine_landmark_fit(em: Volume, lm: Volume, landmark_fit: Transform, heldout
         raise InputError(f"the EM block covers only {int(foot.sum())} voxels of the light-sheet crop (need 512): "
                          "use a finer crop, a larger block, or check the transform", field="em")
     fixed_a = _normalise(lm.numpy().astype(np.float32), foot)
-    moving_a = _normalise(np.where(foot, moving, 0).astype(np.float32), foot)
-    moving_a[~np.isfinite(moving)] = 0
+    # outside the block a neutral grey, not 0: no artificial edge for the metric to lock onto
+    moving_a = _normalise(np.where(np.isfinite(moving), moving, np.median(moving[foot])).astype(np.float32), foot)
     f_img, m_img = _sitk(lm, fixed_a), _sitk(lm, moving_a)
     mask_img = sitk.Cast(_sitk(lm, foot.astype(np.float32)), sitk.sitkUInt8)
 
