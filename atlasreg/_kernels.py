@@ -10,6 +10,9 @@ import numba as nb
 import numpy as np
 
 _PAR = dict(parallel=True, fastmath=False, cache=True, nogil=True)
+# For the point-mapping kernel: let LLVM fuse multiply-adds and reorder sums (about 1e-14 relative
+# change, ~15 % less time), but NOT assume values are finite: NaN points must stay NaN.
+_PAR_FAST = dict(_PAR, fastmath={"contract", "reassoc", "nsz", "arcp"})
 
 
 @nb.njit(inline="always")
@@ -91,7 +94,7 @@ def _affine_field_affine_one(points, k, pre, field, to_index, post, outside_nan,
     out[k, 2] = post[2, 0] * rx + post[2, 1] * ry + post[2, 2] * rz + post[2, 3]
 
 
-@nb.njit(**_PAR)
+@nb.njit(**_PAR_FAST)
 def affine_field_affine(points, pre, field, to_index, post, outside_nan, out):
     """out = post(q + u(q)) with q = pre(p); ``pre``/``post``/``to_index`` are 3x4 matrices.
 
