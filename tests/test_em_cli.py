@@ -22,7 +22,7 @@ def em_zarr(data_dir, tmp_path_factory):
 
 
 def test_help_has_examples():
-    for verb in ("pyramid", "crop"):
+    for verb in ("pyramid", "crop", "refine"):
         r = CliRunner().invoke(app, ["em", verb, "--help"])
         assert r.exit_code == 0 and "Example" in r.output and "atlasreg em " + verb in r.output
 
@@ -77,3 +77,44 @@ def test_crop_verb(em_zarr, tmp_path):
     np.testing.assert_array_equal(c.numpy(), lm.numpy()[i0[0]:i0[0] + c.shape[0], i0[1]:i0[1] + c.shape[1],
                                                           i0[2]:i0[2] + c.shape[2]])
     assert c.shape == (7, 46, 46)  # 0.4 x 2.05 x 2.05 um + 0.1 um margin, in 0.1 x 0.05 x 0.05 um voxels
+
+
+def test_refine_verb_on_the_isbi_pair(data_dir, tmp_path):
+    import pandas as pd
+
+    from atlasreg.em import build_pyramid, synthetic_lm_pair
+
+    EM, LM = ar.Space("em", "nm"), ar.Space("lm", "um")
+    a = tifffile.imread(data_dir / "em" / "isbi2012_train_volume_30x512x512.tif")
+    em = ar.Volume(a, (50, 4, 4), space=EM)
+    pair = synthetic_lm_pair(em, lm_voxel_size=(75, 24, 24), psf_sigma=(75, 24, 24))
+    ar.write_volume(pair.lm, tmp_path / "lm.tif")
+    block = ar.Volume(a[5:25, 32:480, 32:480], (50, 4, 4), origin=em.index_to_physical([[5, 32, 32]])[0], space=EM)
+    build_pyramid(block, tmp_path / "em.ome.zarr", target_voxel_size=(75, 24, 24))
+    rng = np.random.default_rng(1)
+    src = block.index_to_physical(rng.uniform(0, np.array(block.shape) - 1, (16, 3)))
+    dst = pair.truth.map_points(src) + rng.normal(0, 0.03, (16, 3))
+    fit = ar.fit_landmarks(src[:6], dst[:6] + [0.0, 0.02, -0.015], model="affine", src=EM, dst=LM)
+    ar.save_transform(fit, tmp_path / "fit.json")
+    pd.DataFrame({"em_x": src[6:, 0], "em_y": src[6:, 1], "em_z": src[6:, 2],
+                  "lm_x": dst[6:, 0], "lm_y": dst[6:, 1], "lm_z": dst[6:, 2]}).to_csv(tmp_path / "held.csv", index=False)
+    out = tmp_path / "refined.json"
+    r = CliRunner().invoke(app, ["em", "refine", str(tmp_path / "em.ome.zarr"), str(tmp_path / "lm.tif"), "-t",
+                                 str(tmp_path / "fit.json"), "--heldout", str(tmp_path / "held.csv"), "--psf",
+                                 "0.075,0.024,0.024", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "kept the refinement" in r.output and "EM level 3" in r.output
+    T = ar.load_transform(out)
+    lattice = block.index_to_physical(np.indices((3, 3, 3)).reshape(3, -1).T * (np.array(block.shape) - 1) / 2)
+    err = lambda t: np.median(np.linalg.norm(t.map_points(lattice) - pair.truth.map_points(lattice), axis=1))  # noqa
+    assert err(T) < 0.5 * err(fit)
+    import json
+
+    rep = json.loads((tmp_path / "refined.report.json").read_text())
+    assert rep["accepted"] and rep["heldout_after"]["median"] <= rep["heldout_before"]["median"]
+    # too few held-out pairs: exit 2, nothing written
+    pd.read_csv(tmp_path / "held.csv").iloc[:2].to_csv(tmp_path / "two.csv", index=False)
+    r = CliRunner().invoke(app, ["em", "refine", str(tmp_path / "em.ome.zarr"), str(tmp_path / "lm.tif"), "-t",
+                                 str(tmp_path / "fit.json"), "--heldout", str(tmp_path / "two.csv"), "-o",
+                                 str(tmp_path / "r2.json")])
+    assert r.exit_code == 2 and "at least 3" in r.output and not (tmp_path / "r2.json").exists()

@@ -115,3 +115,79 @@ def crop(
     write_volume(c, output, force=force)
     typer.echo(f"crop of {lightsheet}: shape {c.shape}, origin {tuple(round(v, 4) for v in c.origin)} {c.unit}")
     typer.echo(f"wrote {output}")
+
+
+@em_app.command("refine")
+@run_cli
+def refine(
+    em: Path = typer.Argument(..., help="EM pyramid (OME-Zarr from 'atlasreg em pyramid')."),
+    lightsheet: Path = typer.Argument(..., help="Light-sheet volume (the whole one: the region is cropped here)."),
+    transform: Path = typer.Option(..., "-t", "--transform", help="Landmark fit EM -> light-sheet (.json from "
+                                   "'atlasreg landmarks fit')."),
+    heldout: Path = typer.Option(..., "--heldout", help="Landmark pairs NOT used in the fit (same CSV layout as for "
+                                 "'landmarks fit'), at least 3: they decide whether the refinement is kept."),
+    output: Path = typer.Option(..., "-o", "--output", help="Transform to use from now on (.json): the refined map, "
+                                "or the landmark fit if the refinement made held-out error worse."),
+    psf: Optional[str] = typer.Option(None, "--psf", help="Light-sheet PSF sigma per axis (z,y,x) in the "
+                                      "light-sheet unit, e.g. '2.5,0.8,0.8'. Recommended."),
+    model: str = typer.Option("affine", "--model", help="affine, rigid or bspline."),
+    level: Optional[int] = typer.Option(None, "--level", help="Pyramid level to use (default: the last one finer "
+                                        "than the light-sheet voxels)."),
+    margin: float = typer.Option(0.0, "--margin", help="Border around the block in the crop, light-sheet unit."),
+    lm_voxel_size: Optional[str] = typer.Option(None, "--lm-voxel-size", help="Light-sheet voxel size if the file "
+                                                "records none."),
+    src_voxel_size: Optional[str] = typer.Option(None, "--src-voxel-size", help="Held-out EM columns are voxel "
+                                                 "indices of this size (transform's EM unit)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Report JSON (default: <output>.report.json)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite outputs."),
+) -> None:
+    """Refine a landmark fit EM -> light-sheet by masked intensity registration, kept only if held-out landmarks agree.
+
+    Prints the held-out landmark error before and after and which transform was kept.
+
+    Example:
+
+      atlasreg em refine em.ome.zarr brain.ome.zarr -t em_to_lm.json --heldout heldout.csv --psf 2.5,0.8,0.8 -o em_to_lm_refined.json
+    """
+    import json
+
+    from ..em.crop import crop_lm
+    from ..em.pyramid import open_pyramid
+    from ..em.refine import refine_landmark_fit
+    from ..errors import InputError
+    from ..io.atomic import atomic_path, check_writable
+    from ..io.landmarks import read_landmarks
+    from ..io.volumes import read_volume
+    from ..spaces import unit_scale
+    from ..transforms.files import load_transform, save_transform
+
+    rep = report or output.with_name(output.name[:-5] + ".report.json" if output.name.endswith(".json")
+                                     else output.name + ".report.json")
+    check_writable(output, force)
+    check_writable(rep, force)
+    T = load_transform(transform)
+    psf_v, _ = _lengths(psf, "--psf")
+    l_vs, _ = _lengths(lm_voxel_size, "--lm-voxel-size")
+    s_vs, _ = _lengths(src_voxel_size, "--src-voxel-size")
+    pyr = open_pyramid(em, space=T.src)
+    lv = read_volume(lightsheet, voxel_size=l_vs, space=T.dst)
+    if level is None:
+        k = max(pyr.level_for(lv.voxel_size * unit_scale(lv.unit, pyr.space.unit)) - 1, 0)
+    elif not 0 <= level < len(pyr.levels):
+        raise InputError(f"level {level} does not exist; the pyramid has levels 0..{len(pyr.levels) - 1}", path=em,
+                         field="--level")
+    else:
+        k = level
+    em_level = pyr.level(k)
+    crop = crop_lm(em_level, lv, T, margin)
+    pairs = read_landmarks(heldout, T.src, T.dst, src_voxel_size=s_vs)
+    res = refine_landmark_fit(em_level, crop, T, pairs.src_points, pairs.dst_points, model=model, psf_sigma=psf_v)
+    save_transform(res.transform, output, force=force)
+    doc = {"em": str(em), "level": k, "lightsheet": str(lightsheet), "landmark_fit": str(transform),
+           "heldout": str(heldout), "crop_shape": list(crop.shape), **res.to_dict()}
+    with atomic_path(rep, force) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1))
+    typer.echo(f"EM level {k} {tuple(round(v, 6) for v in em_level.voxel_size)} {em_level.unit}; light-sheet crop "
+               f"{crop.shape}")
+    typer.echo(res.summary())
+    typer.echo(f"wrote {output} and {rep}")
