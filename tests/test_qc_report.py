@@ -144,3 +144,39 @@ def test_report_from_result_folder(tmp_path):
     empty.mkdir()
     with pytest.raises(InputError, match="summary.json"):
         qc.render_report(empty)
+
+
+def test_report_for_a_saved_registration(tmp_path, data_dir):
+    """`atlasreg qc` on a folder `atlasreg register` writes: numbers, the three-plane figures, atlas boundaries
+    drawn on the recorded sample file and region volumes; a changed sample file is never drawn on."""
+    from typer.testing import CliRunner
+
+    import atlasreg as ar
+    from atlasreg.cli import app
+    from atlasreg.registration import RegistrationResult
+
+    atlas = ar.Atlas.load(data_dir / "atlas" / "allen_mouse_200um.npz",
+                          ontology=data_dir / "atlas" / "allen_structure_tree.csv", voxel_size=200.0,
+                          file_orientation="asr", space="ccf")
+    # a "sample": the template in its own space, shifted by a known translation, written as NIfTI
+    sample = Volume(atlas.reference.numpy(), 200.0, space=ar.Space("sample", "um", "asr"))
+    path = tmp_path / "sample.nii.gz"
+    ar.write_volume(sample, path)
+    T = ar.Affine.from_translation([200.0, 0.0, 0.0], sample.space, atlas.space)
+    res = RegistrationResult(T, sample.grid, atlas.reference.grid, {"ncc_initial": 0.5, "ncc_after": 0.9,
+                                                                    "seconds": 1.0}, {"preset": "test"}, "ants")
+    out = res.save(tmp_path / "reg", moving=sample, fixed=atlas.reference, atlas=atlas, inputs={"sample": path})
+    r = CliRunner().invoke(app, ["qc", str(out)])
+    assert r.exit_code == 0, r.output
+    text = (out / "report.html").read_text()
+    assert text.count("data:image/png;base64,") == 5  # overlay, checkerboard, boundaries, Jacobian, volumes
+    for needle in ("boundaries drawn on the sample", "folding fraction", "correlation after registration",
+                   "Region volumes", "CA3", "needs landmarks"):
+        assert needle in text, needle
+    # the sample file changed since the run: the report says so instead of drawing on the wrong image
+    ar.write_volume(sample.with_data(sample.numpy()[::-1].copy()), path, force=True)
+    text = qc.render_report(out)
+    assert text.count("data:image/png;base64,") == 4 and "changed since the registration" in text
+    (out / "COMPLETE").unlink()
+    with pytest.raises(InputError, match="incomplete"):
+        qc.render_report(out)

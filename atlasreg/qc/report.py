@@ -168,8 +168,122 @@ def _load_folder(folder: Path) -> dict:
 
 
 def _load_registration(folder: Path) -> dict:
-    raise InputError(f"no {SUMMARY_FILE} here and not a saved registration result; give the folder "
-                     "`atlasreg register` or `atlasreg demo` wrote", path=folder)
+    """A report for a folder :meth:`RegistrationResult.save` (``atlasreg register``) wrote: its numbers, its
+    overlay/checkerboard/Jacobian figures, the atlas boundaries drawn on the sample (when the sample file it
+    recorded is still there) and the region volumes as a bar chart and a table."""
+    res_file = folder / "result.json"
+    if not res_file.is_file():
+        raise InputError(f"no {SUMMARY_FILE} and no result.json here: not a result folder; give the folder "
+                         "`atlasreg register` or `atlasreg demo` wrote", path=folder)
+    if not (folder / "COMPLETE").exists():
+        raise InputError("this registration folder is incomplete (no COMPLETE marker): the run or its save was "
+                         "interrupted; rerun `atlasreg register`", path=folder)
+    try:
+        doc = json.loads(res_file.read_text())
+        grids = doc["moving_grid"], doc["fixed_grid"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"damaged result file ({type(exc).__name__}: {exc})", path=res_file) from None
+    metrics = doc.get("metrics") or {}
+    mfile = folder / "metrics.json"
+    if mfile.is_file():  # save() rewrites it after the figures, with the Jacobian numbers added
+        try:
+            metrics = json.loads(mfile.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON ({exc})", path=mfile) from None
+    names = {"ncc_initial": ("correlation after initialisation (NCC)", ""),
+             "ncc_after": ("correlation after registration (NCC)", ""),
+             "inverse_consistency_median_um": ("inverse consistency, median", "µm"),
+             "inverse_consistency_p95_um": ("inverse consistency, p95", "µm"),
+             "folding_fraction": ("folding fraction (det J <= 0)", ""),
+             "jacobian_min": ("det J minimum", ""), "jacobian_max": ("det J maximum", ""),
+             "seconds": ("registration time", "s")}
+    rows = [{"section": "registration", "name": n, "value": metrics[k], "unit": u,
+             "note": "working grid" if k.startswith(("ncc", "inverse")) else ""}
+            for k, (n, u) in names.items() if _is_num(metrics.get(k))]
+    ori = metrics.get("orientation")
+    if isinstance(ori, Mapping):
+        rows.append({"section": "registration", "name": "orientation (given / best fit)",
+                     "value": f"{ori.get('given')} / {ori.get('best')}", "unit": "",
+                     "note": "flagged" if ori.get("flagged") else "consistent"})
+    rows.append({"section": "registration", "name": "TRE", "value": None, "unit": "µm",
+                 "note": "needs landmarks: atlasreg landmarks fit / report"})
+    figs = []
+    for name, cap in (("overlay", "Fixed image and registered sample (three planes)"),
+                      ("checkerboard", "Checkerboard of fixed image and registered sample"),
+                      ("jacobian", "Jacobian determinant of the fixed -> moving map (folding in black)")):
+        if (folder / "qc" / f"{name}.png").is_file():
+            figs.append((cap, folder / "qc" / f"{name}.png"))
+    boundary, why = _boundaries_on_sample(folder, grids[0])
+    notes = [why] if why else []
+    if boundary is not None:
+        figs.insert(2, ("Atlas region boundaries drawn on the sample (native sample grid)", boundary))
+    tables = []
+    vol_csv = folder / "region_volumes.csv"
+    if vol_csv.is_file():
+        import pandas as pd
+
+        from .figures import region_counts_bar
+
+        try:
+            vols = pd.read_csv(vol_csv)
+            key = "acronym" if "acronym" in vols.columns else "id"
+            counts = dict(zip(vols[key].astype(str), vols["volume_mm3"].astype(float)))
+        except (ValueError, KeyError, pd.errors.ParserError) as exc:
+            raise InputError(f"damaged region volume table ({exc})", path=vol_csv) from None
+        if counts:
+            figs.append(("Region volumes in the sample (largest)",
+                         region_counts_bar(counts, top=20, title="region volume in the sample", xlabel="mm³")))
+            tables.append(("Region volumes in the sample (mm³)", vols))
+    m, f = grids[0]["space"]["name"], grids[1]["space"]["name"]
+    return {"title": f"atlasreg registration: {m} -> {f}", "_base": folder, "metrics": rows, "figures": figs,
+            "tables": tables, "notes": notes, "subtitle": f"{doc.get('backend', '?')} backend, preset "
+                                          f"{(doc.get('params') or {}).get('preset', '?')}",
+            "summary": f"Registration result in {folder}. Similarity and inverse consistency are measured on "
+                       "the working grid; the Jacobian on the fixed grid."}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _boundaries_on_sample(folder: Path, moving_grid: dict):
+    """(figure, None): the atlas annotation warped onto the sample, drawn on the sample image the run recorded;
+    (None, why not) when the run had no atlas or the sample file is gone or changed."""
+    from ..errors import AtlasregError
+
+    ann_file = folder / "annotation_in_moving.nii.gz"
+    if not ann_file.is_file():
+        return None, "no atlas boundaries on the sample: the registration was made without an atlas (--fixed)"
+    try:
+        rec = json.loads((folder / "record.json").read_text())
+        sample = Path(rec["inputs"]["sample"]["path"])
+        digest = rec["inputs"]["sample"].get("sha256")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, "no atlas boundaries on the sample: record.json does not name the sample file"
+    if not sample.is_file():
+        return None, f"no atlas boundaries on the sample: the sample file {sample} is not there any more"
+    from ..io.volumes import read_volume
+    from ..volume import Volume
+    from .figures import boundary_slices
+
+    if digest and _sha256(sample) != digest:  # changed since: never draw on the wrong image
+        return None, f"no atlas boundaries on the sample: {sample} changed since the registration (sha256)"
+    try:
+        ann = read_volume(ann_file)
+        img = read_volume(sample, voxel_size=list(moving_grid["spacing"]), override=True)
+    except AtlasregError as exc:
+        return None, f"no atlas boundaries on the sample: {exc}"
+    if img.shape != ann.shape:
+        return None, f"no atlas boundaries on the sample: {sample} has shape {img.shape}, the result {ann.shape}"
+    code = moving_grid["space"].get("orientation")
+    img = Volume(img.numpy(), img.voxel_size, space=img.space.name, orientation=code)
+    return boundary_slices(img, ann.numpy(), title="atlas boundaries on the sample"), None
 
 
 # -- rendering --------------------------------------------------------------------------------------
