@@ -102,3 +102,37 @@ def test_elastix_recovers_a_known_shift(data_dir):
 def test_bad_orientation_code_is_refused():
     with pytest.raises(ValueError, match="one of a/p, s/i, l/r"):
         peers._flip_axes("ias")
+
+
+def test_affine_oracle_is_exact_when_the_truth_is_affine():
+    # the reference row "best affine (oracle)" of bench_registration.py: with no displacement in the truth,
+    # the least-squares affine is the truth itself, in both directions
+    from benchmarks.bench_registration import affine_oracle
+    from benchmarks.groundtruth import GroundTruthTask
+
+    rng = np.random.default_rng(0)
+    fixed = rng.random((12, 10, 11)).astype(np.float32)
+    pts = rng.uniform(0, 400, size=(500, 3))
+    task = GroundTruthTask(0, fixed, fixed, (50.0, 40.0, 40.0), np.zeros((3, 3, 2, 2)), pts)
+    err = affine_oracle(task)
+    assert err["moving_to_fixed"]["p95_um"] < 1e-6 and err["fixed_to_moving"]["p95_um"] < 1e-6
+    none = task.errors(lambda x: x, lambda x: x)["moving_to_fixed"]["median_um"]
+    assert none > 100                                             # and the task is not the identity
+
+
+def test_targets_verdict_needs_every_seed_and_both_directions():
+    from benchmarks.bench_registration import _targets
+
+    def row(method, seed, med, p95, wall, mem, back=None):
+        e = {"median_um": med, "p95_um": p95}
+        return {"method": method, "seed": seed, "wall_s": wall, "peak_memory_gb": mem,
+                "errors": {"moving_to_fixed": e, "fixed_to_moving": back or e}}
+
+    good = [row("ants_default", s, 40, 85, 100, 3.0) for s in (0, 1)] + [row("atlasreg", s, 15, 45, 40, 0.8)
+                                                                         for s in (0, 1)]
+    assert _targets(good, [0, 1]) == {"accuracy": True, "time": True, "memory": True}
+    worse_back = good[:3] + [row("atlasreg", 1, 15, 45, 40, 0.8, back={"median_um": 15, "p95_um": 51})]
+    assert _targets(worse_back, [0, 1])["accuracy"] is False
+    slow = good[:3] + [row("atlasreg", 1, 15, 45, 51, 0.8)]
+    assert _targets(slow, [0, 1])["time"] is False
+    assert _targets(good[:3], [0, 1]) is None                     # a seed without atlasreg: no verdict
