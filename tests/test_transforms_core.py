@@ -283,3 +283,20 @@ def test_large_calls_map_identically_in_any_order():
         assert np.array_equal(np.isnan(got), np.isnan(want))
         assert 0 < np.isnan(got[:, 0]).sum() < len(pts)
         assert np.array_equal(got[~np.isnan(got)], want[~np.isnan(want)])
+
+
+def test_field_with_nan_or_inf_is_refused_in_every_layout():
+    """The parallel finite check covers C order, ITK's order and strided views alike."""
+    rng = np.random.default_rng(3)
+    u = rng.normal(0, 1, (9, 8, 7, 3)).astype(np.float32)
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in ((0, 0, 0, 0), (8, 7, 6, 2), (4, 3, 2, 1)):
+            v = u.copy()
+            v[where] = bad
+            itk_order = np.ascontiguousarray(v.transpose(2, 1, 0, 3)).transpose(2, 1, 0, 3)
+            strided = np.repeat(v, 2, axis=0)[::2]  # a view with a gap between x-slices
+            for arr in (v, itk_order, strided, v.astype(np.float64)):
+                assert arr[where] != arr[where] or not np.isfinite(arr[where])
+                with pytest.raises(InputError, match="NaN or inf"):
+                    DisplacementField(arr, spacing=(1, 1, 1), src="a", dst="b")
+    assert DisplacementField(u, src="a", dst="b").displacement is u
