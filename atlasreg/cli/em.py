@@ -161,9 +161,11 @@ def refine(
     from ..spaces import unit_scale
     from ..transforms.files import load_transform, save_transform
 
+    if not output.name:
+        raise InputError("give an output file name (e.g. em_to_lm_refined.json)", path=output, field="--output")
+    check_writable(output, force)
     rep = report or output.with_name(output.name[:-5] + ".report.json" if output.name.endswith(".json")
                                      else output.name + ".report.json")
-    check_writable(output, force)
     check_writable(rep, force)
     T = load_transform(transform)
     psf_v, _ = _lengths(psf, "--psf")

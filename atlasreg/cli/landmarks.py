@@ -39,7 +39,11 @@ def _space(name: Optional[str], unit: Optional[str]):
 
 
 def _report_path(output: Path) -> Path:
+    from ..errors import InputError
+
     name = output.name
+    if not name:
+        raise InputError("give an output file name (e.g. em_to_lm.json)", path=output, field="--output")
     for suf in (".json", ".h5", ".tfm", ".txt", ".mat"):
         if name.endswith(suf):
             name = name[: -len(suf)]
