@@ -23,7 +23,8 @@ def demo(
     Without arguments: builds a small phantom with known ground truth (atlas, warped sample, EM
     block with landmarks, neurons), registers the sample to the atlas, brings the EM block and
     the neurons into the atlas, counts cells per region, and prints how accurate every step was.
-    No network; under a minute on two cores.
+    No network; about half a minute on two cores (the real-data run: several minutes,
+    with progress and elapsed time for every stage).
 
     Examples:
 

@@ -24,15 +24,10 @@ NEURONS = "Move traced neurons into the atlas"
 DEMO_REGISTRATION = {"preset": "fast", "working_spacing": 150.0, "rigid_iterations": (100, 50)}
 
 
-def register_sample(sample: Volume, reference: Volume, echo):
-    """``atlasreg.register`` with :data:`DEMO_REGISTRATION`, stage progress echoed."""
+def register_sample(sample: Volume, reference: Volume, progress):
+    """``atlasreg.register`` with :data:`DEMO_REGISTRATION`, stage progress reported to ``progress``."""
     register = _need("atlasreg.registration", "register")
-
-    def on_stage(name, what):
-        if what == "start":
-            echo(f"      {name} ...")
-
-    return register(moving=sample, fixed=reference, progress=on_stage, **DEMO_REGISTRATION)
+    return register(moving=sample, fixed=reference, progress=progress, **DEMO_REGISTRATION)
 
 
 def _region_names(onto, ids) -> np.ndarray:
@@ -79,7 +74,7 @@ def run_phantom_chain(run, data_dir=None, seed: int = 0) -> None:
     with run.stage(REG, needs=(GEN,)) as st:
         if st is not None:
             ref = Volume(ph.atlas_reference.numpy(), ph.atlas_reference.voxel_size, space=ATLAS)
-            res = register_sample(ph.sample, ref, run.echo)
+            res = register_sample(ph.sample, ref, run.progress())
             T = res.transform
             ctx["T"] = T
             with _suppress_unavailable(run, "saving the registration"):

@@ -95,6 +95,23 @@ class _Run:
             self.echo(f"      done in {rec['seconds']:.1f} s (total {time.perf_counter() - self.t0:.0f} s)"
                       + (f": {rec['detail']}" if rec["detail"] else ""))
 
+    def progress(self):
+        """A ``progress(stage, status)`` callback for :func:`atlasreg.register`: one line as each of its stages
+        starts and one with its time when it ends, so a long registration says how it is getting on."""
+        started: dict = {}
+
+        def note(name: str, what: str) -> None:
+            if what == "start":
+                started[name] = time.perf_counter()
+                self.echo(f"      {name} ...")
+            elif what == "done" and name in started:
+                self.echo(f"      {name} done in {time.perf_counter() - started.pop(name):.1f} s "
+                          f"(total {time.perf_counter() - self.t0:.0f} s)")
+            elif what == "skip":
+                self.echo(f"      {name}: already done (resumed)")
+
+        return note
+
     def metric(self, section: str, name: str, value, unit: str = "", note: str = "") -> None:
         if isinstance(value, (np.floating, np.integer)):
             value = value.item()

@@ -67,11 +67,7 @@ def run_real_chain(run, data_dir: Path, seed: int = 0) -> None:
             run.echo(f"      light-sheet {sample.shape} @ 50x40x40 µm -> CCF {ref.shape} @ 200 µm "
                      "(a few minutes on two cores)")
 
-            def on_stage(name, what):
-                if what == "start":
-                    run.echo(f"      {name} ...")
-
-            res = register(moving=sample, fixed=ref, preset="lightsheet-to-atlas", progress=on_stage)
+            res = register(moving=sample, fixed=ref, preset="lightsheet-to-atlas", progress=run.progress())
             T = res.transform
             ctx["T"] = T
             res.save(out / "registration")

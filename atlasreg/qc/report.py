@@ -386,10 +386,10 @@ def write_report(result, out_html, force: bool = False) -> Path:
     >>> write_report("atlasreg-demo", "atlasreg-demo/report.html", force=True)   # doctest: +SKIP
     """
     out = Path(out_html)
-    if out.exists() and not force:
-        raise OutputExistsError(f"{out} exists")
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError("the report is HTML: give a file name ending in .html", path=out)
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} exists")
     text = render_report(result)  # fully rendered before anything is written
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
