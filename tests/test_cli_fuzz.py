@@ -91,6 +91,29 @@ def test_help_of_every_verb_shows_an_example(path):
     assert f"atlasreg {' '.join(path)}" in text  # the example is a command line of this very verb
 
 
+@pytest.mark.parametrize("path", [p for p, _ in VERBS if p != ("version",)],
+                         ids=["-".join(p) for p, _ in VERBS if p != ("version",)])
+def test_every_verb_takes_quiet_and_verbose(path):
+    text = run([*path, "--help"]).stdout
+    for flag in ("--quiet", "--verbose"):
+        assert flag in text, f"`atlasreg {' '.join(path)}` has no {flag}"
+
+
+def test_quiet_after_the_verb_silences_progress(tmp_path):
+    import logging
+
+    res = run(["demo", "--data-dir", str(tmp_path), "-o", str(tmp_path / "o"), "--quiet"])
+    assert_clean_error(res, EXIT["input"], "atlas/")
+    assert logging.getLogger().level == logging.WARNING
+    run(["demo", "--data-dir", str(tmp_path), "-o", str(tmp_path / "o"), "-v"])
+    assert logging.getLogger().level == logging.DEBUG
+    run(["--quiet", "qc", "--help"])  # before the verb: the root's option, as ever
+    from _demo_run import _drop_closed_log_handlers
+
+    logging.getLogger().setLevel(logging.INFO)
+    _drop_closed_log_handlers()
+
+
 def test_root_help_lists_every_verb():
     text = run(["--help"]).stdout
     for path, _ in VERBS:

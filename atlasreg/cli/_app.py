@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import sys
 
@@ -31,10 +32,22 @@ def _one_line(exc: BaseException) -> str:
 
 
 def run_cli(func):
-    """Decorator: turn atlasreg errors into one readable line on stderr and a documented exit code."""
+    """Decorator: turn atlasreg errors into one readable line on stderr and a documented exit code.
+
+    It also gives every verb ``--quiet/-q`` and ``--verbose/-v`` (the same as before the verb), unless the verb
+    declares its own (``register --quiet`` also hides its progress display).
+    """
+    sig = inspect.signature(func)
+    own = {n for n in ("quiet", "verbose") if n in sig.parameters}
+    added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+        False, f"--{n}", f"-{n[0]}", help="Only warnings and errors." if n == "quiet" else "Debug output."))
+        for n in ("quiet", "verbose") if n not in own]
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        flags = {n: bool(kwargs.get(n) if n in own else kwargs.pop(n, False)) for n in ("quiet", "verbose")}
+        if flags["quiet"] or flags["verbose"]:
+            set_verbosity(**flags)
         try:
             return func(*args, **kwargs)
         except OutputExistsError as exc:
@@ -53,6 +66,7 @@ def run_cli(func):
             typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(EXIT_FAILED)
 
+    wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *added])
     return wrapper
 
 
