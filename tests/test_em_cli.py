@@ -38,6 +38,12 @@ def test_pyramid_verb(em_zarr, tmp_path):
     assert v.space == ar.Space("em", "nm") and np.allclose(v.origin, [0, 14, 14])
     want = np.rint(a.reshape(8, 64, 8, 64, 8).mean(axis=(2, 4)))  # 8x8 means: three rounded 2x2 steps differ by <= 1
     assert np.abs(v.numpy().astype(float) - want).max() <= 1
+    # --start-level: no full-resolution copy; the levels keep their true geometry
+    r = CliRunner().invoke(app, ["em", "pyramid", str(src), "-o", str(tmp_path / "s.ome.zarr"), "--voxel-size",
+                                 "50,4,4", "--unit", "nm", "--target", "30", "--start-level", "2"])
+    assert r.exit_code == 0, r.output
+    assert "level 1: shape (8, 64, 64), voxel (50.0, 32.0, 32.0) nm (source level 3)" in r.output
+    assert np.allclose(ar.read_volume(tmp_path / "s.ome.zarr", level=1).origin, [0, 14, 14])
     # existing output without --force: exit 4
     r = CliRunner().invoke(app, ["em", "pyramid", str(src), "-o", str(out), "--voxel-size", "50,4,4", "--unit", "nm",
                                  "--target", "30"])

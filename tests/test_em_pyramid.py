@@ -1,6 +1,7 @@
 """EM pyramids: exact block means on the real ISBI stack, NGFF geometry, HDF5 input, bad input, bounded memory."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -183,3 +184,19 @@ def test_pyramid_of_a_volume_larger_than_the_budget_has_bounded_memory(tmp_path)
     full = ar.read_volume(tmp_path / "out.ome.zarr", level=0).data[:8, :512, :512].compute()
     want = _block_mean(full, (8, 64, 64))[0, :8, :8]
     assert np.abs(out.numpy()[0, :8, :8].astype(float) - want).max() <= 3
+
+
+def test_start_level_skips_the_full_resolution_copy(isbi, tmp_path):
+    em = ar.Volume(isbi, (50, 4, 4), origin=(100.0, 8.0, -4.0), space=EM)
+    full = build_pyramid(em, tmp_path / "full.ome.zarr", target_voxel_size=100)
+    part = build_pyramid(em, tmp_path / "part.ome.zarr", target_voxel_size=100, start_level=2)
+    assert part.levels == [dataclasses.replace(lv, path=str(k)) for k, lv in enumerate(full.levels[2:])]
+    first = part.level(0)
+    assert first.shape == (30, 128, 128) and np.allclose(first.voxel_size, (50, 16, 16))
+    np.testing.assert_allclose(first.origin, full.level(2).origin)
+    # level 2 straight from the source: the rounded mean of each 1x4x4 block
+    np.testing.assert_array_equal(first.numpy(), np.rint(_block_mean(isbi, (1, 4, 4))).astype(np.uint8))
+    # later levels are halvings of it, as in a full pyramid (within the extra rounding step of the full one)
+    assert np.abs(part.level(2).numpy().astype(int) - full.level(4).numpy().astype(int)).max() <= 1
+    with pytest.raises(InputError, match="start_level"):
+        build_pyramid(em, tmp_path / "bad.ome.zarr", target_voxel_size=100, start_level=9)

@@ -44,6 +44,9 @@ def pyramid(
     target: Optional[str] = typer.Option(None, "--target", help="Stop once voxels reach this size on every axis "
                                          "(the light-sheet voxel), e.g. '5um' or '5,2,2 um' (default unit: --unit)."),
     levels: Optional[int] = typer.Option(None, "--levels", help="Exactly this many levels instead of --target."),
+    start_level: int = typer.Option(0, "--start-level", help="First level written (0: full resolution). For a "
+                                    "petabyte block, skip copying the finest levels: level k is computed straight "
+                                    "from the source."),
     space: Optional[str] = typer.Option(None, "--space", help="Name of the EM space (default: from the file)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="HDF5 dataset / Zarr group inside the file."),
     chunks: str = typer.Option("32,128,128", "--chunks", help="Chunk shape of every level (z,y,x)."),
@@ -66,10 +69,12 @@ def pyramid(
     if ch is None or any(c < 1 or c != int(c) for c in ch):
         raise InputError(f"--chunks must be positive integers, got {chunks!r}", field="--chunks")
     p = build_pyramid(source, output, voxel_size=vs, unit=unit, space=space, dataset=dataset, target_voxel_size=tgt,
-                      target_unit=tunit, levels=levels, chunks=tuple(int(c) for c in ch), force=force)
+                      target_unit=tunit, levels=levels, chunks=tuple(int(c) for c in ch), start_level=start_level,
+                      force=force)
     u = p.space.unit
     for k, lv in enumerate(p.levels):
-        typer.echo(f"level {k}: shape {lv.shape}, voxel {tuple(round(v, 6) for v in lv.voxel_size)} {u}")
+        typer.echo(f"level {k}: shape {lv.shape}, voxel {tuple(round(v, 6) for v in lv.voxel_size)} {u}"
+                   + (f" (source level {k + start_level})" if start_level else ""))
     typer.echo(f"wrote {output} ({len(p.levels)} levels, space {p.space})")
 
 

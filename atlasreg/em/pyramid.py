@@ -173,7 +173,8 @@ def _open_source(source, voxel_size, space, unit, dataset, level) -> Volume:
 def build_pyramid(source, output: str | os.PathLike, *, voxel_size=None, unit: str | None = None,
                   space: Space | str | None = None, dataset: str | None = None, level: int = 0,
                   target_voxel_size=None, target_unit: str | None = None, levels: int | None = None,
-                  chunks=DEFAULT_CHUNKS, ngff_version: str = "0.4", force: bool = False) -> Pyramid:
+                  chunks=DEFAULT_CHUNKS, start_level: int = 0, ngff_version: str = "0.4",
+                  force: bool = False) -> Pyramid:
     """Write an anti-aliased OME-Zarr pyramid of an EM volume, blockwise with bounded memory.
 
     Parameters
@@ -198,6 +199,13 @@ def build_pyramid(source, output: str | os.PathLike, *, voxel_size=None, unit: s
     chunks : 3 ints
         Chunk shape of every level. Memory per dask thread is a few times
         ``4 * prod(chunks) * 8`` bytes (a float32 block of the finer level).
+    start_level : int
+        First level to write (0: the full resolution). An H01-sized block
+        (petabytes) need not be copied: ``start_level=k`` computes level ``k``
+        directly from the source (the mean of each ``factor`` block, read in
+        small blocks) and writes it as the output's level 0; the output's
+        levels keep their true voxel sizes, origins and factors (relative to
+        the source).
     ngff_version : {"0.4", "0.5"}
     force : bool
         Replace an existing output.
@@ -275,16 +283,48 @@ def build_pyramid(source, output: str | os.PathLike, *, voxel_size=None, unit: s
                       f"{np.round(target, 6).tolist()} {vol.unit}; the coarsest level has "
                       f"{np.round(vs0 * facs[-1], 6).tolist()}", stacklevel=2)
     c = tuple(int(x) for x in np.broadcast_to(np.asarray(chunks, dtype=np.int64), (3,)))
-    write_volume(vol, out, force=force, chunks=c, levels=len(facs), ngff_version=ngff_version, downsample="mean")
+    if isinstance(start_level, bool) or not isinstance(start_level, (int, np.integer)) \
+            or not 0 <= start_level < len(facs):
+        raise InputError(f"start_level must be 0..{len(facs) - 1} (the pyramid has {len(facs)} levels), got "
+                         f"{start_level!r}", path=where, field="start_level")
+    first = vol if start_level == 0 else _coarsened(vol, facs[start_level], c)
+    # the writer's halving rule applied to the coarsened volume gives exactly the remaining levels
+    write_volume(first, out, force=force, chunks=c, levels=len(facs) - start_level, ngff_version=ngff_version,
+                 downsample="mean")
 
     origin0 = np.asarray(vol.origin, np.float64)
     lvls = []
     shape = np.asarray(vol.shape, np.int64)
-    for k, f in enumerate(facs):
+    for k, f in enumerate(facs[start_level:]):
         lvls.append(PyramidLevel(tuple(int(n) for n in shape // f), tuple(float(v) for v in vs0 * f),
                                  tuple(float(v) for v in origin0 + (f - 1) / 2.0 * vs0),
                                  tuple(int(v) for v in f), str(k)))
     return Pyramid(out, vol.space, lvls, None if target is None else tuple(float(v) for v in target), reached)
+
+
+def _coarsened(vol: Volume, f, chunks) -> Volume:
+    """The lazy block mean of ``vol`` over ``f``-voxel blocks, voxel 0 centred on the block it averages.
+
+    Input blocks are ``f`` times an output block of about ``chunks / f`` voxels, so each task holds about one
+    ``chunks``-sized block of the source whatever ``f`` is.
+    """
+    import dask.array as da
+
+    f = np.asarray(f, np.int64)
+    dtype = np.dtype(vol.dtype)
+    x = vol.data if hasattr(vol.data, "rechunk") else da.from_array(np.asarray(vol.data), chunks=chunks)
+    n = np.asarray(vol.shape, np.int64) // f
+    x = x[tuple(slice(0, int(a * b)) for a, b in zip(n, f))]
+    oc = [max(1, int(c) // int(k)) for c, k in zip(chunks, f)]
+    x = x.rechunk(tuple(int(o * k) for o, k in zip(oc, f)))
+    work = np.float64 if dtype.itemsize > 4 else np.float32
+    m = da.coarsen(np.mean, x.astype(work), {i: int(k) for i, k in enumerate(f)}, trim_excess=True)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        m = da.clip(da.rint(m), info.min, info.max)
+    vs0 = np.asarray(vol.voxel_size, np.float64)
+    origin = np.asarray(vol.origin, np.float64) + (f - 1) / 2.0 * vs0
+    return Volume(m.astype(dtype), vs0 * f, origin, vol.direction, vol.space)
 
 
 def open_pyramid(path: str | os.PathLike, space: Space | str | None = None) -> Pyramid:
