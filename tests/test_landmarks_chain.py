@@ -58,3 +58,45 @@ def test_chain_inverts(chain):
     ccf = g.map_points(em_uct.src_points, "em", "ccf")
     back = g.map_points(ccf, "ccf", "em")
     np.testing.assert_allclose(back, em_uct.src_points, atol=1.0)  # nm
+
+
+def test_em_volume_warped_into_ccf_in_one_call(chain, atlas):
+    """EM voxels -> EM nm (the volume's geometry) -> micro-CT -> CCF: one ``SpaceGraph.warp`` call, one resampling.
+
+    The EM image is a stand-in (ones over the block the 13 landmarks span, on a coarse level of the 18x18x45 nm
+    grid); what is checked is where it lands: every voxel it fills in the CCF grid maps back inside the EM block,
+    the block's landmarks fall on filled voxels, and the block sits in hippocampal CA3.
+    """
+    from atlasreg import Grid, Volume
+
+    em_uct, _, _, _, g = chain
+    src = em_uct.src_points  # nm
+    vs = np.array([18.0, 18.0, 45.0]) * np.array([256, 256, 128])  # a level of the EM pyramid, nm
+    lo, hi = src.min(0) - vs, src.max(0) + vs
+    shape = tuple(int(v) for v in np.ceil((hi - lo) / vs) + 1)
+    em = Volume(np.ones(shape, np.uint8), vs, origin=lo, space=em_uct.src)
+    assert em.space.unit == "nm"
+
+    corners = em.index_to_physical(np.array([[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                                             for k in (0, shape[2] - 1)], float))
+    ccf_corners = g.map_points(corners, "em", "ccf")
+    step = 5.0  # µm
+    c_lo = ccf_corners.min(0) - 4 * step
+    c_shape = tuple(int(v) for v in np.ceil((ccf_corners.max(0) + 4 * step - c_lo) / step))
+    ref = Grid(c_shape, (step, step, step), atlas.annotation.space, tuple(c_lo), np.eye(3))
+
+    out = g.warp(em, "ccf", reference=ref, interpolation="nearest", fill=0)
+    assert out.space.name == "ccf" and out.shape == c_shape
+    filled = np.argwhere(out.numpy() > 0)
+    assert len(filled) > 100
+    # every filled CCF voxel maps back inside the EM block (half an EM voxel of slack for nearest-neighbour)
+    back = em.physical_to_index(g.map_points(out.index_to_physical(filled.astype(float)), "ccf", "em"))
+    assert np.all(back > -0.5 - 1e-6) and np.all(back < np.array(shape) - 0.5 + 1e-6)
+    # the landmarks, carried point-wise, fall on filled voxels of the warped block
+    idx = np.rint(out.physical_to_index(g.map_points(src, "em", "ccf"))).astype(int)
+    assert np.all(out.numpy()[tuple(idx.T)] > 0)
+    # and the block sits in CA3 (or its layers)
+    onto = atlas.ontology
+    ids = atlas.region_of(out.index_to_physical(filled.astype(float)), space="ccf")
+    in_ca3 = np.array([i > 0 and (int(i) == 463 or 463 in onto.ancestors(int(i))) for i in ids[::7]])
+    assert in_ca3.mean() > 0.5, in_ca3.mean()
