@@ -310,6 +310,30 @@ def invert_field_points(points, field, to_index, outside_nan, max_iter, tol, out
             residual[k] = np.nan
 
 
+@nb.njit(inline="always")
+def trilinear(data, cx, cy, cz, nx, ny, nz):
+    """Trilinear value of a 3-D array at a continuous index inside [-0.5, n - 0.5] (edges clamped).
+
+    Shared by the in-memory resampler and the blockwise one (:mod:`atlasreg.distributed`), so both
+    give bit-identical values."""
+    x0 = min(max(int(np.floor(cx)), 0), nx - 1)
+    y0 = min(max(int(np.floor(cy)), 0), ny - 1)
+    z0 = min(max(int(np.floor(cz)), 0), nz - 1)
+    x1 = min(x0 + 1, nx - 1)
+    y1 = min(y0 + 1, ny - 1)
+    z1 = min(z0 + 1, nz - 1)
+    fx = min(max(cx - x0, 0.0), 1.0)
+    fy = min(max(cy - y0, 0.0), 1.0)
+    fz = min(max(cz - z0, 0.0), 1.0)
+    c00 = data[x0, y0, z0] * (1 - fx) + data[x1, y0, z0] * fx
+    c01 = data[x0, y0, z1] * (1 - fx) + data[x1, y0, z1] * fx
+    c10 = data[x0, y1, z0] * (1 - fx) + data[x1, y1, z0] * fx
+    c11 = data[x0, y1, z1] * (1 - fx) + data[x1, y1, z1] * fx
+    c0 = c00 * (1 - fy) + c10 * fy
+    c1 = c01 * (1 - fy) + c11 * fy
+    return c0 * (1 - fz) + c1 * fz
+
+
 @nb.njit(**_PAR)
 def sample_linear(data, cidx, fill, out):
     """Trilinear sample of a 3-D array at continuous indices; ``fill`` outside [-0.5, n-0.5]."""
@@ -323,22 +347,7 @@ def sample_linear(data, cidx, fill, out):
                 and (cz >= -0.5) and (cz <= nz - 0.5)):
             out[k] = fill
             continue
-        x0 = min(max(int(np.floor(cx)), 0), nx - 1)
-        y0 = min(max(int(np.floor(cy)), 0), ny - 1)
-        z0 = min(max(int(np.floor(cz)), 0), nz - 1)
-        x1 = min(x0 + 1, nx - 1)
-        y1 = min(y0 + 1, ny - 1)
-        z1 = min(z0 + 1, nz - 1)
-        fx = min(max(cx - x0, 0.0), 1.0)
-        fy = min(max(cy - y0, 0.0), 1.0)
-        fz = min(max(cz - z0, 0.0), 1.0)
-        c00 = data[x0, y0, z0] * (1 - fx) + data[x1, y0, z0] * fx
-        c01 = data[x0, y0, z1] * (1 - fx) + data[x1, y0, z1] * fx
-        c10 = data[x0, y1, z0] * (1 - fx) + data[x1, y1, z0] * fx
-        c11 = data[x0, y1, z1] * (1 - fx) + data[x1, y1, z1] * fx
-        c0 = c00 * (1 - fy) + c10 * fy
-        c1 = c01 * (1 - fy) + c11 * fy
-        out[k] = c0 * (1 - fz) + c1 * fz
+        out[k] = trilinear(data, cx, cy, cz, nx, ny, nz)
 
 
 @nb.njit(**_PAR)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .._kernels import trilinear
+
 _SER = dict(cache=True, nogil=True, fastmath=False)
 
 
@@ -101,25 +103,7 @@ def sample_box(data, cidx, lo, full, nearest, fill, round_clip, vmin, vmax, out)
                 and (cz >= -0.5) and (cz <= full[2] - 0.5)):
             out[k] = fill
             continue
-        cx = cx - lo[0]
-        cy = cy - lo[1]
-        cz = cz - lo[2]
-        x0 = min(max(int(np.floor(cx)), 0), nx - 1)
-        y0 = min(max(int(np.floor(cy)), 0), ny - 1)
-        z0 = min(max(int(np.floor(cz)), 0), nz - 1)
-        x1 = min(x0 + 1, nx - 1)
-        y1 = min(y0 + 1, ny - 1)
-        z1 = min(z0 + 1, nz - 1)
-        fx = min(max(cx - x0, 0.0), 1.0)
-        fy = min(max(cy - y0, 0.0), 1.0)
-        fz = min(max(cz - z0, 0.0), 1.0)
-        c00 = data[x0, y0, z0] * (1 - fx) + data[x1, y0, z0] * fx
-        c01 = data[x0, y0, z1] * (1 - fx) + data[x1, y0, z1] * fx
-        c10 = data[x0, y1, z0] * (1 - fx) + data[x1, y1, z0] * fx
-        c11 = data[x0, y1, z1] * (1 - fx) + data[x1, y1, z1] * fx
-        c0 = c00 * (1 - fy) + c10 * fy
-        c1 = c01 * (1 - fy) + c11 * fy
-        v = c0 * (1 - fz) + c1 * fz
+        v = trilinear(data, cx - lo[0], cy - lo[1], cz - lo[2], nx, ny, nz)
         if round_clip:
             v = min(max(np.rint(v), vmin), vmax)
         out[k] = v

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import InputError
 from ..spaces import Space
 from ..transforms.base import Sequence, Transform
-from ..transforms.field import DisplacementField, InverseDisplacementField, grid_affine
+from ..transforms.field import DisplacementField, GridFrame, InverseDisplacementField, grid_affine
 from ..volume import Grid, _as_grid
 from . import _kernels as BK
 from ._job import Job, mark_done
@@ -59,7 +59,7 @@ class _serial_kernels:
         numba.set_num_threads(self._n)
 
 
-class ChunkedDisplacementField(Transform):
+class ChunkedDisplacementField(GridFrame, Transform):
     """``y = x + u(x)`` with ``u`` read box by box from a chunked ``(X, Y, Z, 3)`` array.
 
     Same semantics as :class:`~atlasreg.transforms.field.DisplacementField`
@@ -121,17 +121,6 @@ class ChunkedDisplacementField(Transform):
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.source.shape[:3])
 
-    @property
-    def spacing(self) -> np.ndarray:
-        return np.linalg.norm(self.index_to_physical[:3, :3], axis=0)
-
-    @property
-    def origin(self) -> np.ndarray:
-        return self.index_to_physical[:3, 3].copy()
-
-    @property
-    def direction(self) -> np.ndarray:
-        return self.index_to_physical[:3, :3] / self.spacing[None, :]
 
     def token(self) -> str:
         """Fingerprint for resumable jobs (the array's identity, not its bytes)."""

@@ -27,7 +27,26 @@ def _all_finite(u: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(u)))
 
 
-class DisplacementField(Transform):
+class GridFrame:
+    """Spacing, origin and direction of a sampling grid given by its ``index_to_physical`` 4x4 matrix
+    (shared by the in-memory and the chunked displacement fields)."""
+
+    index_to_physical: np.ndarray
+
+    @property
+    def spacing(self) -> np.ndarray:
+        return np.linalg.norm(self.index_to_physical[:3, :3], axis=0)
+
+    @property
+    def origin(self) -> np.ndarray:
+        return self.index_to_physical[:3, 3].copy()
+
+    @property
+    def direction(self) -> np.ndarray:
+        return self.index_to_physical[:3, :3] / self.spacing[None, :]
+
+
+class DisplacementField(GridFrame, Transform):
     """A displacement field transform ``y = x + u(x)`` from ``src`` to ``dst``.
 
     Parameters
@@ -85,17 +104,6 @@ class DisplacementField(Transform):
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.displacement.shape[:3])
 
-    @property
-    def spacing(self) -> np.ndarray:
-        return np.linalg.norm(self.index_to_physical[:3, :3], axis=0)
-
-    @property
-    def origin(self) -> np.ndarray:
-        return self.index_to_physical[:3, 3].copy()
-
-    @property
-    def direction(self) -> np.ndarray:
-        return self.index_to_physical[:3, :3] / self.spacing[None, :]
 
     def _map(self, pts: np.ndarray) -> np.ndarray:
         return self._map_fused(pts, None, None)
