@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import AtlasregError, InputError
 from ..spaces import Space
 from ..transforms.base import Affine, Sequence, Transform, as_points
+from ..transforms.itk import affine_to_sitk, sampled_field
 from ..volume import Volume, warp
 from .crop import em_to_lm_mapper
 
@@ -277,8 +278,6 @@ def refine_landmark_fit(em: Volume, lm: Volume, landmark_fit: Transform, heldout
     final_probe.SetShrinkFactorsPerLevel([1])
     final_probe.SetSmoothingSigmasPerLevel([0.0])
     if model == "bspline":
-        from ..transforms.field import DisplacementField
-
         bs = sitk.BSplineTransformInitializer(f_img, [int(bspline_nodes)] * 3, 3)
         breg = method()
         # B-spline MI derivatives cost ~100x the affine's per sample: a random quarter of the mask is enough
@@ -287,9 +286,7 @@ def refine_landmark_fit(em: Volume, lm: Volume, landmark_fit: Transform, heldout
         breg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=int(bspline_iterations),
                                   maximumNumberOfCorrections=5,
                                   maximumNumberOfFunctionEvaluations=2 * int(bspline_iterations))
-        aff = sitk.AffineTransform(3)
-        aff.SetMatrix(C[:3, :3].ravel().tolist())
-        aff.SetTranslation(C[:3, 3].tolist())
+        aff = affine_to_sitk(C)
         breg.SetMovingInitialTransform(aff)
         breg.SetInitialTransform(bs, inPlace=True)
         try:
@@ -297,11 +294,8 @@ def refine_landmark_fit(em: Volume, lm: Volume, landmark_fit: Transform, heldout
         except RuntimeError as exc:
             raise AtlasregError(f"SimpleITK B-spline refinement failed: {str(exc).strip().splitlines()[-1]}") from None
         # pull: x -> C(x + u(x)); u sampled on the crop grid, its inverse solved numerically
-        disp = sitk.TransformToDisplacementField(bs, sitk.sitkVectorFloat64, f_img.GetSize(), f_img.GetOrigin(),
-                                                 f_img.GetSpacing(), f_img.GetDirection())
-        u = sitk.GetArrayFromImage(disp).transpose(2, 1, 0, 3).astype(np.float32)
         mid = Space(lm_sp.name + "__bspline", lm_sp.unit)
-        U = DisplacementField(u, lm.voxel_size, lm.origin, lm.direction, lm_sp, mid, outside="zero")
+        U = sampled_field(bs, f_img, lm_sp, mid)
         Cinv_mid = Affine(np.linalg.inv(C), fit_sp, mid)
         back = Sequence([Cinv_mid, U.inverse().to_field()])            # warped-EM frame -> crop frame
         # re-label the numerical inverse's end space back to the crop's space
@@ -312,10 +306,7 @@ def refine_landmark_fit(em: Volume, lm: Volume, landmark_fit: Transform, heldout
         info["bspline_iterations"] = int(breg.GetOptimizerIteration())
     else:
         refined = T.compose(relabel).compose(Cinv) if isinstance(T, Affine) else Sequence([T, relabel, Cinv])
-        final = sitk.AffineTransform(3)
-        final.SetMatrix(C[:3, :3].ravel().tolist())
-        final.SetTranslation(C[:3, 3].tolist())
-        final_probe.SetInitialTransform(final)
+        final_probe.SetInitialTransform(affine_to_sitk(C))
     metric_after = float(final_probe.MetricEvaluate(f_img, m_img))
 
     # 3. held-out landmarks decide

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import AtlasregError
 from ..spaces import Space
 from ..transforms.base import Affine, Sequence, Transform
-from ..transforms.field import DisplacementField
+from ..transforms.itk import affine_to_sitk, sampled_field
 from ..volume import Volume
 
 
@@ -25,15 +25,6 @@ def _sitk_image(vol: Volume):
     import SimpleITK as sitk
 
     return sitk.Cast(vol.to_sitk(), sitk.sitkFloat32)
-
-
-def _affine_to_sitk(A: Affine):
-    import SimpleITK as sitk
-
-    tx = sitk.AffineTransform(3)
-    tx.SetMatrix(A.matrix[:3, :3].ravel().tolist())
-    tx.SetTranslation(A.matrix[:3, 3].tolist())
-    return tx
 
 
 def _sitk_to_affine(tx, src: Space, dst: Space) -> Affine:
@@ -99,7 +90,7 @@ def register_sitk(fixed: Volume, moving: Volume, init: Affine, params: dict, wor
         else:
             note("affine", "start")
             t0 = time.perf_counter()
-            tx = _affine_to_sitk(init)
+            tx = affine_to_sitk(init.matrix)
             reg = _method(params, "affine", seed)
             reg.SetInitialTransform(tx, inPlace=True)
             try:
@@ -125,17 +116,14 @@ def register_sitk(fixed: Volume, moving: Volume, init: Affine, params: dict, wor
         mesh = [max(1, int(round(e / float(params["bspline_mesh_spacing"])))) for e in extent]
         bs = sitk.BSplineTransformInitializer(f_img, mesh, 3)
         reg = _method(params, "bspline", seed)
-        reg.SetMovingInitialTransform(_affine_to_sitk(A))
+        reg.SetMovingInitialTransform(affine_to_sitk(A.matrix))
         reg.SetInitialTransform(bs, inPlace=True)
         try:
             reg.Execute(f_img, m_img)
         except RuntimeError as exc:
             raise AtlasregError(f"SimpleITK B-spline registration failed: {exc}") from None
         # y = A(B(x)): sample B as a displacement on the fixed working grid
-        disp = sitk.TransformToDisplacementField(bs, sitk.sitkVectorFloat64, f_img.GetSize(), f_img.GetOrigin(),
-                                                 f_img.GetSpacing(), f_img.GetDirection())
-        u = sitk.GetArrayFromImage(disp).transpose(2, 1, 0, 3).astype(np.float32)
-        U = DisplacementField(u, fixed.voxel_size, fixed.origin, fixed.direction, fixed.space, mid, outside="zero")
+        U = sampled_field(bs, f_img, fixed.space, mid)
         save_transform(U, fpath, force=True)
         info["stages"]["bspline"] = {"seconds": time.perf_counter() - t0}
         note("bspline", "done")

@@ -294,6 +294,27 @@ def field_from_sitk_image(img, src: Space, dst: Space, outside: str, path=None) 
         raise InputError(str(exc), path=path, field="displacement") from None
 
 
+def affine_to_sitk(matrix: np.ndarray):
+    """A 4x4 (or 3x4) affine matrix as a ``SimpleITK.AffineTransform`` mapping points the same way."""
+    import SimpleITK as sitk
+
+    m = np.asarray(matrix, float)
+    a = sitk.AffineTransform(3)
+    a.SetMatrix(tuple(float(v) for v in m[:3, :3].ravel()))
+    a.SetTranslation(tuple(float(v) for v in m[:3, 3]))
+    return a
+
+
+def sampled_field(tx, reference, src: Space, dst: Space, outside: str = "zero") -> DisplacementField:
+    """The SimpleITK transform ``tx`` (e.g. a fitted B-spline) sampled as a float32 displacement field on the
+    grid of the SimpleITK image ``reference``."""
+    import SimpleITK as sitk
+
+    disp = sitk.TransformToDisplacementField(tx, sitk.sitkVectorFloat32, reference.GetSize(), reference.GetOrigin(),
+                                             reference.GetSpacing(), reference.GetDirection())
+    return field_from_sitk_image(disp, src, dst, outside)
+
+
 def field_to_sitk_image(F: DisplacementField, dtype=None):
     """The field as a SimpleITK vector image with the same geometry (ITK index = atlasreg index)."""
     import SimpleITK as sitk
@@ -596,10 +617,7 @@ def _to_sitk(T: Transform, path):
     out = []
     for t in steps:
         if isinstance(t, Affine):
-            a = sitk.AffineTransform(3)
-            a.SetMatrix(tuple(float(v) for v in t.matrix[:3, :3].ravel()))
-            a.SetTranslation(tuple(float(v) for v in t.matrix[:3, 3]))
-            out.append(a)
+            out.append(affine_to_sitk(t.matrix))
         elif isinstance(t, DisplacementField):
             out.append(sitk.DisplacementFieldTransform(field_to_sitk_image(t, np.float64)))
         else:
