@@ -58,6 +58,8 @@ def _task_volumes(seed: int):
 
 
 def worker_atlasreg(seed: int, overrides: dict) -> dict:
+    import ants  # noqa: F401  loaded before the clock starts, as in the ANTs worker: both time the registration
+
     import atlasreg as ar
 
     task, fixed, moving = _task_volumes(seed)

@@ -88,6 +88,46 @@ def test_direction_moving_points_land_on_fixed_and_back(affine_case, brain4):
     assert res.transform.inverse().src.name == "ccf"
 
 
+def _fields(t):
+    from atlasreg.transforms.field import DisplacementField
+
+    if isinstance(t, DisplacementField):
+        return [t]
+    return [f for step in getattr(t, "steps", []) for f in _fields(step)]
+
+
+def test_field_reaches_past_the_image_edge(affine_case):
+    """Tissue cut by the fixed image's edge: the deformation lives on the working grid padded by ``pad``
+    (480 µm by default) because ANTs holds a field at zero on its border; there it would pin the edge."""
+    res, moving, fixed = affine_case["res"], affine_case["moving"], affine_case["fixed"]
+    assert res.params["pad"] == 480.0
+    (padded,) = _fields(res.transform)
+    bare = ar.register(moving, fixed, preset="fast", **{**QUICK, "pad": 0.0, "syn_iterations": (2, 1)})
+    (unpadded,) = _fields(bare.transform)
+    k = int(np.ceil(480.0 / QUICK["working_spacing"]))      # voxels of padding on each side
+    assert padded.shape[:3] == tuple(n + 2 * k for n in unpadded.shape[:3])
+    # the same physical frame: the unpadded grid's voxel 0 is the padded grid's voxel k
+    assert np.allclose(padded.index_to_physical @ [k, k, k, 1], unpadded.index_to_physical @ [0, 0, 0, 1])
+    # ANTs' field is exactly zero on its border; with the padding the band that was that border moves
+    assert np.abs(np.asarray(unpadded.displacement)[0]).max() == 0
+    u = np.asarray(padded.displacement)
+    assert np.abs(u[k]).max() > 1.0 and np.abs(u[-k - 1]).max() > 1.0
+
+
+def test_pad_keeps_the_physical_frame():
+    from atlasreg.registration.preprocess import pad
+
+    a = np.random.default_rng(0).random((5, 6, 7)).astype(np.float32)
+    R = np.array([[0, 1, 0], [-1, 0, 0], [0, 0, 1]], float)   # rotated axes: the origin moves along them
+    v = ar.Volume(a, (20.0, 30.0, 40.0), origin=(5.0, -3.0, 2.0), direction=R, space="x")
+    p = pad(v, 100.0)                                       # 5, 4 and 3 voxels
+    assert p.shape == (15, 14, 13)
+    assert np.array_equal(p.numpy()[5:10, 4:10, 3:10], a) and p.numpy()[0].max() == 0
+    idx = np.array([[0, 0, 0], [4, 5, 6], [2, 3, 1]])
+    assert np.allclose(p.index_to_physical(idx + [5, 4, 3]), v.index_to_physical(idx))
+    assert pad(v, 0.0) is v
+
+
 def test_warp_and_warp_back_land_in_each_grid(affine_case):
     res, moving, fixed = affine_case["res"], affine_case["moving"], affine_case["fixed"]
     w = res.warp(moving)
@@ -234,6 +274,8 @@ def test_bad_preset_and_parameters(brain4, no_backend):
         ar.register(moving, fixed, syn_iteratons=(1,))
     with pytest.raises(InputError, match="one entry per level"):
         ar.register(moving, fixed, syn_iterations=(10, 10, 10), syn_shrink=(2, 1))
+    with pytest.raises(InputError, match="pad"):
+        ar.register(moving, fixed, pad=-100)
     with pytest.raises(InputError, match="backend"):
         ar.register(moving, fixed, backend="elastix")
     with pytest.raises(InputError, match="space"):

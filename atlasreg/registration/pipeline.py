@@ -160,6 +160,10 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     f_n = f_w.with_data(pp.normalise(f_w.numpy(), lo, hi, f_mask))
     m_n = m_w.with_data(pp.normalise(m_w.numpy(), lo, hi, m_mask))
     init = pp.initial_affine(f_n, m_n, f_mask, m_mask, params["init"])
+    if params["pad"] > 0:  # after the initialisation: the padding is room for the field, not image content
+        if f_mask is not None:
+            f_mask = pp.pad(f_n.with_data(f_mask.astype(np.uint8)), params["pad"]).numpy().astype(bool)
+        f_n = pp.pad(f_n, params["pad"])
     note("masks and initialisation", "done")
 
     # -- backend -------------------------------------------------------------------------------------

