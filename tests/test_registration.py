@@ -276,6 +276,8 @@ def test_bad_preset_and_parameters(brain4, no_backend):
         ar.register(moving, fixed, syn_iterations=(10, 10, 10), syn_shrink=(2, 1))
     with pytest.raises(InputError, match="pad"):
         ar.register(moving, fixed, pad=-100)
+    with pytest.raises(InputError, match="pad must be a number"):
+        ar.register(moving, fixed, pad="wide")
     with pytest.raises(InputError, match="backend"):
         ar.register(moving, fixed, backend="elastix")
     with pytest.raises(InputError, match="space"):

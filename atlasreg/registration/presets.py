@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+
 from ..errors import InputError
 
 _COMMON = {
@@ -134,6 +136,11 @@ def get_preset(name: str, **overrides) -> dict:
 
 
 def _validate(p: dict) -> None:
+    for key, default in _COMMON.items():  # numbers stay numbers (e.g. ``--set pad=abc`` on the command line)
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            v = p[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise InputError(f"{key} must be a number, got {v!r}", field=key)
     for key, choices in _CHOICES.items():
         if p[key] not in choices:
             raise InputError(f"{key} must be one of {', '.join(map(str, choices))}, got {p[key]!r}", field=key)
