@@ -160,10 +160,13 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     f_n = f_w.with_data(pp.normalise(f_w.numpy(), lo, hi, f_mask))
     m_n = m_w.with_data(pp.normalise(m_w.numpy(), lo, hi, m_mask))
     init = pp.initial_affine(f_n, m_n, f_mask, m_mask, params["init"])
-    if params["pad"] > 0:  # after the initialisation: the padding is room for the field, not image content
+    # the backend's fixed grid: padded (room for the field, not image content, so after the initialisation);
+    # metrics and QC stay on the unpadded one
+    f_reg, f_mask_reg = f_n, f_mask
+    if params["pad"] > 0:
+        f_reg = pp.pad(f_n, params["pad"])
         if f_mask is not None:
-            f_mask = pp.pad(f_n.with_data(f_mask.astype(np.uint8)), params["pad"]).numpy().astype(bool)
-        f_n = pp.pad(f_n, params["pad"])
+            f_mask_reg = pp.pad(f_n.with_data(f_mask.astype(np.uint8)), params["pad"]).numpy().astype(bool)
     note("masks and initialisation", "done")
 
     # -- backend -------------------------------------------------------------------------------------
@@ -177,12 +180,13 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
         if backend == "ants":
             from .ants_backend import register_ants
 
-            core, info = register_ants(f_n, m_n, init, params, workdir, f_mask if params["metric_mask"] else None,
+            core, info = register_ants(f_reg, m_n, init, params, workdir,
+                                       f_mask_reg if params["metric_mask"] else None,
                                        m_mask if params["metric_mask"] else None, on_stage=note)
         else:
             from .sitk_backend import register_sitk
 
-            core, info = register_sitk(f_n, m_n, init, params, workdir, on_stage=note)
+            core, info = register_sitk(f_reg, m_n, init, params, workdir, on_stage=note)
     finally:
         if tmp is not None:
             tmp.cleanup()
