@@ -16,6 +16,21 @@ _PAR_FAST = dict(_PAR, fastmath={"contract", "reassoc", "nsz", "arcp"})
 
 
 @nb.njit(inline="always")
+def _apply(m, x, y, z):
+    # a 3x4 affine matrix applied to one point
+    return (m[0, 0] * x + m[0, 1] * y + m[0, 2] * z + m[0, 3],
+            m[1, 0] * x + m[1, 1] * y + m[1, 2] * z + m[1, 3],
+            m[2, 0] * x + m[2, 1] * y + m[2, 2] * z + m[2, 3])
+
+
+@nb.njit(inline="always")
+def _on_grid(cx, cy, cz, nx, ny, nz):
+    # the field's domain: continuous index within [-0.5, n - 0.5] on every axis
+    return (cx >= -0.5) and (cx <= nx - 0.5) and (cy >= -0.5) and (cy <= ny - 0.5) \
+        and (cz >= -0.5) and (cz <= nz - 0.5)
+
+
+@nb.njit(inline="always")
 def _axis(c, n):
     # Clamp-to-edge neighbours along one axis: (i0, i1, fraction); a point in the outer half voxel
     # takes the edge value, as ITK's linear interpolator does.
@@ -64,18 +79,9 @@ def _trilinear_vec(field, cx, cy, cz, nx, ny, nz):
 @nb.njit(inline="always")
 def _affine_field_affine_one(points, k, pre, field, to_index, post, outside_nan, out, nx, ny, nz):
     # One point of affine_field_affine: out[k] = post(q + u(q)), q = pre(points[k]).
-    px = points[k, 0]
-    py = points[k, 1]
-    pz = points[k, 2]
-    qx = pre[0, 0] * px + pre[0, 1] * py + pre[0, 2] * pz + pre[0, 3]
-    qy = pre[1, 0] * px + pre[1, 1] * py + pre[1, 2] * pz + pre[1, 3]
-    qz = pre[2, 0] * px + pre[2, 1] * py + pre[2, 2] * pz + pre[2, 3]
-    cx = to_index[0, 0] * qx + to_index[0, 1] * qy + to_index[0, 2] * qz + to_index[0, 3]
-    cy = to_index[1, 0] * qx + to_index[1, 1] * qy + to_index[1, 2] * qz + to_index[1, 3]
-    cz = to_index[2, 0] * qx + to_index[2, 1] * qy + to_index[2, 2] * qz + to_index[2, 3]
-    inside = (cx >= -0.5) and (cx <= nx - 0.5) and (cy >= -0.5) and (cy <= ny - 0.5) \
-        and (cz >= -0.5) and (cz <= nz - 0.5)
-    if inside:
+    qx, qy, qz = _apply(pre, points[k, 0], points[k, 1], points[k, 2])
+    cx, cy, cz = _apply(to_index, qx, qy, qz)
+    if _on_grid(cx, cy, cz, nx, ny, nz):
         ux, uy, uz = _trilinear_vec(field, cx, cy, cz, nx, ny, nz)
     elif outside_nan:
         out[k, 0] = np.nan
@@ -86,12 +92,7 @@ def _affine_field_affine_one(points, k, pre, field, to_index, post, outside_nan,
         ux = 0.0
         uy = 0.0
         uz = 0.0
-    rx = qx + ux
-    ry = qy + uy
-    rz = qz + uz
-    out[k, 0] = post[0, 0] * rx + post[0, 1] * ry + post[0, 2] * rz + post[0, 3]
-    out[k, 1] = post[1, 0] * rx + post[1, 1] * ry + post[1, 2] * rz + post[1, 3]
-    out[k, 2] = post[2, 0] * rx + post[2, 1] * ry + post[2, 2] * rz + post[2, 3]
+    out[k, 0], out[k, 1], out[k, 2] = _apply(post, qx + ux, qy + uy, qz + uz)
 
 
 @nb.njit(**_PAR_FAST)
@@ -114,17 +115,9 @@ def _block_keys(points, pre, to_index, nx, ny, nz, block, mult, off, keys):
     n = points.shape[0]
     mx, my, mz = mult[0], mult[1], mult[2]
     for k in nb.prange(n):
-        px = points[k, 0]
-        py = points[k, 1]
-        pz = points[k, 2]
-        qx = pre[0, 0] * px + pre[0, 1] * py + pre[0, 2] * pz + pre[0, 3]
-        qy = pre[1, 0] * px + pre[1, 1] * py + pre[1, 2] * pz + pre[1, 3]
-        qz = pre[2, 0] * px + pre[2, 1] * py + pre[2, 2] * pz + pre[2, 3]
-        cx = to_index[0, 0] * qx + to_index[0, 1] * qy + to_index[0, 2] * qz + to_index[0, 3]
-        cy = to_index[1, 0] * qx + to_index[1, 1] * qy + to_index[1, 2] * qz + to_index[1, 3]
-        cz = to_index[2, 0] * qx + to_index[2, 1] * qy + to_index[2, 2] * qz + to_index[2, 3]
-        if (cx >= -0.5) and (cx <= nx - 0.5) and (cy >= -0.5) and (cy <= ny - 0.5) \
-                and (cz >= -0.5) and (cz <= nz - 0.5):
+        qx, qy, qz = _apply(pre, points[k, 0], points[k, 1], points[k, 2])
+        cx, cy, cz = _apply(to_index, qx, qy, qz)
+        if _on_grid(cx, cy, cz, nx, ny, nz):
             keys[k] = (min(max(int(cx), 0), nx - 1) // block * mx + min(max(int(cy), 0), ny - 1) // block * my
                        + min(max(int(cz), 0), nz - 1) // block * mz)
         else:
@@ -275,12 +268,8 @@ def invert_field_points(points, field, to_index, outside_nan, max_iter, tol, out
         res = np.inf
         ok = True
         for _ in range(max_iter):
-            cx = to_index[0, 0] * xx + to_index[0, 1] * xy + to_index[0, 2] * xz + to_index[0, 3]
-            cy = to_index[1, 0] * xx + to_index[1, 1] * xy + to_index[1, 2] * xz + to_index[1, 3]
-            cz = to_index[2, 0] * xx + to_index[2, 1] * xy + to_index[2, 2] * xz + to_index[2, 3]
-            inside = (cx >= -0.5) and (cx <= nx - 0.5) and (cy >= -0.5) and (cy <= ny - 0.5) \
-                and (cz >= -0.5) and (cz <= nz - 0.5)
-            if inside:
+            cx, cy, cz = _apply(to_index, xx, xy, xz)
+            if _on_grid(cx, cy, cz, nx, ny, nz):
                 ux, uy, uz = _trilinear_vec(field, cx, cy, cz, nx, ny, nz)
             elif outside_nan:
                 ok = False

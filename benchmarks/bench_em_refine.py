@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 import atlasreg as ar  # noqa: E402
 from atlasreg.em import build_pyramid, crop_lm, refine_landmark_fit, synthetic_lm_pair  # noqa: E402
+from atlasreg.transforms.itk import linear_matrix  # noqa: E402
 
 EM = ar.Space("em", "nm")
 LM = ar.Space("lm", "um")
@@ -90,12 +91,7 @@ def _peer_sitk(level: ar.Volume, crop: ar.Volume, fit: ar.Affine | None = None) 
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetInitialTransform(init, inPlace=True)
     reg.Execute(f, m)
-    A = np.asarray(init.GetMatrix(), float).reshape(3, 3)
-    c = np.asarray(init.GetCenter(), float)
-    t = np.asarray(init.GetTranslation(), float)
-    P = np.eye(4)
-    P[:3, :3] = A
-    P[:3, 3] = t + c - A @ c
+    P = linear_matrix(init)
     # P: light-sheet um -> EM um (the pull-back); EM nm -> light-sheet um is its inverse after nm -> um
     return ar.Affine(np.linalg.inv(P) @ np.diag([1e-3, 1e-3, 1e-3, 1.0]), EM, LM)
 

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import AtlasregError, InputError
 from ..spaces import Space
 from ..transforms.base import Affine, Sequence, Transform, as_points
-from ..transforms.itk import affine_to_sitk, sampled_field
+from ..transforms.itk import affine_to_sitk, linear_matrix, sampled_field
 from ..volume import Volume, warp
 from .crop import em_to_lm_mapper
 
@@ -264,12 +264,7 @@ def refine_landmark_fit(em: Volume, lm: Volume, landmark_fit: Transform, heldout
         raise AtlasregError(f"SimpleITK refinement failed: {str(exc).strip().splitlines()[-1]}") from None
     info = {"affine_iterations": int(reg.GetOptimizerIteration()),
             "stop": reg.GetOptimizerStopConditionDescription()}
-    M = np.asarray(tx.GetMatrix(), float).reshape(3, 3)
-    c = np.asarray(tx.GetCenter(), float)
-    t = np.asarray(tx.GetTranslation(), float)
-    C = np.eye(4)
-    C[:3, :3] = M
-    C[:3, 3] = t + c - M @ c
+    C = linear_matrix(tx)
     lm_sp = grid.space
     fit_sp = Space(lm_sp.name + "__landmarks", lm_sp.unit)
     relabel = Affine(np.eye(4), lm_sp, fit_sp)

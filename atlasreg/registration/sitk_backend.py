@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import AtlasregError
 from ..spaces import Space
 from ..transforms.base import Affine, Sequence, Transform
-from ..transforms.itk import affine_to_sitk, sampled_field
+from ..transforms.itk import affine_to_sitk, linear_matrix, sampled_field
 from ..volume import Volume
 
 
@@ -25,16 +25,6 @@ def _sitk_image(vol: Volume):
     import SimpleITK as sitk
 
     return sitk.Cast(vol.to_sitk(), sitk.sitkFloat32)
-
-
-def _sitk_to_affine(tx, src: Space, dst: Space) -> Affine:
-    M = np.asarray(tx.GetMatrix(), float).reshape(3, 3)
-    c = np.asarray(tx.GetCenter(), float)
-    t = np.asarray(tx.GetTranslation(), float)
-    m = np.eye(4)
-    m[:3, :3] = M
-    m[:3, 3] = t + c - M @ c
-    return Affine(m, src, dst)
 
 
 def _method(params: dict, stage: str, seed: int):
@@ -97,7 +87,7 @@ def register_sitk(fixed: Volume, moving: Volume, init: Affine, params: dict, wor
                 reg.Execute(f_img, m_img)
             except RuntimeError as exc:
                 raise AtlasregError(f"SimpleITK affine registration failed: {exc}") from None
-            A = _sitk_to_affine(tx, fixed.space, moving.space)
+            A = Affine(linear_matrix(tx), fixed.space, moving.space)
             save_transform(A, path, force=True)
             info["stages"]["affine"] = {"seconds": time.perf_counter() - t0}
             note("affine", "done")
