@@ -230,11 +230,26 @@ def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------------
 # Stage 1: global search
 # ----------------------------------------------------------------------------------------------
-def _affine_fit(S, Y, w):
+def _affine_fit(S, Y, w, ref=None, shrink=0.0, model="affine"):
+    """Weighted fit of ``y ≈ A x + t``: ``"rotation"`` (A = ref's scale × a rotation, Procrustes with the sign of
+    ``det(ref)``), or ``"affine"`` with a ridge of weight ``shrink`` (relative to the weighted spread) pulling A
+    towards ``ref`` (so a source side that is mostly decoys cannot collapse the map onto a few dense points)."""
     w = w / w.sum()
     cs, cy = w @ S, w @ Y
-    sw = np.sqrt(w)[:, None]
-    A = np.linalg.lstsq((S - cs) * sw, (Y - cy) * sw, rcond=None)[0].T
+    X0, Y0 = S - cs, Y - cy
+    if model == "rotation":
+        k = abs(np.linalg.det(ref)) ** (1 / 3)
+        U, _, Vt = np.linalg.svd((Y0 * w[:, None]).T @ X0)
+        sgn = np.sign(np.linalg.det(ref)) * np.sign(np.linalg.det(U @ Vt))
+        R = U @ np.diag([1.0, 1.0, sgn]) @ Vt
+        A = k * R
+    else:
+        H = (X0 * w[:, None]).T @ X0
+        B = (X0 * w[:, None]).T @ Y0
+        lam = shrink * np.trace(H) / 3
+        if ref is None:
+            ref, lam = np.zeros((3, 3)), 0.0
+        A = np.linalg.solve(H + lam * np.eye(3), B + lam * ref.T).T
     return A, cy - A @ cs
 
 
@@ -250,23 +265,33 @@ def _soft_targets(m, tree, D, sigma, c, k=8):
     return y, p
 
 
-def _outlier_const(D, sigma, w=0.5):
-    # uniform outlier density over the destination's bounding box: c = ρ (2πσ²)^{3/2} w / (1 - w)
+def _outlier_const(D, sigma, inlier=0.5):
+    """Outlier term ``c = ρ (2πσ²)^{3/2} (1 - π) / π``: uniform density ρ over the destination's bounding box,
+    ``π`` the fraction of source points with a partner (re-estimated each iteration, as EM does for a mixture
+    weight, so a source side that is mostly decoys does not pull the fit)."""
     ext = np.maximum(np.ptp(D, axis=0), 1e-9)
     rho = len(D) / float(np.prod(ext))
-    return rho * (2 * np.pi * sigma ** 2) ** 1.5 * w / (1 - w)
+    inlier = float(np.clip(inlier, 0.02, 0.98))
+    return rho * (2 * np.pi * sigma ** 2) ** 1.5 * (1 - inlier) / inlier
 
 
-def _affine_cpd(S, D, tree, A, t, sigmas, iters=5):
-    for sg in sigmas:
-        c = _outlier_const(D, sg)
+def _affine_cpd(S, D, tree, A, t, sigmas, iters=5, n_rotation=0, shrink=0.5):
+    """Coarse-to-fine CPD-style polish: the first ``n_rotation`` widths fit a rotation at A's scale, the rest an
+    affine shrunk towards the last rotation."""
+    pi = 0.5
+    ref = A
+    for i, sg in enumerate(sigmas):
+        model = "rotation" if i < n_rotation else "affine"
         for _ in range(iters):
-            y, p = _soft_targets(S @ A.T + t, tree, D, sg, c)
+            y, p = _soft_targets(S @ A.T + t, tree, D, sg, _outlier_const(D, sg, pi))
+            pi = float(p.mean())
             if p.sum() < 4 or not np.isfinite(p).all():
                 return A, t
-            A, t = _affine_fit(S, y, p + 1e-12)
+            A, t = _affine_fit(S, y, p + 1e-12, ref=ref, shrink=shrink, model=model)
             if not (np.isfinite(A).all() and abs(np.linalg.det(A)) > 1e-12):
                 return A, t
+        if model == "rotation":
+            ref = A
     return A, t
 
 
@@ -304,9 +329,8 @@ def _global(S, D, tree_d, spacing, n_rotations, n_candidates, rng, prior_R=None,
     cands = []
     for i in chosen:
         A0 = k * rots[i]
-        A, t = _affine_cpd(Ssub, D, tree_d, A0, cD - A0 @ cS, sigmas)
-        d, _ = _query(tree_d, Ssub @ A.T + t, k=1, bound=radius)
-        n_in = int(np.isfinite(d).sum() * len(S) / len(Ssub))
+        A, t = _affine_cpd(Ssub, D, tree_d, A0, cD - A0 @ cS, sigmas, n_rotation=3)
+        n_in = int(len(_mutual(Ssub @ A.T + t, D, tree_d, radius)[0]) * len(S) / len(Ssub))
         cands.append({"index": i, "A": A, "t": t, "inliers": n_in, "score": float(scores[i]),
                       "mirrored": bool(np.linalg.det(rots[i]) < 0)})
     cands.sort(key=lambda c: -c["inliers"])
@@ -384,19 +408,20 @@ def _nonrigid(S, D, tree_d, A, t, spacing, rng, max_centres=2500, fit_points=30_
     vol = float(np.prod(np.maximum(np.ptp(S @ A.T, axis=0), spacing)))
     h_min = (vol / max_centres) ** (1 / 3)
     stages = []
+    pi = 0.5
     for fs, fh in SCHEDULE:
         sg = fs * spacing
         h = max(fh * spacing, h_min)
-        c = _outlier_const(D, sg)
         for _ in range(3):
             m = f(Sf)
-            Y, p = _soft_targets(m, tree_d, D, sg, c)
+            Y, p = _soft_targets(m, tree_d, D, sg, _outlier_const(D, sg, pi))
+            pi = float(p.mean())
             if p.sum() < 10:
                 break
             # centres on a grid in the destination frame, pulled back through the affine part
             Cd = _grid_centres(m, h)
             C = (Cd - f.t) @ np.linalg.inv(f.A).T
-            f = _fit_field(Sf, Y, p + 1e-9, C, h * np.sqrt(np.linalg.det(np.linalg.inv(f.A)) ** (2 / 3)))
+            f = _fit_field(Sf, Y, p + 1e-9, C, h * abs(np.linalg.det(f.A)) ** (-1 / 3))
         stages.append({"sigma_um": sg, "basis_spacing_um": h, "matched_mass": float(p.sum() * len(S) / len(Sf))})
     return f, stages
 
