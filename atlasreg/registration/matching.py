@@ -473,8 +473,9 @@ def _fit(Sraw, Draw, ei, lj, src, dst, max_fit_pairs, rng):
 def _confidence(m, D, tree_d, ei, lj, sigma, c):
     d, j = _query(tree_d, m[ei], k=8, bound=3 * sigma)
     g = np.where(np.isfinite(d), np.exp(-0.5 * (np.where(np.isfinite(d), d, 0.0) / sigma) ** 2), 0.0)
+    g[j == lj[:, None]] = 0.0  # the partner itself is counted once, below, wherever it lies
     own = np.exp(-0.5 * (np.linalg.norm(m[ei] - D[lj], axis=1) / sigma) ** 2)
-    return own / (g.sum(1) + c + 1e-300)
+    return own / (own + g.sum(1) + c + 1e-300)
 
 
 def _prior(prior, src, dst, s_um):
@@ -608,7 +609,7 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
     med = p95 = float("nan")
     kind = ""
     u_dst = unit_scale("um", dst.unit)
-    for _ in range(2):
+    for _ in range(1):
         if len(ei) < max(min_pairs, 6):
             break
         T, med, p95, kind = _fit(s_raw, d_raw, ei, lj, src, dst, max_fit_pairs, rng)
@@ -647,3 +648,55 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
     if not consistent and refuse:
         raise NoMatchError(reason, result=res)
     return res
+
+
+def write_match(result: MatchResult, src_points, dst_points, transform_path, pairs_path=None, report_path=None,
+                figure_path=None, force: bool = False) -> dict:
+    """Write a match: the transform (any :func:`~atlasreg.save_transform` format), the pairs as a BigWarp CSV
+    (moving = source, fixed = destination, each in its space's unit), a JSON report, and a PNG of the matches.
+
+    Default names sit beside ``transform_path``: ``<stem>.pairs.csv``, ``<stem>.report.json``,
+    ``<stem>.matches.png``. Returns the paths written.
+
+    Examples
+    --------
+    >>> res = match_landmarks(em, lm, src=Space("em", "nm"), dst=Space("lm", "um"))   # doctest: +SKIP
+    >>> write_match(res, em, lm, "em_to_lm.json")                                     # doctest: +SKIP
+    """
+    from pathlib import Path
+    import json
+
+    from ..io.atomic import atomic_path, check_writable
+    from ..io.landmarks import write_landmarks
+    from ..qc.figures import figure_png, matched_points
+    from ..transforms.files import save_transform
+
+    out = Path(transform_path)
+    stem = out.name
+    for suf in (".json", ".h5", ".tfm", ".txt", ".mat"):
+        if stem.endswith(suf):
+            stem = stem[: -len(suf)]
+            break
+    paths = {"transform": out,
+             "pairs": Path(pairs_path) if pairs_path else out.with_name(stem + ".pairs.csv"),
+             "report": Path(report_path) if report_path else out.with_name(stem + ".report.json"),
+             "figure": Path(figure_path) if figure_path else out.with_name(stem + ".matches.png")}
+    for p in paths.values():
+        check_writable(p, force)
+    s = as_points(src_points, "src_points")
+    d = as_points(dst_points, "dst_points")
+    save_transform(result.transform, out, force=force)
+    write_landmarks(result.landmark_pairs(s, d), paths["pairs"], format="bigwarp", force=force)
+    doc = {"transform": str(out), "pairs_file": str(paths["pairs"]),
+           "pairs_file_format": f"BigWarp CSV: name, active, {result.src.name} x y z ({result.src.unit}), "
+                                f"{result.dst.name} x y z ({result.dst.unit})", **result.to_dict()}
+    with atomic_path(paths["report"], force) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1, default=float))
+    mapped = result.transform.map_points(s) * unit_scale(result.dst.unit, "um")
+    fig = matched_points(mapped, d * unit_scale(result.dst.unit, "um"), result.pairs, result.confidence,
+                         title=f"{result.src.name} -> {result.dst.name}: {result.n_pairs} matched pairs, held-out "
+                               f"median {result.heldout_median * unit_scale(result.dst.unit, 'um'):.3g} µm")
+    png = figure_png(fig)
+    with atomic_path(paths["figure"], force) as tmp:
+        tmp.write_bytes(png)
+    return paths
