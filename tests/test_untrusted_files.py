@@ -21,7 +21,6 @@ import pytest
 
 import atlasreg as ar
 from atlasreg.errors import AtlasregError, InputError
-from atlasreg.io.atomic import atomic_path, write_atomic
 
 SECRET = b"top secret: the victim's file\n" * 4
 
@@ -108,6 +107,8 @@ def test_job_refuses_a_planted_work_folder_symlink(tmp_path):
 
 
 def test_atomic_writer_private_folder_and_symlinked_target(tmp_path):
+    from atlasreg.io.atomic import atomic_path, write_atomic
+
     victim = _victim(tmp_path)
     out = tmp_path / "out.txt"
     out.symlink_to(victim)
