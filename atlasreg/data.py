@@ -161,8 +161,15 @@ _HASHES: dict[tuple, str] = {}
 
 
 def sha256(path: str | Path) -> str:
-    """sha256 of a file (memoised per path, size and modification time)."""
+    """sha256 of a file (memoised per path, size and modification time), or of a folder's tree.
+
+    A folder's digest is the sha256 of its sorted ``relative/path<TAB>sha256`` lines, one per file (a
+    symbolic link counts as its target text, never followed), so one manifest entry can vouch for a
+    multi-file format such as an OME-Zarr store or a conformance suite.
+    """
     p = Path(path)
+    if p.is_dir() and not p.is_symlink():
+        return _tree_sha256(p)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASHES:
@@ -172,6 +179,24 @@ def sha256(path: str | Path) -> str:
                 h.update(block)
         _HASHES[key] = h.hexdigest()
     return _HASHES[key]
+
+
+def tree_files(folder: Path) -> list[Path]:
+    """Every file and symbolic link under ``folder`` (links not followed), sorted."""
+    out = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        out.extend(Path(root) / f for f in files)
+        out.extend(Path(root) / d for d in dirs if (Path(root) / d).is_symlink())
+    return sorted(out)
+
+
+def _tree_sha256(folder: Path) -> str:
+    lines = []
+    for f in tree_files(folder):
+        rel = f.relative_to(folder).as_posix()
+        digest = hashlib.sha256(os.readlink(f).encode()).hexdigest() if f.is_symlink() else sha256(f)
+        lines.append(f"{rel}\t{digest}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 # -- fetching --------------------------------------------------------------------------------------------
