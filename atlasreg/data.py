@@ -363,14 +363,10 @@ def atlas_files(name: str, download: bool | None = None) -> dict:
             keys = entry.get("keys") or {}
             if role in keys:
                 out["keys"][role] = keys[role]
-    used = set(file_orients.values())
-    if len(used) > 1:
-        # Mixed sources (mirror copy + downloaded original) stored in different axis orders: keep the annotation's.
-        ann = file_orients["annotation"]
-        for role in [r for r, o in file_orients.items() if o != ann]:
-            warnings.warn(f"{name}: {role} is stored as {file_orients[role]!r}, the annotation as {ann!r}; "
-                          f"leaving {role} out", stacklevel=2)
-            out.pop(role)
+    # Files stored in different axis orders (the mirror's annotation LR/AP/DV beside a template AP/DV/LR, or a
+    # mirror copy beside a downloaded original) are each permuted exactly into the atlas orientation.
+    ann_fo = file_orients["annotation"]
+    out["role_orientations"] = {r: o for r, o in file_orients.items() if r != "annotation" and o != ann_fo}
     from .spaces import orientation_mapping
 
     fo = file_orients["annotation"]
