@@ -102,7 +102,7 @@ def match(
     src_points: Path = typer.Argument(..., help="Source points (e.g. EM soma centroids): CSV with x, y, z columns "
                                                 "(x_nm, ... names carry the unit)."),
     dst_points: Path = typer.Argument(..., help="Destination points (e.g. light-sheet / two-photon cells)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Transform file (.json keeps spaces and units)."),
+    output: Path = output_option("Transform file (.json keeps spaces and units)."),
     src_unit: Optional[str] = typer.Option(None, "--src-unit", help="Unit of the source coordinates: nm, um, mm "
                                            "(unless the column names say it)."),
     dst_unit: Optional[str] = typer.Option(None, "--dst-unit", help="Unit of the destination coordinates."),
@@ -143,8 +143,8 @@ def match(
         {"rotation_deg": max_rotation} if max_rotation is not None else None)
     res = match_landmarks(s, d, src=src, dst=dst, prior=pr, seed=seed)
     paths = write_match(res, s, d, output, pairs_path=pairs, report_path=report, figure_path=figure, force=force)
-    typer.echo(res.summary())
-    typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+    say(res.summary())
+    say("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 @landmarks_app.command("apply")
