@@ -368,14 +368,9 @@ class _Field:
 
 
 def _basis(X, C, beta) -> sp.csr_matrix:
-    """Sparse Gaussian basis exp(-r²/2β²), truncated at 4β (where it is 3e-4)."""
-    tc = cKDTree(C)
-    rows = tc.query_ball_point(X, 4 * beta)
-    lens = np.fromiter((len(r) for r in rows), int, len(rows))
-    ii = np.repeat(np.arange(len(X)), lens)
-    jj = np.fromiter(itertools.chain.from_iterable(rows), int, int(lens.sum()))
-    r2 = ((X[ii] - C[jj]) ** 2).sum(1)
-    return sp.csr_matrix((np.exp(-0.5 * r2 / beta ** 2), (ii, jj)), shape=(len(X), len(C)))
+    """Sparse Gaussian basis exp(-r²/2β²), truncated at 3β."""
+    r = cKDTree(X).sparse_distance_matrix(cKDTree(C), 3 * beta, output_type="ndarray")
+    return sp.csr_matrix((np.exp(-0.5 * (r["v"] / beta) ** 2), (r["i"], r["j"])), shape=(len(X), len(C)))
 
 
 def _grid_centres(X, h):
@@ -388,11 +383,11 @@ def _grid_centres(X, h):
     return C / np.bincount(inv)[:, None]
 
 
-def _fit_field(X, Y, p, C, beta, alpha=1.0) -> _Field:
+def _fit_field(X, Y, p, C, beta, alpha=1.0, Phi=None) -> _Field:
     """Weighted least squares for affine + basis weights, ridge ``alpha`` (per centre, scaled by the weights)."""
     c = X.mean(0)
     k = float(np.sqrt(((X - c) ** 2).sum(1).mean())) or 1.0
-    Phi = _basis(X, C, beta)
+    Phi = _basis(X, C, beta) if Phi is None else Phi
     G = sp.hstack([sp.csr_matrix(np.hstack([(X - c) / k, np.ones((len(X), 1))])), Phi]).tocsr()
     Gw = G.multiply(p[:, None]).tocsr()
     H = (G.T @ Gw).toarray()
@@ -402,26 +397,30 @@ def _fit_field(X, Y, p, C, beta, alpha=1.0) -> _Field:
     return _Field(A, coef[3] - A @ c, C, coef[4:], beta)
 
 
-def _nonrigid(S, D, tree_d, A, t, spacing, rng, max_centres=2500, fit_points=30_000):
+def _nonrigid(S, D, tree_d, A, t, spacing, rng, max_centres=2500, fit_points=15_000, iters=3):
     f = _Field(A, t)
     Sf = S if len(S) <= fit_points else S[rng.choice(len(S), fit_points, replace=False)]
     vol = float(np.prod(np.maximum(np.ptp(S @ A.T, axis=0), spacing)))
     h_min = (vol / max_centres) ** (1 / 3)
     stages = []
     pi = 0.5
+    m = f(Sf)
     for fs, fh in SCHEDULE:
         sg = fs * spacing
         h = max(fh * spacing, h_min)
-        for _ in range(3):
-            m = f(Sf)
+        # centres on a grid in the destination frame, pulled back through the affine part; fixed for the stage,
+        # so the basis of the fitting points is built once per stage
+        C = (_grid_centres(m, h) - f.t) @ np.linalg.inv(f.A).T
+        beta = h * abs(np.linalg.det(f.A)) ** (-1 / 3)
+        Phi = _basis(Sf, C, beta)
+        p = np.zeros(len(Sf))
+        for _ in range(iters):
             Y, p = _soft_targets(m, tree_d, D, sg, _outlier_const(D, sg, pi))
             pi = float(p.mean())
             if p.sum() < 10:
                 break
-            # centres on a grid in the destination frame, pulled back through the affine part
-            Cd = _grid_centres(m, h)
-            C = (Cd - f.t) @ np.linalg.inv(f.A).T
-            f = _fit_field(Sf, Y, p + 1e-9, C, h * abs(np.linalg.det(f.A)) ** (-1 / 3))
+            f = _fit_field(Sf, Y, p + 1e-9, C, beta, Phi=Phi)
+            m = Sf @ f.A.T + f.t + Phi @ f.W
         stages.append({"sigma_um": sg, "basis_spacing_um": h, "matched_mass": float(p.sum() * len(S) / len(Sf))})
     return f, stages
 
@@ -651,12 +650,13 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
 
 
 def write_match(result: MatchResult, src_points, dst_points, transform_path, pairs_path=None, report_path=None,
-                figure_path=None, force: bool = False) -> dict:
+                figure_path=None, force: bool = False, truth=None) -> dict:
     """Write a match: the transform (any :func:`~atlasreg.save_transform` format), the pairs as a BigWarp CSV
     (moving = source, fixed = destination, each in its space's unit), a JSON report, and a PNG of the matches.
 
     Default names sit beside ``transform_path``: ``<stem>.pairs.csv``, ``<stem>.report.json``,
-    ``<stem>.matches.png``. Returns the paths written.
+    ``<stem>.matches.png``. ``truth`` (rows of known true pairs, optional) marks found and wrong pairs in the
+    figure. Returns the paths written.
 
     Examples
     --------
@@ -693,7 +693,8 @@ def write_match(result: MatchResult, src_points, dst_points, transform_path, pai
     with atomic_path(paths["report"], force) as tmp:
         tmp.write_text(json.dumps(doc, indent=1, default=float))
     mapped = result.transform.map_points(s) * unit_scale(result.dst.unit, "um")
-    fig = matched_points(mapped, d * unit_scale(result.dst.unit, "um"), result.pairs, result.confidence,
+    fig = matched_points(s * unit_scale(result.src.unit, "um"), mapped, d * unit_scale(result.dst.unit, "um"),
+                         result.pairs, result.confidence, truth=truth,
                          title=f"{result.src.name} -> {result.dst.name}: {result.n_pairs} matched pairs, held-out "
                                f"median {result.heldout_median * unit_scale(result.dst.unit, 'um'):.3g} µm")
     png = figure_png(fig)
