@@ -59,7 +59,8 @@ from scipy.spatial import cKDTree
 
 from ..errors import InputError, NoMatchError
 from ..spaces import Space, unit_scale
-from ..transforms.base import Affine, Transform, as_points
+from ..transforms.base import Transform, as_points
+from ..transforms.fitting import fit_linear
 from .landmarks import fit_landmarks
 
 log = logging.getLogger(__name__)
@@ -487,8 +488,8 @@ def _prior(prior, src, dst, s_um):
         mapped = prior.map_points(raw) * unit_scale(prior.dst.unit, "um")
         if not np.isfinite(mapped).all():
             raise InputError("the prior transform gives NaN for some source points", field="prior")
-        A, t = _affine_fit(pts, mapped, np.ones(len(pts)))
-        return A, t, None
+        m = fit_linear(pts, mapped, "affine")
+        return m[:3, :3], m[:3, 3], None
     if isinstance(prior, dict):
         unknown = set(prior) - {"rotation_deg", "rotation", "scale"}
         if unknown:
