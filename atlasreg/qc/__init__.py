@@ -33,7 +33,8 @@ _LAZY = {
     # report
     "write_report": "report", "render_report": "report",
     # neuroglancer
-    "neuroglancer_state": "neuroglancer", "write_neuroglancer_state": "neuroglancer", "neuroglancer_url": "neuroglancer",
+    "neuroglancer_state": "neuroglancer", "write_neuroglancer_state": "neuroglancer",
+    "neuroglancer_url": "neuroglancer",
 }
 
 __all__ = list(_LAZY)
