@@ -374,11 +374,12 @@ def load_folder(folder: Path, **kw):
                       kw.pop("hemispheres", hemi), **kw)
 
 
-def load_manifest(name: str, orientation: str | None = None, space=None):
-    """An atlas named by a data manifest (``allen_mouse_25um``), resolved through :mod:`atlasreg.data`."""
+def load_manifest(name: str, orientation: str | None = None, space=None, download: bool = False):
+    """An atlas named by a data manifest (``allen_mouse_25um``), resolved through :mod:`atlasreg.data`
+    (mirror or cache; downloads only with ``download=True``)."""
     from .. import data
 
-    spec = data.atlas_files(name)
+    spec = data.atlas_files(name, download=download)
     native = spec.get("orientation") or spec["file_orientation"]
     space = _suffixed_space(space, spec.get("space") or _default_space_name(name), native, orientation)
     return load_files(spec["annotation"], spec["ontology"], spec.get("reference"), spec.get("hemispheres"),
@@ -389,7 +390,8 @@ def load_manifest(name: str, orientation: str | None = None, space=None):
 
 
 def load(source=None, *, annotation=None, ontology=None, reference=None, hemispheres=None, voxel_size=None,
-         resolution=None, file_orientation=None, orientation=None, unit="um", space=None, name=None, keys=None):
+         resolution=None, file_orientation=None, orientation=None, unit="um", space=None, name=None, keys=None,
+         download=False):
     """Dispatch on what ``source`` is; see :meth:`atlasreg.Atlas.load`."""
     if voxel_size is not None and resolution is not None:
         raise InputError("give voxel_size or resolution, not both", field="resolution")
@@ -443,7 +445,7 @@ def load(source=None, *, annotation=None, ontology=None, reference=None, hemisph
                 raise InputError(f"atlas {source!r} has voxel size {declared}, not {voxel_size}; choose the "
                                  "manifest of that resolution (atlasreg atlas list)", field="resolution")
     if isinstance(source, str) and source in data.list_datasets():
-        return load_manifest(source, orientation=orientation, space=space)
+        return load_manifest(source, orientation=orientation, space=space, download=download)
     known = [n for n in data.list_datasets() if data.manifest(n).get("kind") == "atlas"]
     import difflib
 
