@@ -85,7 +85,9 @@ def test_fetch_from_mirror_and_atlas_files(mirror):
     assert got["annotation"] == mirror / "atlas" / "ABA_25um_2017_annotation.tif"
     spec = data.atlas_files("allen_mouse_25um")
     assert spec["file_orientation"] == "ras" and spec["orientation"] == "asr" and spec["space"] == "ccf"
-    assert "reference" not in spec                     # the template is not mirrored: left out, not downloaded
+    # the template is mirrored now, stored AP/DV/LR beside the LR/AP/DV annotation: kept, each permuted exactly
+    assert spec["reference"] == mirror / "atlas" / "allen_mouse_25um_template.tif"
+    assert spec["role_orientations"] == {"reference": "asr"}
     with pytest.raises(InputError, match="not in the mirror"):
         data.fetch("allen_mouse_10um")                 # originals only; a mirror never triggers a download
     with pytest.raises(InputError, match="did you mean allen_mouse_25um"):
