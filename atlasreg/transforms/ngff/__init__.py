@@ -9,12 +9,12 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from .scene import Scene, read_scene
 from .nd import Field, NDTransform, NotInvertible, parse
+from .read import read_ngff, scene_graph, space_from_system
+from .scene import Scene, read_scene
+from .write import AXIS_NAMES, NGFF_VERSION, coordinate_system, fields_store_name, scene_document, write_ngff
 
 
 def apply_points(path, source: str, target: str, points) -> tuple[np.ndarray, str | None]:
@@ -57,4 +57,6 @@ def _leaves(T):
     yield T
 
 
-__all__ = ["apply_points", "read_scene", "Scene", "parse", "NDTransform", "NotInvertible"]
+__all__ = ["apply_points", "read_scene", "Scene", "scene_graph", "read_ngff", "write_ngff", "scene_document",
+           "coordinate_system", "space_from_system", "fields_store_name", "parse", "NDTransform", "NotInvertible",
+           "NGFF_VERSION", "AXIS_NAMES"]

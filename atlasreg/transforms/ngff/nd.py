@@ -126,14 +126,17 @@ class Matrix(NDTransform):
         return pts @ m[:-1, :-1].T + m[:-1, -1]
 
     def inverse(self) -> "Matrix":
-        if self.m is None:
-            if self.kind == "identity":
-                return self
+        if self.kind == "projectAxis":
             dropped, created = self.params
             if dropped:
                 raise NotInvertible(f"projectAxis drops input axes {list(dropped)}; the dropped coordinates "
                                     "cannot be recovered")
-            return Matrix("projectAxis", None, params=(tuple(created), ()))
+            inv = Matrix("projectAxis", None, params=(tuple(created), ()))
+            if self.m is not None:
+                inv.m = inv.homogeneous(self.m.shape[0] - 1)
+            return inv
+        if self.m is None:
+            return self
         if self.m.shape[0] != self.m.shape[1]:
             raise NotInvertible(f"a {self.m.shape[1] - 1}-D -> {self.m.shape[0] - 1}-D {self.kind} has no inverse")
         if not np.all(np.isfinite(self.m)) or abs(np.linalg.det(self.m)) < 1e-300 or \

@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ...errors import InputError, NoPathError
+from ...errors import InputError, NoPathError, SpaceMismatchError
 from . import store
 from .nd import Context, NDTransform, NotInvertible, SequenceND, parse
 
@@ -189,8 +189,8 @@ class Scene:
         if hits:
             raise InputError(f"coordinate system {name!r} exists in {len(hits)} groups ({', '.join(hits)}); "
                              "name one with its path", path=self.doc_path, field="coordinateSystems")
-        raise InputError(f"no coordinate system {name!r} in the scene (it has {', '.join(nodes)})",
-                         path=self.doc_path, field="coordinateSystems")
+        raise SpaceMismatchError(f"{self.doc_path}: no coordinate system {name!r} in the file (it has "
+                                 f"{', '.join(nodes)})")
 
     def dims(self, key: str) -> int | None:
         cs = self.systems.get(key)

@@ -44,7 +44,7 @@ def inside(base: Path, rel: str, start: Path | None = None, *, doc=None, field: 
     if start is not None and not rel.startswith("/"):
         parts = list(Path(start).relative_to(base).parts)
     for part in PurePosixPath(rel).parts:
-        if part in ("/", "."):
+        if part.strip("/") in ("", "."):
             continue
         if part == "..":
             if not parts:
