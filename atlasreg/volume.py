@@ -254,6 +254,24 @@ def _pull_transform(transform: Transform, moving: Space, target: Space) -> Trans
         "it cannot warp this volume into that grid")
 
 
+def resolve_interpolation(dtype, interpolation: str = "auto") -> str:
+    """``"auto"`` -> ``"nearest"`` for label volumes (bool, 32/64-bit integers), ``"linear"`` otherwise.
+
+    Any other value passes through (checked where it is used).
+
+    Examples
+    --------
+    >>> resolve_interpolation(np.uint32), resolve_interpolation(np.float32), resolve_interpolation(np.uint32, "linear")
+    ('nearest', 'linear', 'linear')
+    """
+    if interpolation != "auto":
+        return interpolation
+    dt = np.dtype(dtype)
+    if dt == np.bool_ or (dt.kind in "iu" and dt.itemsize >= 4):
+        return "nearest"
+    return "linear"
+
+
 def resample(volume: Volume, pull: Transform | None, grid: Grid, interpolation: str = "linear",
              fill: float = 0.0, dtype=None, block_voxels: int = 4_000_000, progress=None) -> np.ndarray:
     """Sample ``volume`` at ``pull(p)`` for every voxel centre ``p`` of ``grid``; returns the array.

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +74,7 @@ def _cs(name, n=2, unit=None, names="zyx"):
 # ---------------------------------------------------------------------------------------------
 def test_every_conformance_case_in_process(suite):
     """Every case of the public suite: expected points within its tolerances, or an error where it says so."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     cases = sorted(p for p in (suite / "cases").iterdir() if p.is_dir())
     assert len(cases) >= 24
     for case in cases:
@@ -473,7 +473,7 @@ def test_absolute_path_means_the_hierarchy_root_not_the_disk(tmp_path):
 def test_symlinks_out_of_the_hierarchy_are_refused(tmp_path):
     p = _affine_from_array(tmp_path, "link")
     os.symlink(tmp_path / "secret", tmp_path / "inner/link")
-    with pytest.raises(InputError, match="symbolic link"):
+    with pytest.raises(InputError, match="outside"):
         apply_points(p, "in", "out", [[0.0, 0.0]])
     # A chunk inside the array that links out of the hierarchy.
     import zarr

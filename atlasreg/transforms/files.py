@@ -6,8 +6,8 @@ suffix                        format
 ``.h5`` ``.tfm`` ``.txt``     ITK transform file (affine, displacement field, composite)
 ``.mat``                      ITK/ANTs affine (``0GenericAffine.mat``)
 ``.nii.gz`` ``.nii`` ``.nrrd`` displacement field image (ANTs ``1Warp.nii.gz``)
-``.json``                     OME-NGFF 0.6 coordinateTransformations (all transform kinds,
-                              spaces and units kept; fields in ``<name>_fields.zarr``)
+``.json``                     OME-NGFF 0.6 scene (all transform kinds, spaces and units
+                              kept; fields in ``<name>_fields.zarr``); also an OME-Zarr folder
 a list of paths               ANTs transform list (``fwdtransforms`` / ``invtransforms``)
 ============================  ============================================================
 
@@ -35,8 +35,10 @@ from pathlib import Path
 from ..errors import InputError, SpaceMismatchError
 from ..spaces import Space, as_space
 from .base import Sequence, Transform
-from .itk import (FIELD_SUFFIXES, TRANSFORM_SUFFIXES, load_ants_registration, read_ants_list,
-                  read_displacement_field, read_itk, suffix_of, write_displacement_field, write_itk)
+from .ants_lists import load_ants_registration, read_ants_list
+from .field_image import read_displacement_field, write_displacement_field
+from .fileutil import FIELD_SUFFIXES, TRANSFORM_SUFFIXES, suffix_of
+from .itk import read_itk, write_itk
 from .ngff import read_ngff, write_ngff
 
 __all__ = ["save_transform", "load_transform", "load_ants_registration"]

@@ -41,9 +41,8 @@ import numpy as np
 
 from ...errors import InputError, SpaceMismatchError
 from ...spaces import Space
-from ..base import Affine, Sequence, Transform
+from ..base import Affine, Sequence, Transform, resolved
 from ..field import DisplacementField, InverseDisplacementField
-from ..itk import resolved
 from ..tps import InverseThinPlateSpline, ThinPlateSpline
 from .read import ORIGIN_TO_RFC4
 from .units import ATLASREG_TO_NGFF
