@@ -31,3 +31,11 @@ class NoPathError(AtlasregError, LookupError):
 
 class OutputExistsError(AtlasregError, FileExistsError):
     """Refusing to overwrite an existing output without ``force=True`` / ``--force``."""
+
+
+class NoMatchError(AtlasregError):
+    """Two point sets show no consistent correspondence (``match_landmarks``); ``.result`` holds what was found."""
+
+    def __init__(self, message: str, result: object | None = None):
+        self.result = result
+        super().__init__(message)
