@@ -27,7 +27,7 @@ _LAZY = {
     "point_errors": "metrics", "tre": "metrics", "dice": "metrics", "jacobian_determinant": "metrics",
     "folding_fraction": "metrics", "ncc": "metrics", "mutual_information": "metrics",
     # figures
-    "figure_png": "figures", "overlay_slices": "figures", "checkerboard_slices": "figures",
+    "figure_png": "figures", "overlay_slices": "figures", "overlay_key": "figures", "checkerboard_slices": "figures",
     "boundary_slices": "figures", "jacobian_slices": "figures", "landmark_residuals": "figures",
     "region_counts_bar": "figures", "matched_points": "figures", "registration_figures": "figures", "tracings_projection": "figures",
     # report

@@ -8,6 +8,10 @@ writes::
     {"format": "atlasreg-swc-sidecar", "version": 1, "space": "ccf", "unit": "um",
      "orientation": "asr", "voxel_size": null, "name": "...", "provenance": {...}}
 
+Roots have parent -1 (any negative number is read as -1); a file with no node 0
+whose roots have parent 0 (some writers number from 1 and use 0 for "none") is
+read the same way whatever the order of its lines.
+
 ``voxel_size`` (in ``unit`` per voxel, one value or one per axis) converts voxel
 coordinates to physical ones; radii scale by the geometric mean of the voxel
 size (exact for isotropic voxels; a sphere has no single radius otherwise).
@@ -214,7 +218,11 @@ def read_swc(path, space: Space | str | None = None, unit: str | None = None, vo
     if parsed is None:  # something is off: the careful parser finds and names the line
         parsed = _parse_swc_text(text, p)[:2]
     ints, floats = parsed
-    ids, types, parents = ints[:, 0], ints[:, 1], np.where(ints[:, 2] < 0, -1, ints[:, 2])
+    ids, types = ints[:, 0], ints[:, 1]
+    # Roots: parent -1 (the standard), any negative, or 0 in a file with no node 0 (writers whose ids
+    # start at 1 use 0 for "no parent"), wherever the lines stand.
+    zero_roots = (ints[:, 2] == 0) & (not (ids == 0).any())
+    parents = np.where((ints[:, 2] < 0) | zero_roots, -1, ints[:, 2])
     try:
         validate_structure(ids, parents, p)
     except InputError:
@@ -233,6 +241,8 @@ def read_swc(path, space: Space | str | None = None, unit: str | None = None, vo
         prov = {"format": "swc", "source_file": str(p.resolve()), "source_space": sp.name,
                 "source_unit": sp.unit, "source_orientation": sp.orientation,
                 "voxel_size": None if vs is None else [float(v) for v in vs], "transforms": []}
+    if zero_roots.any():
+        prov["root_parent"] = 0  # the file marked its roots with parent 0 (written back as -1)
     if kind is not None:
         prov["kind"] = kind
     nm = name if name is not None else meta.get("name", p.name[:-4] if p.name.lower().endswith(".swc") else p.stem)
