@@ -55,6 +55,18 @@ def test_mouselight_legacy_axes_follow_the_header(data_dir, atlas):
     np.testing.assert_allclose(m.points, n.points)
 
 
+def test_mouselight_legacy_swc_follows_its_header_too(data_dir):
+    """The same neuron exported as SWC carries the same header line: read alike, stated space or not."""
+    from atlasreg.tracings import read_swc
+
+    d = data_dir / "interop" / "mouselight_legacy"
+    ref = read_mouselight(d / "AA1506.json")[0]
+    for kw in ({}, {"space": "ccf", "unit": "um"}):
+        n = read_swc(d / "AA1506.swc", **kw)
+        assert n.space.name == "ccf" and n.space.unit == "um" and n.provenance["source_axes"] == "zyx"
+        np.testing.assert_allclose(n.points, ref.points, rtol=0, atol=1e-6)  # the SWC prints 6 decimals
+
+
 def _entry(annotation_space) -> dict:
     return {"idString": "X1", "annotationSpace": annotation_space,
             "axon": [{"sampleNumber": 1, "structureIdentifier": 1, "x": 1.0, "y": 2.0, "z": 3.0, "radius": 1.0,

@@ -92,9 +92,9 @@ def read_sitk_transform(path: Path):
 
     n = count_transforms(path)
     if n > 1:
-        raise InputError(f"the file holds a list of {n} separate transforms (an ITK transform list, not one "
-                         f"chain): read them all with load_transforms, and pick one by its position "
-                         f"(0 to {n - 1}) in that list", path=path, field="transforms")
+        raise InputError(f"the file holds a list of {n} separate transforms (an ITK transform list, e.g. one "
+                         f"per volume), not one chain: one of them must be chosen, by its position 0 to {n - 1} "
+                         "(in Python, load_transforms reads the list)", path=path, field="transforms")
     declared = _precheck_transform_file(path)
     try:
         tx = sitk.ReadTransform(str(path))
