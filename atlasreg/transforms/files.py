@@ -9,8 +9,8 @@ suffix                        format
 ``.txt`` ``(Key value)``      elastix ``TransformParameters.*.txt`` (read; with its initial
                               transforms)
 ``.nii.gz`` ``.nii`` ``.nrrd`` displacement field image (ANTs ``1Warp.nii.gz``)
-``.json``                     OME-NGFF 0.6 coordinateTransformations (all transform kinds,
-                              spaces and units kept; fields in ``<name>_fields.zarr``)
+``.json``                     OME-NGFF 0.6 scene (all transform kinds, spaces and units
+                              kept; fields in ``<name>_fields.zarr``); also an OME-Zarr folder
 a list of paths               ANTs transform list (``fwdtransforms`` / ``invtransforms``)
 ============================  ============================================================
 
