@@ -134,6 +134,8 @@ def test_unrelated_clouds_refused(data_dir):
     # refuse=False hands back the result, flagged
     res = match_landmarks(em[:300], rng.uniform(lm.min(0), lm.max(0), (300, 3)), refuse=False)
     assert res.report["consistent"] is False and res.report["reason"]
+    res = match_landmarks(em[:15], rng.uniform(lm.min(0), lm.max(0), (15, 3)), refuse=False)
+    assert res.report["consistent"] is False and res.summary()
 
 
 def test_bad_input(tmp_path):

@@ -59,7 +59,7 @@ from scipy.spatial import cKDTree
 
 from ..errors import InputError, NoMatchError
 from ..spaces import Space, unit_scale
-from ..transforms.base import Transform, as_points
+from ..transforms.base import Affine, Transform, as_points
 from ..transforms.fitting import fit_linear
 from .landmarks import fit_landmarks
 
@@ -133,7 +133,7 @@ class MatchResult:
             f"{'mirrored' if r['global']['best']['mirrored'] else 'proper'} rotation, "
             f"{r['global']['best']['inliers']} points with a partner within "
             f"{r['global']['inlier_radius_um']:.3g} µm (runner-up {r['global']['runner_up_inliers']})",
-            f"final fit: {self.transform.report.model}; held-out error median {self.heldout_median:.3g} {u}, "
+            f"final fit: {getattr(self.transform.report, 'model', 'none')}; held-out error median {self.heldout_median:.3g} {u}, "
             f"p95 {self.heldout_p95:.3g} {u} ({r['heldout_kind']}); soma spacing {r['spacing_um']:.3g} µm",
             f"residual of the matched pairs: median {np.median(self.residuals):.3g} {u}, "
             f"p95 {np.percentile(self.residuals, 95):.3g} {u}" if self.n_pairs else "",
@@ -146,7 +146,8 @@ class MatchResult:
         return {"src": self.src.name, "src_unit": self.src.unit, "dst": self.dst.name, "dst_unit": self.dst.unit,
                 "n_pairs": self.n_pairs, "heldout_median": self.heldout_median, "heldout_p95": self.heldout_p95,
                 "pairs": self.pairs.tolist(), "confidence": [round(float(c), 5) for c in self.confidence],
-                "residuals": [float(v) for v in self.residuals], "fit": self.transform.report.to_dict(),
+                "residuals": [float(v) for v in self.residuals],
+                "fit": self.transform.report.to_dict() if getattr(self.transform, "report", None) else None,
                 **self.report}
 
 
@@ -599,43 +600,43 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
     f, stages = _nonrigid(S, D, tree_d, A, t, spacing, rng)
     timings["nonrigid_s"] = time.perf_counter() - t0 - timings["global_s"]
 
-    # pairs under the field, the final fit, pairs again through the fit, fit again
+    # pairs under the field; a fit on them; pairs again through that fit (gate from its held-out error); the final fit
+    to_um = unit_scale(dst.unit, "um")
+    u_dst = 1.0 / to_um
     m = f(S)
     ei, lj, _ = _mutual(m, D, tree_d, 2.5 * SCHEDULE[-1][0] * spacing)
     report = {"n_src": len(S), "n_dst": len(D), "spacing_um": spacing, "rotations_tried": tried, "global": ginfo,
               "stages": stages, "pairs_per_round": [int(len(ei))]}
-    consistent, reason = True, ""
     T = None
     med = p95 = float("nan")
     kind = ""
-    u_dst = unit_scale("um", dst.unit)
-    for _ in range(1):
-        if len(ei) < max(min_pairs, 6):
-            break
+    enough = max(min_pairs, 6)
+    if len(ei) >= enough:
         T, med, p95, kind = _fit(s_raw, d_raw, ei, lj, src, dst, max_fit_pairs, rng)
-        m = T.map_points(s_raw) * unit_scale(dst.unit, "um")
-        gate = max(2.0 * p95 * unit_scale(dst.unit, "um"), 2.5 * SCHEDULE[-1][0] * spacing)
-        gate = min(gate, 0.6 * spacing)
-        ei, lj, _ = _mutual(m, D, tree_d, gate)
-        report["pairs_per_round"].append(int(len(ei)))
-    if len(ei) >= max(min_pairs, 6):
-        T, med, p95, kind = _fit(s_raw, d_raw, ei, lj, src, dst, max_fit_pairs, rng)
-        m = T.map_points(s_raw) * unit_scale(dst.unit, "um")
-    if T is None or len(ei) < min_pairs:
-        consistent, reason = False, (f"only {len(ei)} pairs found (at least {min_pairs} needed): the clouds "
-                                     "show no consistent correspondence")
-        if T is None:
-            mat = np.eye(4)
-            mat[:3, :3] = A * unit_scale(src.unit, "um") * u_dst
-            mat[:3, 3] = t * u_dst
-            T = fit_landmarks(s_raw[:50], (s_raw[:50] @ mat[:3, :3].T + mat[:3, 3]), model="affine", src=src,
-                              dst=dst, robust=False)
-    elif med * unit_scale(dst.unit, "um") > max_heldout_spacing * spacing:
+        m = T.map_points(s_raw) * to_um
+        gate = min(max(2.0 * p95 * to_um, 2.5 * SCHEDULE[-1][0] * spacing), 0.6 * spacing)
+        e2, l2, _ = _mutual(m, D, tree_d, gate)
+        report["pairs_per_round"].append(int(len(e2)))
+        if len(e2) >= enough:
+            ei, lj = e2, l2
+            T, med, p95, kind = _fit(s_raw, d_raw, ei, lj, src, dst, max_fit_pairs, rng)
+            m = T.map_points(s_raw) * to_um
+    consistent, reason = True, ""
+    if T is None:
+        consistent, reason = False, (f"only {len(ei)} pairs found (at least {enough} needed): the clouds show no "
+                                     "consistent correspondence")
+        mat = np.eye(4)  # the field's affine part, for the record only
+        mat[:3, :3] = f.A * unit_scale(src.unit, "um") * u_dst
+        mat[:3, 3] = f.t * u_dst
+        T = Affine(mat, src, dst)
+        T.report = None
+    elif med * to_um > max_heldout_spacing * spacing:
         consistent, reason = False, (
-            f"the held-out error of the fit ({med * unit_scale(dst.unit, 'um'):.3g} µm median) is not far below "
-            f"the soma spacing ({spacing:.3g} µm; at most {max_heldout_spacing:g} of it is accepted): the pairs are "
-            "not a consistent correspondence")
-    sigma_c = max(med * unit_scale(dst.unit, "um") / 1.538, 1e-9 * spacing)  # median of a 3-D Gaussian norm
+            f"the held-out error of the fit ({med * to_um:.3g} µm median) is not far below the soma spacing "
+            f"({spacing:.3g} µm; at most {max_heldout_spacing:g} of it is accepted): the pairs are not a consistent "
+            "correspondence")
+    # confidence: a Gaussian of the held-out error scale (median of a 3-D Gaussian's norm is 1.538 σ)
+    sigma_c = max(med * to_um / 1.538, 1e-3 * spacing) if np.isfinite(med) else 0.25 * spacing
     conf = (_confidence(m, D, tree_d, ei, lj, sigma_c, _outlier_const(D, sigma_c)) if len(ei) else np.zeros(0))
     resid = np.linalg.norm(m[ei] - D[lj], axis=1) * u_dst if len(ei) else np.zeros(0)
     timings["seconds"] = time.perf_counter() - t0
