@@ -278,3 +278,25 @@ def test_sharded_skeletons_written_by_cloudvolume(data_dir, tmp_path):
         np.testing.assert_array_equal(n.nodes["type"], s.vertex_types)
         ids, _, xyz, _, parents = _swc(data_dir, segid)
         assert n.cable_length == pytest.approx(_cable(ids, xyz, parents) * VOXEL_NM, rel=1e-5)
+
+
+def test_synapses_with_their_segments(data_dir, tmp_path):
+    """Synapse lines with pre / post segment relationships (the MICrONS / H01 layout), written by neuroglancer:
+    the segments live only in the by_id index, and come back as columns."""
+    from neuroglancer.write_annotations import AnnotationWriter
+
+    syn = _synapses(data_dir).iloc[:120]
+    cs = neuroglancer.CoordinateSpace(names=["x", "y", "z"], units="nm", scales=[VOXEL_NM] * 3)
+    w = AnnotationWriter(cs, "line", relationships=["pre_segment", "post_segment"])
+    post = [[IDS[1]] if i % 3 else [IDS[1], 5 + i] for i in range(len(syn))]
+    for i, r in enumerate(syn.itertuples()):
+        w.add_line([r.x, r.y, r.z], [r.x + 10, r.y, r.z], id=int(r.connector_id), pre_segment=[IDS[0]],
+                   post_segment=post[i])
+    w.write(str(tmp_path / "syn"))
+    a, b = read_precomputed_lines(tmp_path / "syn", space="hemibrain")
+    np.testing.assert_array_equal(a.df["id"], syn["connector_id"])
+    assert (a.df["pre_segment"] == IDS[0]).all() and a.df["pre_segment"].dtype == np.uint64
+    assert list(a.df["post_segment"]) == [tuple(p) for p in post]
+    np.testing.assert_allclose(b.points - a.points, [[10 * VOXEL_NM, 0, 0]] * len(syn))
+    quick, _ = read_precomputed_lines(tmp_path / "syn", space="hemibrain", relationships=False)
+    assert "pre_segment" not in quick.df.columns

@@ -24,8 +24,9 @@ a skeleton read here overlays the EM volume read there without any shift.
 * Annotations: ``point`` -> one :class:`PointTable`; ``line`` (e.g. synapses,
   pre -> post) -> two tables with the same rows (ends A and B), so both ends move
   with ``transform_table``. Columns: ``id`` (the annotation id), ``x, y, z``
-  (nm), one per property (enum properties as their labels); related segments as
-  ``<relationship>`` columns holding the first related id (0 if none).
+  (nm), one per property (enum properties as their labels); related segments (read from the ``by_id``
+  index, one read per annotation; ``relationships=False`` skips them) as one ``<relationship>`` column each:
+  the segment id (0 if none), or a tuple of ids where some annotation has several.
 
 Examples
 --------
@@ -376,7 +377,7 @@ def _annotations(reader, where: str) -> list:
     return out
 
 
-def _props_frame(reader, anns: list, info: dict) -> pd.DataFrame:
+def _props_frame(reader, anns: list, info: dict, relationships: bool, where: str) -> pd.DataFrame:
     cols = {"id": np.array([int(a.id) for a in anns], dtype=np.uint64)}
     for j, spec in enumerate(reader.properties):
         vals = np.array([a.props[j] for a in anns]) if anns else np.zeros(0)
@@ -385,9 +386,25 @@ def _props_frame(reader, anns: list, info: dict) -> pd.DataFrame:
             labels = dict(zip(enum, info["properties"][j].get("enum_labels", [])))
             vals = np.array([labels.get(type(enum[0])(v), str(v)) for v in vals], dtype=object)
         cols[spec.id] = vals
-    for j, rel in enumerate(info.get("relationships", []) or []):
-        segs = [a.segments[j] if a.segments is not None and len(a.segments) > j else [] for a in anns]
-        cols[rel["id"]] = np.array([int(s[0]) if len(s) else 0 for s in segs], dtype=np.uint64)
+    rels = [r["id"] for r in info.get("relationships", []) or [] if isinstance(r, dict)]
+    if rels and relationships:
+        # the spatial index carries no related segments: each annotation's by_id entry does
+        if not reader.by_id:
+            raise InputError("the annotations have related segments but no by_id index to read them from; pass "
+                             "relationships=False to read without them", path=where, field="by_id")
+        try:
+            futures = [reader.by_id.get(int(a.id)) for a in anns]
+            full = [f.result() for f in futures]
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"the by_id index could not be read ({type(exc).__name__}: {str(exc)[:200]})",
+                             path=where, field="by_id") from exc
+        for j, rel in enumerate(rels):
+            segs = [tuple(int(v) for v in (a.segments[j] if a is not None and a.segments is not None else ()))
+                    for a in full]
+            if all(len(t) <= 1 for t in segs):
+                cols[rel] = np.array([t[0] if t else 0 for t in segs], dtype=np.uint64)
+            else:
+                cols[rel] = pd.Series(segs, dtype=object).to_numpy()
     return pd.DataFrame(cols)
 
 
@@ -398,7 +415,8 @@ def _with_xyz(frame: pd.DataFrame, pts: np.ndarray) -> pd.DataFrame:
     return df
 
 
-def read_precomputed_points(path, space: Space | str = "em", name: str = "points") -> PointTable:
+def read_precomputed_points(path, space: Space | str = "em", name: str = "points",
+                            relationships: bool = True) -> PointTable:
     """Point annotations (cells, synapse centres) as a :class:`PointTable` in nm.
 
     Parameters
@@ -418,11 +436,12 @@ def read_precomputed_points(path, space: Space | str = "em", name: str = "points
     reader, info, scale, where = _annotation_reader(path, "point")
     anns = _annotations(reader, where)
     pts = np.array([np.asarray(a.point, np.float64) for a in anns]).reshape(-1, 3) * scale
-    return PointTable(_with_xyz(_props_frame(reader, anns, info), pts), sp, name=name,
+    return PointTable(_with_xyz(_props_frame(reader, anns, info, relationships, where), pts), sp, name=name,
                       provenance={"source_file": where, "format": "neuroglancer precomputed annotations"})
 
 
-def read_precomputed_lines(path, space: Space | str = "em", name: str = "lines") -> tuple[PointTable, PointTable]:
+def read_precomputed_lines(path, space: Space | str = "em", name: str = "lines",
+                           relationships: bool = True) -> tuple[PointTable, PointTable]:
     """Line annotations (e.g. synapses, pre -> post) as two row-aligned tables: end A and end B, in nm.
 
     >>> pre, post = read_precomputed_lines("synapses/", space="em")        # doctest: +SKIP
@@ -434,7 +453,7 @@ def read_precomputed_lines(path, space: Space | str = "em", name: str = "lines")
     anns = _annotations(reader, where)
     a = np.array([np.asarray(x.point_a, np.float64) for x in anns]).reshape(-1, 3) * scale
     b = np.array([np.asarray(x.point_b, np.float64) for x in anns]).reshape(-1, 3) * scale
-    frame = _props_frame(reader, anns, info)
+    frame = _props_frame(reader, anns, info, relationships, where)
     prov = {"source_file": where, "format": "neuroglancer precomputed annotations"}
     return (PointTable(_with_xyz(frame, a), sp, name=f"{name}_a", provenance={**prov, "end": "a"}),
             PointTable(_with_xyz(frame, b), sp, name=f"{name}_b", provenance={**prov, "end": "b"}))
