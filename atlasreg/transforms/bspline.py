@@ -12,6 +12,8 @@ is ``outside="zero"`` (the default, so ``map_points`` equals SimpleITK's
 """
 from __future__ import annotations
 
+import hashlib
+
 import numba as nb
 import numpy as np
 
@@ -127,6 +129,13 @@ class BSplineTransform(GridFrame, Transform):
             f"the B-spline {self.src.name} -> {self.dst.name} has no closed-form inverse, and atlasreg does not "
             "solve B-spline inverses numerically yet: map points the way the file maps them (ITK/elastix "
             "files: fixed -> moving), or register the other way", field="inverse")
+
+    def token(self) -> str:
+        """Content fingerprint (coefficients, grid, outside policy, spaces), e.g. for resumable jobs."""
+        h = hashlib.sha256(self.coefficients.tobytes())
+        h.update(self.index_to_physical.tobytes())
+        h.update(f"{self.outside}|{self.src!r}|{self.dst!r}".encode())
+        return h.hexdigest()
 
     def max_displacement(self) -> float:
         """Largest coefficient length (a bound on the displacement: the weights sum to 1)."""
