@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import json
 
+import neuroglancer  # the test extra installs neuroglancer and tensorstore
 import numpy as np
 import pytest
 import tifffile
 
 import atlasreg as ar
 from atlasreg.errors import InputError
-
-neuroglancer = pytest.importorskip("neuroglancer")
-pytest.importorskip("tensorstore")
-
-from atlasreg.io.precomputed import write_precomputed  # noqa: E402
-from atlasreg.qc.neuroglancer import neuroglancer_state, neuroglancer_url, write_neuroglancer_state  # noqa: E402
+from atlasreg.io.precomputed import write_precomputed
+from atlasreg.qc.neuroglancer import neuroglancer_state, neuroglancer_url, write_neuroglancer_state
 
 BASE = "http://localhost:8000"
 CCF = ar.Space("ccf", "um", "asr")

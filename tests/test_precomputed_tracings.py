@@ -9,18 +9,14 @@ from __future__ import annotations
 import json
 import struct
 
+import neuroglancer  # the test extra installs neuroglancer, cloud-volume and tensorstore
 import numpy as np
 import pandas as pd
 import pytest
 
 import atlasreg as ar
 from atlasreg.errors import InputError
-
-neuroglancer = pytest.importorskip("neuroglancer")
-pytest.importorskip("cloudvolume")
-pytest.importorskip("tensorstore")
-
-from atlasreg.tracings.precomputed import (read_precomputed_lines, read_precomputed_points,  # noqa: E402
+from atlasreg.tracings.precomputed import (read_precomputed_lines, read_precomputed_points,
                                            read_precomputed_skeleton, read_precomputed_skeletons,
                                            write_precomputed_lines, write_precomputed_points)
 
@@ -300,3 +296,24 @@ def test_synapses_with_their_segments(data_dir, tmp_path):
     np.testing.assert_allclose(b.points - a.points, [[10 * VOXEL_NM, 0, 0]] * len(syn))
     quick, _ = read_precomputed_lines(tmp_path / "syn", space="hemibrain", relationships=False)
     assert "pre_segment" not in quick.df.columns
+
+
+def test_written_relationships_index_synapses_by_segment(data_dir, tmp_path):
+    syn = _synapses(data_dir).iloc[:50]
+    xyz = syn[["x", "y", "z"]].to_numpy(float) * VOXEL_NM
+    df = pd.DataFrame({"id": syn["connector_id"].to_numpy(np.uint64), "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
+                       "pre_segment": np.full(50, IDS[0], np.uint64),
+                       "post_segment": [(IDS[1], 2**63 + i) if i % 2 else IDS[1] for i in range(50)]})
+    a = ar.tracings.PointTable(df, "hemibrain", "nm")
+    out = write_precomputed_lines(a, a.with_points(xyz + 40, a.space), tmp_path / "syn",
+                                  relationships=["pre_segment", "post_segment"])
+    pre, _ = read_precomputed_lines(out, space="hemibrain")
+    np.testing.assert_array_equal(pre.df["pre_segment"], df["pre_segment"])
+    assert [tuple(t) if isinstance(t, tuple) else (t,) for t in pre.df["post_segment"]] == \
+        [t if isinstance(t, tuple) else (t,) for t in df["post_segment"]]
+    # neuroglancer's reader finds them by segment, through the relationship index
+    from neuroglancer.read_precomputed_annotations import AnnotationReader
+
+    r = AnnotationReader(out.absolute().as_uri() + "/")
+    assert len(r.relationships["pre_segment"][IDS[0]]) == 50
+    assert len(r.relationships["post_segment"][2**63 + 1]) == 1

@@ -485,7 +485,7 @@ def _property_specs(df: pd.DataFrame, skip: set, where) -> list[tuple[str, str]]
     return specs
 
 
-def _write_annotations(kind: str, ends: list, path, force: bool) -> Path:
+def _write_annotations(kind: str, ends: list, path, force: bool, relationships) -> Path:
     """Point (one table) or line (two row-aligned tables) annotations through neuroglancer's AnnotationWriter."""
     from ..io.atomic import atomic_path, check_writable
 
@@ -502,15 +502,22 @@ def _write_annotations(kind: str, ends: list, path, force: bool) -> Path:
                              field="id")
     else:
         ids = np.arange(len(df))
-    specs = _property_specs(df, {*first.columns, "id"}, p)
+    rels = [] if relationships is None else [relationships] if isinstance(relationships, str) else list(relationships)
+    missing = [c for c in rels if c not in df.columns]
+    if missing:
+        raise InputError(f"relationship column(s) {missing} are not in the table (it has {list(df.columns)[:12]})",
+                         path=p, field="relationships")
+    segs = {c: [_segment_ids(v, c, p) for v in df[c].to_numpy()] for c in rels}
+    specs = _property_specs(df, {*first.columns, "id", *rels}, p)
     cs = nm.CoordinateSpace(names=["x", "y", "z"], units=first.space.unit, scales=[1, 1, 1])
-    w = AnnotationWriter(coordinate_space=cs, annotation_type=kind,
+    w = AnnotationWriter(coordinate_space=cs, annotation_type=kind, relationships=rels,
                          properties=[nm.AnnotationPropertySpec(id=_prop_id(c), type=t) for c, t in specs])
     add = w.add_point if kind == "point" else w.add_line
     points = [e.points for e in ends]
     cols = {_prop_id(c): df[c].to_numpy() for c, _ in specs}
     for r in range(len(df)):
-        add(*(pt[r] for pt in points), id=int(ids[r]), **{c: v[r].item() for c, v in cols.items()})
+        add(*(pt[r] for pt in points), id=int(ids[r]), **{c: v[r].item() for c, v in cols.items()},
+            **{c: v[r] for c, v in segs.items()})
     with atomic_path(p, force) as tmp:
         w.write(str(tmp))
         info = json.loads((tmp / "info").read_text())
@@ -519,11 +526,27 @@ def _write_annotations(kind: str, ends: list, path, force: bool) -> Path:
     return p
 
 
-def write_precomputed_points(table: PointTable, path, force: bool = False) -> Path:
+def _segment_ids(value, column: str, where) -> list[int]:
+    """The related segment ids of one row: an id (0 = none) or a tuple / list of ids."""
+    vals = list(value) if isinstance(value, (tuple, list, np.ndarray)) else [value]
+    try:
+        out = [int(v) for v in vals]
+    except (TypeError, ValueError):
+        raise InputError(f"column {column!r} must hold segment ids (integers, or tuples of them), got {value!r}",
+                         path=where, field=column) from None
+    if any(v < 0 or v >= 2**64 for v in out):
+        raise InputError(f"column {column!r}: segment ids are unsigned 64-bit integers, got {value!r}", path=where,
+                         field=column)
+    return [v for v in out if v != 0]
+
+
+def write_precomputed_points(table: PointTable, path, force: bool = False, relationships=None) -> Path:
     """Write a point table as precomputed point annotations (coordinates in the table's unit).
 
     Numeric columns become annotation properties (floats as float32, integers in the smallest 32-bit type
     that holds them); an integer ``id`` column gives the annotation ids (default: the row numbers).
+    ``relationships`` names columns of segment ids (an id, 0 for none, or a tuple of ids per row; e.g.
+    ``["pre_segment", "post_segment"]``), written as related segments (and so indexed by segment).
 
     Examples
     --------
@@ -532,13 +555,13 @@ def write_precomputed_points(table: PointTable, path, force: bool = False) -> Pa
     """
     if not isinstance(table, PointTable):
         raise InputError(f"write_precomputed_points takes a PointTable, got {type(table).__name__}", field="table")
-    return _write_annotations("point", [table], path, force)
+    return _write_annotations("point", [table], path, force, relationships)
 
 
-def write_precomputed_lines(a: PointTable, b: PointTable, path, force: bool = False) -> Path:
+def write_precomputed_lines(a: PointTable, b: PointTable, path, force: bool = False, relationships=None) -> Path:
     """Write row-aligned end tables (as :func:`read_precomputed_lines` returns) as line annotations.
 
-    Properties come from ``a``'s numeric columns (as :func:`write_precomputed_points`).
+    Properties and ``relationships`` come from ``a``'s columns (as :func:`write_precomputed_points`).
 
     >>> write_precomputed_lines(pre, post, "synapses_ann")                  # doctest: +SKIP
     PosixPath('synapses_ann')
@@ -548,7 +571,7 @@ def write_precomputed_lines(a: PointTable, b: PointTable, path, force: bool = Fa
     if a.space != b.space or len(a) != len(b):
         raise InputError(f"the two ends must be in one space with one row per line (got {a.space} with {len(a)} "
                          f"rows, {b.space} with {len(b)})", field="table")
-    return _write_annotations("line", [a, b], path, force)
+    return _write_annotations("line", [a, b], path, force, relationships)
 
 
 def _prop_id(column: str) -> str:
