@@ -195,7 +195,7 @@ def convert_sitk(t, s: Space, d: Space, outside: str, path) -> Transform:
         return field_from_sitk_image(t.GetDisplacementField(), s, d, outside, path)
     if isinstance(t, sitk.BSplineTransform):
         if s.unit != d.unit:
-            raise InputError("a B-spline maps within one unit; pass file_unit=", path=path)
+            raise InputError("a B-spline maps within one unit: state the file unit (the unit of its numbers)", path=path)
         return bspline_from_sitk(t, s, d, outside, path)
     raise InputError(f"unsupported ITK transform type {t.GetName()!r}: atlasreg reads linear transforms "
                      "(Affine, Euler3D, Similarity3D, VersorRigid3D, Scale, Translation, ...), "
