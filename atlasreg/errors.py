@@ -31,3 +31,7 @@ class NoPathError(AtlasregError, LookupError):
 
 class OutputExistsError(AtlasregError, FileExistsError):
     """Refusing to overwrite an existing output without ``force=True`` / ``--force``."""
+
+
+class ConvergenceError(AtlasregError, ArithmeticError):
+    """A numerical inverse did not converge for some points (raised under ``on_fail="raise"``)."""
