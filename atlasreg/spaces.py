@@ -175,6 +175,43 @@ def as_space(space: "Space | str | None", default_name: str = "unnamed", unit: s
     return Space(str(space), unit if unit is not None else "um")
 
 
+def resolve_space(given: "Space | str | None", recorded: "Space | None", default_name: str = "unnamed",
+                  what: str = "space") -> Space:
+    """The space ``given`` names, with the unit a file, a graph or a volume records for it.
+
+    The one rule at every boundary (warp, :class:`~atlasreg.graph.SpaceGraph`,
+    transform loading): a bare name takes the ``recorded`` unit and orientation
+    (it never silently means µm where a unit is recorded); a :class:`Space` is
+    taken as given, and where its unit differs from the recorded one the caller
+    converts (:func:`unit_scale`). Orientations that contradict each other are an
+    error: no unit change can reconcile them.
+
+    Examples
+    --------
+    >>> resolve_space("em", Space("em", "nm"))
+    Space(name='em', unit='nm', orientation=None)
+    >>> resolve_space(Space("em", "um"), Space("em", "nm")).unit
+    'um'
+    """
+    if given is None:
+        return recorded if recorded is not None else Space(default_name)
+    if isinstance(given, Space):
+        if (recorded is not None and given.name == recorded.name and given.orientation and recorded.orientation
+                and given.orientation != recorded.orientation):
+            from .errors import SpaceMismatchError
+
+            raise SpaceMismatchError(
+                f"{what} {given.name!r} has orientation {given.orientation!r} here but {recorded.orientation!r} "
+                "where it is recorded; reorient one of them first")
+        return given
+    name = str(given)
+    if not name:
+        raise InputError(f"{what} name must be a non-empty string", field="space")
+    if recorded is None:
+        return known_space(name) or Space(name)
+    return Space(name, recorded.unit, recorded.orientation if recorded.name == name else None)
+
+
 #: Spaces whose unit and orientation the field agrees on, so naming them is enough
 #: (``read_swc(path, space="ccf", voxel_size=25.0)`` needs no unit). Unknown names
 #: never get a guessed unit.

@@ -218,6 +218,8 @@ class ChunkedInverseDisplacementField(Transform):
     grown by the largest displacement (plus two nodes), since ``|x - y| = |u(x)|``.
     """
 
+    is_numerical = True
+
     def __init__(self, forward: ChunkedDisplacementField, tol: float | None = None, max_iter: int = MAX_ITER,
                  on_fail: str = "nan"):
         super().__init__(forward.dst, forward.src)

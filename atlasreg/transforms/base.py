@@ -37,6 +37,8 @@ class Transform(ABC):
 
     #: True where the map is exactly invertible in closed form (affines).
     exact_inverse: bool = False
+    #: True where this map is itself computed by a numerical solver (the inverse of a field or spline).
+    is_numerical: bool = False
 
     def __init__(self, src: Space | str, dst: Space | str):
         self.src = as_space(src, "src")
@@ -59,6 +61,13 @@ class Transform(ABC):
         if self._explicit_inverse is not None:
             return self._explicit_inverse
         return self._inverse()
+
+    @property
+    def numerical_inverse(self) -> bool:
+        """True when :meth:`inverse` is solved numerically (no closed form, no attached inverse)."""
+        if self._explicit_inverse is not None:
+            return self._explicit_inverse.is_numerical
+        return not self.exact_inverse
 
     def with_inverse(self, inverse: "Transform") -> "Transform":
         """Attach a known inverse (checked to run ``dst -> src``); returns ``self``."""
@@ -211,6 +220,35 @@ def _check_chain(a: Transform, b: Transform) -> None:
         )
 
 
+def with_ends(T: Transform, src: Space, dst: Space) -> Transform:
+    """``T`` taking points in ``src`` and returning them in ``dst``: the same spaces, in the units asked for.
+
+    ``src`` must name ``T.src`` and ``dst`` name ``T.dst``; where a unit differs
+    the points are converted (an exact :meth:`Affine.from_units` step at that
+    end), so a space in nm meets a transform whose end is in µm correctly
+    instead of silently off by 1000.
+
+    Examples
+    --------
+    >>> T = Affine.from_translation([10, 0, 0], src=Space("em", "um"), dst="lm")
+    >>> with_ends(T, Space("em", "nm"), T.dst).map_points([[1000.0, 0, 0]])
+    array([[11.,  0.,  0.]])
+    """
+    if src.name != T.src.name or dst.name != T.dst.name:
+        raise SpaceMismatchError(f"{T!r} maps {T.src.name!r} -> {T.dst.name!r}, not {src.name!r} -> {dst.name!r}")
+    for a, b in ((src, T.src), (dst, T.dst)):
+        if a.orientation and b.orientation and a.orientation != b.orientation:
+            raise SpaceMismatchError(f"space {a.name!r} has orientation {a.orientation!r} here but "
+                                     f"{b.orientation!r} in {T!r}; reorient first")
+    steps: list[Transform] = []
+    if src.unit != T.src.unit:
+        steps.append(Affine.from_units(src, T.src))
+    steps.append(T)
+    if dst.unit != T.dst.unit:
+        steps.append(Affine.from_units(T.dst, dst))
+    return T if len(steps) == 1 else Sequence(steps)
+
+
 class Sequence(Transform):
     """Apply transforms in order: ``Sequence([A, B])`` maps with A, then B.
 
@@ -247,6 +285,16 @@ class Sequence(Transform):
     @property
     def exact_inverse(self) -> bool:  # type: ignore[override]
         return all(t.exact_inverse for t in self.steps)
+
+    @property
+    def is_numerical(self) -> bool:  # type: ignore[override]
+        return any(t.is_numerical for t in self.steps)
+
+    @property
+    def numerical_inverse(self) -> bool:
+        if self._explicit_inverse is not None:
+            return self._explicit_inverse.is_numerical
+        return any(t.numerical_inverse for t in self.steps)
 
     def simplified(self) -> list[Transform]:
         """Steps with adjacent affines folded into one matrix."""

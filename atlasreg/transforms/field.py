@@ -158,6 +158,8 @@ class InverseDisplacementField(Transform):
     True
     """
 
+    is_numerical = True
+
     def __init__(self, forward: DisplacementField, tol: float | None = None, max_iter: int = MAX_ITER,
                  on_fail: str = "nan"):
         super().__init__(forward.dst, forward.src)

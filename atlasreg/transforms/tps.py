@@ -206,6 +206,8 @@ class InverseThinPlateSpline(Transform):
     counts them and ``last_residual`` is the worst residual of the points returned.
     """
 
+    is_numerical = True
+
     def __init__(self, forward: ThinPlateSpline, tol: float | None = None, max_iter: int = MAX_ITER,
                  on_fail: str = "nan"):
         super().__init__(forward.dst, forward.src)
