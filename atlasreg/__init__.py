@@ -5,7 +5,7 @@ Heavy parts (ANTs, SimpleITK, dask, the atlas) load on first use, so
 """
 from importlib import import_module
 
-from .errors import AtlasregError, InputError, NoPathError, OutputExistsError, SpaceMismatchError
+from .errors import AtlasregError, InputError, NoMatchError, NoPathError, OutputExistsError, SpaceMismatchError
 from .graph import SpaceGraph
 from .spaces import Space, nifti_to_origin, origin_to_nifti, reorient_points, unit_scale
 from .transforms import (Affine, DisplacementField, Sequence, ThinPlateSpline, Transform)
@@ -25,6 +25,7 @@ _LAZY = {
     "register": "atlasreg.registration",
     "RegistrationResult": "atlasreg.registration",
     "fit_landmarks": "atlasreg.registration.landmarks",
+    "match_landmarks": "atlasreg.registration.matching",
     "tracings": "atlasreg.tracings",
     "qc": "atlasreg.qc",
     "distributed": "atlasreg.distributed",
@@ -34,7 +35,7 @@ _LAZY = {
 
 __all__ = ["Space", "Volume", "Grid", "warp", "SpaceGraph", "Transform", "Affine", "DisplacementField",
            "ThinPlateSpline", "Sequence", "unit_scale", "origin_to_nifti", "nifti_to_origin",
-           "reorient_points", "AtlasregError", "InputError", "NoPathError", "SpaceMismatchError",
+           "reorient_points", "AtlasregError", "InputError", "NoMatchError", "NoPathError", "SpaceMismatchError",
            "OutputExistsError", *_LAZY]
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 import yaml
 
 from .errors import InputError
+from .io.paths import check_name, inside, safe_file_name
 
 _PKG_MANIFESTS = Path(__file__).resolve().parent / "manifests"
 _REPO_MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
@@ -101,13 +102,20 @@ def _check_manifest(m, path) -> None:
             raise InputError(f"manifest lacks {k!r}", path=path, field=k)
         if not isinstance(m[k], str):
             raise InputError(f"{k!r} must be text, got {type(m[k]).__name__}", path=path, field=k)
+    # the name and the file ids become part of cache file names: plain tokens only
+    check_name(m["name"], source=path, field="name")
     files = m.get("files") or {}
     if not isinstance(files, dict):
         raise InputError("'files' must map file ids to entries", path=path, field="files")
     for fid, f in files.items():
+        check_name(fid, source=path, field=f"files.{fid}")
         if not isinstance(f, dict) or not (f.get("path") or (f.get("original") or {}).get("url")):
             raise InputError(f"file {fid!r} needs a mirror 'path' or an 'original' with a 'url'", path=path,
                              field=f"files.{fid}")
+        if f.get("path") and (not isinstance(f["path"], str) or os.path.isabs(f["path"])
+                              or ".." in Path(f["path"]).parts):
+            raise InputError(f"file {fid!r}: 'path' must be relative to the mirror folder, without '..', got "
+                             f"{f['path']!r}", path=path, field=f"files.{fid}.path")
         if f.get("path") and not f.get("sha256"):
             raise InputError(f"file {fid!r} is in the mirror but has no sha256", path=path, field=f"files.{fid}")
         for where, e in ((f"files.{fid}", f), (f"files.{fid}.original", f.get("original"))):
@@ -161,8 +169,15 @@ _HASHES: dict[tuple, str] = {}
 
 
 def sha256(path: str | Path) -> str:
-    """sha256 of a file (memoised per path, size and modification time)."""
+    """sha256 of a file (memoised per path, size and modification time), or of a folder's tree.
+
+    A folder's digest is the sha256 of its sorted ``relative/path<TAB>sha256`` lines, one per file (a
+    symbolic link counts as its target text, never followed), so one manifest entry can vouch for a
+    multi-file format such as an OME-Zarr store or a conformance suite.
+    """
     p = Path(path)
+    if p.is_dir() and not p.is_symlink():
+        return _tree_sha256(p)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASHES:
@@ -174,12 +189,30 @@ def sha256(path: str | Path) -> str:
     return _HASHES[key]
 
 
+def tree_files(folder: Path) -> list[Path]:
+    """Every file and symbolic link under ``folder`` (links not followed), sorted."""
+    out = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        out.extend(Path(root) / f for f in files)
+        out.extend(Path(root) / d for d in dirs if (Path(root) / d).is_symlink())
+    return sorted(out)
+
+
+def _tree_sha256(folder: Path) -> str:
+    lines = []
+    for f in tree_files(folder):
+        rel = f.relative_to(folder).as_posix()
+        digest = hashlib.sha256(os.readlink(f).encode()).hexdigest() if f.is_symlink() else sha256(f)
+        lines.append(f"{rel}\t{digest}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
 # -- fetching --------------------------------------------------------------------------------------------
 def _from_mirror(name: str, fid: str, entry: dict, mirror: Path) -> Path | None:
     rel = entry.get("path")
     if not rel:
         return None
-    p = mirror / rel
+    p = inside(mirror, rel, source=manifest(name)["_file"], field=f"files.{fid}.path")
     if not p.exists():
         return None
     got = sha256(p)
@@ -191,8 +224,8 @@ def _from_mirror(name: str, fid: str, entry: dict, mirror: Path) -> Path | None:
 
 
 def _cached_name(name: str, fid: str, url: str) -> str:
-    base = url.split("?")[0].rstrip("/").split("/")[-1] or fid
-    return f"{name}__{fid}__{base}"
+    base = safe_file_name(url.split("?")[0].split("#")[0].rstrip("/").split("/")[-1], fid)
+    return f"{check_name(name, field='name')}__{check_name(fid, field='files')}__{base}"
 
 
 def _from_cache_or_download(name: str, fid: str, entry: dict, download: bool) -> Path | None:
@@ -338,14 +371,10 @@ def atlas_files(name: str, download: bool | None = None) -> dict:
             keys = entry.get("keys") or {}
             if role in keys:
                 out["keys"][role] = keys[role]
-    used = set(file_orients.values())
-    if len(used) > 1:
-        # Mixed sources (mirror copy + downloaded original) stored in different axis orders: keep the annotation's.
-        ann = file_orients["annotation"]
-        for role in [r for r, o in file_orients.items() if o != ann]:
-            warnings.warn(f"{name}: {role} is stored as {file_orients[role]!r}, the annotation as {ann!r}; "
-                          f"leaving {role} out", stacklevel=2)
-            out.pop(role)
+    # Files stored in different axis orders (the mirror's annotation LR/AP/DV beside a template AP/DV/LR, or a
+    # mirror copy beside a downloaded original) are each permuted exactly into the atlas orientation.
+    ann_fo = file_orients["annotation"]
+    out["role_orientations"] = {r: o for r, o in file_orients.items() if r != "annotation" and o != ann_fo}
     from .spaces import orientation_mapping
 
     fo = file_orients["annotation"]

@@ -35,3 +35,11 @@ class OutputExistsError(AtlasregError, FileExistsError):
 
 class ConvergenceError(AtlasregError, ArithmeticError):
     """A numerical inverse did not converge for some points (raised under ``on_fail="raise"``)."""
+
+
+class NoMatchError(AtlasregError):
+    """Two point sets show no consistent correspondence (``match_landmarks``); ``.result`` holds what was found."""
+
+    def __init__(self, message: str, result: object | None = None):
+        self.result = result
+        super().__init__(message)

@@ -178,11 +178,15 @@ class SpaceGraph:
         grid = as_grid(reference)
         if grid.space.name != _name(dst):
             raise SpaceMismatchError(f"reference grid is in {grid.space.name!r}, not {_name(dst)!r}")
-        pull = self.transform(grid.space, volume.space)
-        if isinstance(pull, Affine) and np.array_equal(pull.matrix, np.eye(4)):
-            pull = None
-        data = resample(volume, pull, grid, interpolation, fill, dtype)
+        data = resample(volume, self.pull(grid.space, volume.space), grid, interpolation, fill, dtype)
         return Volume(data, grid.spacing, grid.origin, grid.direction, grid.space)
+
+    def pull(self, target: Space, moving: Space) -> Transform | None:
+        """The resampling map ``target -> moving`` along the graph (None where it is the identity)."""
+        if target.name == moving.name and target.unit == moving.unit:
+            self.path(target, moving)
+            return None
+        return self.transform(target, moving)
 
 
 class _LazyInverse:

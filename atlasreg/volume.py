@@ -244,8 +244,11 @@ def as_grid(reference) -> Grid:
     raise InputError(f"reference must be a Volume or Grid, got {type(reference).__name__}", field="reference")
 
 
-def pull_transform(transform: Transform, moving: Space, target: Space) -> Transform:
+def pull_transform(transform: Transform | None, moving: Space, target: Space) -> Transform | None:
     """The map ``target -> moving`` a resampling needs, whichever way ``transform`` was given (CONVENTIONS).
+
+    ``None`` (no transform) is allowed between two spaces of the same name: the
+    result is None, or the unit conversion where their units differ.
 
     The contract is the same for every transform: warping an image from its space through ``T``
     puts the content at ``x`` at ``T(x)``, so a transform ``moving -> target`` is inverted and one
@@ -254,6 +257,11 @@ def pull_transform(transform: Transform, moving: Space, target: Space) -> Transf
     or the grid's unit differs from the transform's end of the same name, the points are converted
     (:func:`atlasreg.transforms.base.with_ends`), never read in the wrong unit.
     """
+    if transform is None:
+        if moving.name != target.name:
+            raise SpaceMismatchError(f"volume is in {moving.name!r}, reference in {target.name!r}: "
+                                     "give the transform between them")
+        return None if moving.unit == target.unit else Affine.from_units(target, moving)
     if transform.src.name == moving.name and transform.dst.name == target.name:
         return with_ends(transform.inverse(), target, moving)
     if transform.src.name == target.name and transform.dst.name == moving.name:
@@ -295,6 +303,24 @@ def check_fill(fill, dtype) -> None:
     elif dt.kind == "f":
         if np.isfinite(f) and not np.isfinite(dt.type(f)):
             raise InputError(f"fill value {fill!r} overflows the output dtype {dt}", field="fill")
+
+
+def resolve_interpolation(dtype, interpolation: str = "auto") -> str:
+    """``"auto"`` -> ``"nearest"`` for label volumes (bool, 32/64-bit integers), ``"linear"`` otherwise.
+
+    Any other value passes through (checked where it is used).
+
+    Examples
+    --------
+    >>> resolve_interpolation(np.uint32), resolve_interpolation(np.float32), resolve_interpolation(np.uint32, "linear")
+    ('nearest', 'linear', 'linear')
+    """
+    if interpolation != "auto":
+        return interpolation
+    dt = np.dtype(dtype)
+    if dt == np.bool_ or (dt.kind in "iu" and dt.itemsize >= 4):
+        return "nearest"
+    return "linear"
 
 
 def resample(volume: Volume, pull: Transform | None, grid: Grid, interpolation: str = "linear",
@@ -364,12 +390,6 @@ def warp(volume: Volume, transform: Transform | None, reference, interpolation: 
     True
     """
     grid = as_grid(reference)
-    if transform is None:
-        if volume.space.name != grid.space.name:
-            raise SpaceMismatchError(f"volume is in {volume.space.name!r}, reference in {grid.space.name!r}: "
-                                     "give the transform between them")
-        pull = None
-    else:
-        pull = pull_transform(transform, volume.space, grid.space)
+    pull = pull_transform(transform, volume.space, grid.space)
     data = resample(volume, pull, grid, interpolation, fill, dtype)
     return Volume(data, grid.spacing, grid.origin, grid.direction, grid.space)

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 import atlasreg as ar  # noqa: E402
 from atlasreg.em import build_pyramid, crop_lm, refine_landmark_fit, synthetic_lm_pair  # noqa: E402
-from atlasreg.transforms.itk import linear_matrix  # noqa: E402
+from atlasreg.transforms.sitk_bridge import linear_matrix  # noqa: E402
 
 EM = ar.Space("em", "nm")
 LM = ar.Space("lm", "um")

@@ -194,7 +194,6 @@ def _cases(f):
         # atlas / data
         (["atlas", "info", f["atlas_truncated.npz"], "--ontology", f["structures.csv"], "--voxel-size", "200"], 2,
          ["atlas_truncated.npz"]),
-        (["atlas", "info", "allen_mouse_200um", "--voxel-size", "abc"], 2, ["abc"]),
         (["atlas", "info", "nowhere_atlas"], 2, ["nowhere_atlas"]),
         (["data", "fetch", "no_such_dataset"], 2, ["no_such_dataset"]),
         (["data", "fetch", "allen_mouse_200um", "--file", "nofile"], 2, ["nofile"]),
@@ -265,6 +264,7 @@ def test_usage_errors_are_reported_by_click(files):
                             "psl", "-o", "r"]), "--voxel-size")
     assert_usage_error(run(["landmarks", "fit", files["landmarks.csv"], "-o", "t.json", "--outlier-k", "many"]),
                        "--outlier-k")
+    assert_usage_error(run(["atlas", "info", "allen_mouse_200um", "--voxel-size", "abc"]), "--voxel-size", "abc")
     assert_usage_error(run(["no-such-verb"]), "no-such-verb")
     assert_usage_error(run(["query", "--bogus-option"]), "--bogus-option")
 
@@ -337,3 +337,147 @@ def test_file_system_errors_are_one_line(monkeypatch):
 
     monkeypatch.setattr(data, "list_datasets", full)
     assert_clean_error(run(["data", "list"]), 1, "No space left on device", "/data/cache")
+
+
+# -- one option type, one spelling, every verb (issue 16, items 9-12) ---------------------------------------
+import re  # noqa: E402
+
+from atlasreg.cli._app import VOXEL_SIZE_FLAGS, cli_message, normalize_args  # noqa: E402
+
+PYTHON_WORDING = re.compile(r"\bpass [a-z_]+=")
+
+
+def test_no_error_line_speaks_python(files):
+    """A CLI error names the option, never the Python argument (``pass voxel_size=`` etc.)."""
+    bad = []
+    for args, _, _ in _cases(files):
+        res = run(args)
+        for ln in res.stderr.splitlines():
+            if PYTHON_WORDING.search(ln):
+                bad.append(f"atlasreg {' '.join(map(str, args))}: {ln}")
+    tif = files["garbage.tif"].with_name("no_voxel.tif")
+    import tifffile
+
+    tifffile.imwrite(tif, np.zeros((8, 8, 8), np.uint16))
+    res = run(["register", tif, "--orientation", "psl", "--atlas", "allen_mouse_200um", "-o", "r"])
+    line = assert_clean_error(res, EXIT["input"], "no_voxel.tif", "--voxel-size")
+    assert not PYTHON_WORDING.search(line), line
+    res = run(["landmarks", "fit", files["landmarks.csv"], "-o", files["existing.csv"]])
+    line = assert_clean_error(res, EXIT["exists"], "--force")
+    assert line.count("--force") == 1 and not PYTHON_WORDING.search(line), line
+    assert not bad, "\n".join(bad)
+
+
+def test_cli_message_names_options_and_no_invented_ones():
+    opts = {"voxel_size": "--voxel-size", "force": "--force", "orientation_check": "--orientation-check"}
+    assert cli_message("a TIFF stack records no voxel size; pass voxel_size=(axis0, axis1, axis2) in µm", opts) \
+        == "a TIFF stack records no voxel size; use --voxel-size AXIS0 AXIS1 AXIS2 in µm"
+    assert cli_message("or pass orientation_search='warn'/'off' to register anyway", opts) \
+        == "or use --orientation-check warn/off to register anyway"
+    assert cli_message("exists; pass force=True / --force", opts) == "exists; use --force"
+    # an argument this verb has no option for is not dressed up as one
+    msg = cli_message("lacks coordinate column(s) ['z']; pass src_columns=(...)", {"force": "--force"})
+    assert "--src-columns" not in msg and "--columns" not in msg and not PYTHON_WORDING.search(msg)
+
+
+def _voxel_options():
+    return [(path, o) for path, cmd in VERBS for p in cmd.params for o in p.opts if o in VOXEL_SIZE_FLAGS]
+
+
+def test_every_voxel_size_option_takes_both_spellings():
+    opts = _voxel_options()
+    # every verb with a voxel size: register, warp, landmarks x3, em x3, warp-big, query, atlas info, combine
+    assert len({p for p, _ in opts}) >= 10, opts
+    for path, flag in opts:
+        for spelled in (["50", "40", "40"], ["50,40,40"], ["50x40x40"]):
+            args = normalize_args(typer.main.get_command(app), [*path, flag, *spelled, "--force"])
+            assert args[len(path):] == [flag, spelled[0] if len(spelled) == 1 else "50,40,40", "--force"], args
+        cmd = dict(VERBS)[path]
+        param = next(p for p in cmd.params if flag in p.opts)
+        assert param.metavar == "N | Z Y X"
+
+
+@pytest.mark.parametrize("bad", [["50", "40"], ["a", "b", "c"], ["0"], ["-5"]])
+def test_bad_voxel_size_names_the_option(files, bad):
+    res = run(["landmarks", "fit", files["landmarks.csv"], "--src-voxel-size", *bad, "--dst-unit", "um", "-o", "t.json"])
+    assert_usage_error(res, "--src-voxel-size")
+    assert "valid number" not in res.stderr and "No such option" not in res.stderr
+
+
+def test_voxel_size_spellings_give_the_same_fit(files, tmp_path):
+    outs = []
+    for k, spelled in enumerate((["4", "4", "40"], ["4,4,40"])):
+        o = tmp_path / f"t{k}.json"
+        res = run(["landmarks", "fit", files["microns.csv"], "--src-unit", "nm", "--src-voxel-size", *spelled,
+                   "--dst-unit", "mm", "--model", "affine", "-o", o])
+        assert res.exit_code == 0, res.stderr
+        outs.append(ar.load_transform(o).map_points(np.array([[1000.0, 2000.0, 300.0]])))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_output_is_dash_o_or_output_everywhere_and_out_still_works(files, tmp_path):
+    with_o = [(path, p) for path, cmd in VERBS for p in cmd.params if "-o" in p.opts]
+    assert len(with_o) >= 15
+    for path, p in with_o:
+        assert "--output" in p.opts and "--out" not in p.opts, (path, p.opts)
+    res = run(["landmarks", "apply", files["transform.json"], files["points.csv"], "--out", tmp_path / "o.csv"])
+    assert res.exit_code == 0, res.stderr
+    assert (tmp_path / "o.csv").is_file()
+
+
+def test_help_shows_no_bool_placeholder():
+    for path, _ in [((), None), *VERBS]:
+        text = run([*path, "--help"]).stdout
+        assert "<bool>" not in text, f"`atlasreg {' '.join(path)} --help` shows <bool>"
+
+
+def test_quiet_before_or_after_the_verb_silences_status_lines(files, tmp_path):
+    base = ["landmarks", "apply", files["transform.json"], files["points.csv"], "--force", "-o", tmp_path / "o.csv"]
+    loud = run(base)
+    assert loud.exit_code == 0 and "mapped" in loud.stdout
+    try:
+        for args in (["-q", *base], [*base, "-q"]):
+            res = run(args)
+            assert res.exit_code == 0 and res.stdout.strip() == "", res.stdout
+    finally:
+        from atlasreg.cli._app import set_verbosity
+
+        set_verbosity()
+        from _demo_run import _drop_closed_log_handlers
+
+        _drop_closed_log_handlers()
+
+
+def _tiny_result(folder: Path) -> Path:
+    """A saved registration result (identity affine, 200 µm grids in the ccf space's orientation)."""
+    from atlasreg.registration import RegistrationResult
+
+    mg = ar.Grid((20, 16, 22), (200.0, 200.0, 200.0), ar.Space("sample", "um", "asr"))
+    fg = ar.Grid((20, 16, 22), (200.0, 200.0, 200.0), ar.Space("ccf", "um", "asr"))
+    T = ar.Affine(np.eye(4), src=mg.space, dst=fg.space)
+    RegistrationResult(T, mg, fg, {}, {"preset": "none"}, "test").save(folder, figures=False)
+    return folder
+
+
+def test_missing_input_file_is_exit_2_naming_it(tmp_path):
+    reg = _tiny_result(tmp_path / "reg")
+    assert_clean_error(run(["points", reg, "missing.csv", "-o", "o.csv"]), EXIT["input"], "missing.csv")
+    assert_clean_error(run(["warp", reg, "missing.nii.gz", "-o", "o.nii.gz"]), EXIT["input"], "missing.nii.gz")
+
+
+def test_warp_big_interpolates_like_warp(tmp_path):
+    """Default ``auto``: a uint32 label volume stays labels (nearest), as with ``atlasreg warp``."""
+    import SimpleITK as sitk
+
+    default = {p.name: p.default for p in dict(VERBS)[("warp-big",)].params}["interpolation"]
+    assert default == {p.name: p.default for p in dict(VERBS)[("warp",)].params}["interpolation"] == "auto"
+    lab = np.random.default_rng(0).choice(np.array([0, 7, 100000], np.uint32), (16, 16, 16))
+    img = sitk.GetImageFromArray(lab)  # written by SimpleITK, not atlasreg
+    img.SetSpacing((10.0, 10.0, 10.0))
+    sitk.WriteImage(img, str(tmp_path / "labels.nii.gz"))
+    ar.save_transform(ar.Affine.from_translation([3.3, 1.7, 4.1], src="a", dst="b"), tmp_path / "a_to_b.json")
+    res = run(["warp-big", tmp_path / "labels.nii.gz", tmp_path / "labels.nii.gz", "-t", tmp_path / "a_to_b.json",
+               "--moving-space", "a", "--reference-space", "b", "--chunks", "8", "-o", tmp_path / "w.ome.zarr"])
+    assert res.exit_code == 0, res.stderr
+    out = ar.read_volume(tmp_path / "w.ome.zarr").numpy()
+    assert out.dtype == np.uint32 and set(np.unique(out)) <= {0, 7, 100000}

@@ -74,6 +74,8 @@ def test_mirror_checksums_all_match(mirror):
     assert all(r["status"] == "ok" for r in mirrored), [r for r in mirrored if r["status"] != "ok"]
     # every real data file in the shared folder is described by some manifest
     described = {Path(r["path"]).resolve() for r in mirrored}
+    # a folder entry (tree digest) vouches for every file under it
+    described |= {f.resolve() for d in list(described) if d.is_dir() for f in data.tree_files(d)}
     on_disk = {p.resolve() for p in Path(mirror).rglob("*") if p.is_file() and p.name != "README.md"}
     assert on_disk <= described, sorted(map(str, on_disk - described))[:5]
 
@@ -83,7 +85,9 @@ def test_fetch_from_mirror_and_atlas_files(mirror):
     assert got["annotation"] == mirror / "atlas" / "ABA_25um_2017_annotation.tif"
     spec = data.atlas_files("allen_mouse_25um")
     assert spec["file_orientation"] == "ras" and spec["orientation"] == "asr" and spec["space"] == "ccf"
-    assert "reference" not in spec                     # the template is not mirrored: left out, not downloaded
+    # the template is mirrored now, stored AP/DV/LR beside the LR/AP/DV annotation: kept, each permuted exactly
+    assert spec["reference"] == mirror / "atlas" / "allen_mouse_25um_template.tif"
+    assert spec["role_orientations"] == {"reference": "asr"}
     with pytest.raises(InputError, match="not in the mirror"):
         data.fetch("allen_mouse_10um")                 # originals only; a mirror never triggers a download
     with pytest.raises(InputError, match="did you mean allen_mouse_25um"):
@@ -145,3 +149,21 @@ def test_data_cli(mirror):
     for verb in (["data", "list"], ["data", "fetch"], ["data", "verify"]):
         h = r.invoke(app, verb + ["--help"])
         assert h.exit_code == 0 and "Example" in h.output
+
+
+def test_tree_digest_sees_every_file_and_never_follows_links(tmp_path):
+    tree = tmp_path / "store.zarr"
+    (tree / "c" / "0").mkdir(parents=True)
+    (tree / "zarr.json").write_text("{}")
+    (tree / "c" / "0" / "0").write_bytes(b"\x00\x01")
+    first = data.sha256(tree)
+    assert first == data.sha256(tree) and len(first) == 64
+    (tree / "c" / "0" / "0").write_bytes(b"\x00\x02")      # one chunk changes: the digest changes
+    second = data.sha256(tree)
+    assert second != first
+    (tmp_path / "secret").write_text("not part of the store")
+    (tree / "link").symlink_to(tmp_path / "secret")         # a link counts as its target text, not its content
+    third = data.sha256(tree)
+    assert third != second
+    (tmp_path / "secret").write_text("changed, still not read")
+    assert data.sha256(tree) == third

@@ -54,7 +54,7 @@ def test_pyramid_verb(em_zarr, tmp_path):
     (["--voxel-size", "50,4,4", "--unit", "furlong", "--target", "30"], "unknown unit"),
     (["--voxel-size", "50,4,4", "--unit", "nm", "--target", "2nm"], "not coarser than the source"),
     (["--voxel-size", "50,4,4", "--unit", "nm", "--target", "5 parsec"], "unknown unit"),
-    (["--voxel-size", "50,4", "--unit", "nm", "--target", "30"], "one length or three"),
+    (["--voxel-size", "50,4,4", "--unit", "nm", "--target", "30,2"], "one length or three"),
 ])
 def test_pyramid_bad_input_exit_2_one_line(em_zarr, tmp_path, args, msg):
     src, _ = em_zarr

@@ -493,10 +493,10 @@ def _assert_same_field(F, path):
 def test_nifti_warps_read_in_one_pass_equal_simpleitk(reg, tmp_path):
     import nibabel as nib
 
-    from atlasreg.transforms import itk
+    from atlasreg.transforms.nifti_warp import read_nifti_warp
 
     for p in (reg["fwdtransforms"][0], reg["invtransforms"][1]):
-        F = itk._read_nifti_warp(Path(p), FIXED, MOVING, "zero")
+        F = read_nifti_warp(Path(p), FIXED, MOVING, "zero")
         assert F is not None, "ANTs' warp layout must take the one-pass reader"
         _assert_same_field(F, p)
         _assert_same_field(load_transform(p, src=FIXED, dst=MOVING), p)
@@ -523,7 +523,7 @@ def test_nifti_warps_read_in_one_pass_equal_simpleitk(reg, tmp_path):
         G = load_transform(tmp_path / name, src=FIXED, dst=MOVING)
         _assert_same_field(G, tmp_path / name)
         if name == "scaled.nii.gz":  # scaled data is left to SimpleITK
-            assert itk._read_nifti_warp(tmp_path / name, FIXED, MOVING, "zero") is None
+            assert read_nifti_warp(tmp_path / name, FIXED, MOVING, "zero") is None
         else:
             assert np.allclose(G.displacement, F.displacement, rtol=0, atol=1e-5), name
 
@@ -552,11 +552,11 @@ def test_damaged_nifti_warps_are_refused(reg, tmp_path):
 
 
 def test_inverse_warp_is_read_only_when_first_used(reg, points, monkeypatch):
-    from atlasreg.transforms import itk
+    from atlasreg.transforms import ants_lists
 
     read = []
-    real = itk._read_field
-    monkeypatch.setattr(itk, "_read_field", lambda p, *a: read.append(os.path.basename(p)) or real(p, *a))
+    real = ants_lists.read_field
+    monkeypatch.setattr(ants_lists, "read_field", lambda p, *a: read.append(os.path.basename(p)) or real(p, *a))
     T = load_transform(reg["fwdtransforms"], src=FIXED, dst=MOVING)
     assert read == ["reg_1Warp.nii.gz"]
     y = T.map_points(points)

@@ -40,19 +40,29 @@ class ArrayFile:
     (NIfTI/NRRD spacing and direction) and are None otherwise.
     """
 
-    def __init__(self, path: str | Path, key: str | None = None):
+    def __init__(self, path: str | Path, key: str | None = None, level: int = 0):
         self.path = Path(path)
         self.key = key
+        self.level = level
         self.voxel_size: np.ndarray | None = None
         self.orientation: str | None = None
         if not self.path.exists():
             raise InputError("volume file not found", path=self.path)
         sfx = _suffix(self.path)
-        if sfx not in _ITK_SUFFIXES + _TIFF_SUFFIXES + (".npz", ".npy"):
-            raise InputError(f"unsupported volume format {sfx!r}: use NIfTI, NRRD, TIFF, .npy or .npz",
+        if sfx not in _ITK_SUFFIXES + _TIFF_SUFFIXES + (".npz", ".npy", ".zarr"):
+            raise InputError(f"unsupported volume format {sfx!r}: use NIfTI, NRRD, TIFF, OME-Zarr, .npy or .npz",
                              path=self.path)
         if sfx in _ITK_SUFFIXES:
             self._read_itk_header()
+        elif sfx == ".zarr":
+            self._read_zarr_header()
+
+    def _read_zarr_header(self) -> None:
+        from ..io import read_volume
+
+        vol = read_volume(self.path, level=self.level, unit="um")  # lazy: metadata only
+        self.voxel_size = np.asarray(vol.voxel_size, float)
+        self.orientation = ngff_anatomical_orientation(self.path)
 
     def _read_itk_header(self) -> None:
         import SimpleITK as sitk
@@ -97,6 +107,10 @@ class ArrayFile:
             arr = tifffile.imread(self.path)
         elif sfx == ".npy":
             arr = np.load(self.path, mmap_mode="r")
+        elif sfx == ".zarr":
+            from ..io import read_volume
+
+            arr = read_volume(self.path, level=self.level, unit="um").numpy()
         elif sfx == ".npz":
             with _open_npz(self.path) as z:
                 if self.key is None or self.key not in z.files:
@@ -115,6 +129,54 @@ class ArrayFile:
         if arr.ndim != 3:
             raise InputError(f"expected a 3-D volume, got shape {arr.shape}", path=self.path)
         return arr
+
+
+_ANATOMICAL_LETTER = {"left": "l", "right": "r", "anterior": "a", "posterior": "p", "superior": "s",
+                      "inferior": "i", "dorsal": "s", "ventral": "i"}
+
+
+def ngff_anatomical_orientation(path: str | Path) -> str | None:
+    """BrainGlobe origin code from an OME-Zarr's anatomical axis orientations (RFC-4), or None.
+
+    Each space axis may carry ``{"orientation": {"type": "anatomical", "value": "anterior-to-posterior"}}``
+    (as brainglobe-atlasapi 3 writes); the code takes the side at index 0 of each axis (``"a"``).
+
+    >>> ngff_anatomical_orientation("template.ome.zarr")          # doctest: +SKIP
+    'asr'
+    """
+    p = Path(path)
+    meta = None
+    for name in ("zarr.json", ".zattrs"):
+        f = p / name
+        if f.is_file():
+            if f.stat().st_size > 16 * 2**20:
+                raise InputError(f"{name} is {f.stat().st_size} bytes: too large for metadata", path=f)
+            try:
+                meta = json.loads(f.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise InputError(f"{name} is not valid JSON: {exc}", path=f) from None
+            break
+    if not isinstance(meta, dict):
+        return None
+    attrs = meta.get("attributes", meta)
+    ms = (attrs.get("ome") or {}).get("multiscales") if isinstance(attrs.get("ome"), dict) else attrs.get("multiscales")
+    if not isinstance(ms, list) or not ms or not isinstance(ms[0], dict):
+        return None
+    letters = []
+    for ax in ms[0].get("axes") or []:
+        if not isinstance(ax, dict) or ax.get("type") != "space":
+            continue
+        o = ax.get("orientation")
+        if not isinstance(o, dict) or o.get("type") != "anatomical":
+            return None
+        first = str(o.get("value", "")).split("-to-")[0]
+        if first not in _ANATOMICAL_LETTER:
+            raise InputError(f"unknown anatomical orientation {o.get('value')!r} on axis {ax.get('name')!r}",
+                             path=p, field="orientation")
+        letters.append(_ANATOMICAL_LETTER[first])
+    if len(letters) != 3:
+        return None
+    return validate_orientation("".join(letters))
 
 
 def _open_npz(path: Path):
@@ -221,7 +283,7 @@ def _default_space_name(name: str | None) -> str:
 def load_files(annotation, ontology, reference=None, hemispheres=None, *, voxel_size=None,
                file_orientation: str | None = None, orientation: str | None = None, unit: str = "um",
                space: Space | str | None = None, name: str | None = None, keys: dict | None = None,
-               metadata: dict | None = None):
+               metadata: dict | None = None, role_orientations: dict | None = None, levels: dict | None = None):
     """Allen-style files: an annotation volume + a structure tree (+ optional reference and hemispheres).
 
     Parameters
@@ -238,16 +300,28 @@ def load_files(annotation, ontology, reference=None, hemispheres=None, *, voxel_
         when that is not the identity).
     orientation : str, optional
         Orientation of the loaded atlas (default ``file_orientation``).
+    role_orientations : dict, optional
+        ``{"reference": "asr"}``: a reference or hemisphere file stored in another axis order than the
+        annotation (each is permuted/flipped exactly into ``orientation``).
+    levels : dict, optional
+        Pyramid level per role for OME-Zarr files (default 0).
+
+    Examples
+    --------
+    >>> load_files("ABA_25um_2017_annotation.tif", "allen_structure_tree.csv", "allen_mouse_25um_template.tif",
+    ...            voxel_size=25, file_orientation="ras", orientation="asr",
+    ...            role_orientations={"reference": "asr"})               # doctest: +SKIP
     """
     from .atlas import Atlas
 
     keys = {"annotation": "annotation", "reference": "reference", "hemispheres": "hemispheres", **(keys or {})}
     unit = normalize_unit(unit)
-    files = {"annotation": ArrayFile(annotation, keys["annotation"])}
+    levels = levels or {}
+    files = {"annotation": ArrayFile(annotation, keys["annotation"], levels.get("annotation", 0))}
     if reference is not None:
-        files["reference"] = ArrayFile(reference, keys["reference"])
+        files["reference"] = ArrayFile(reference, keys["reference"], levels.get("reference", 0))
     if hemispheres is not None:
-        files["hemispheres"] = ArrayFile(hemispheres, keys["hemispheres"])
+        files["hemispheres"] = ArrayFile(hemispheres, keys["hemispheres"], levels.get("hemispheres", 0))
     ann = files["annotation"]
     fo = file_orientation or ann.orientation
     if fo is None:
@@ -278,16 +352,19 @@ def load_files(annotation, ontology, reference=None, hemispheres=None, *, voxel_
         if f is None:
             return None
 
+        fo_role = validate_orientation((role_orientations or {}).get(role) or fo)
+
         def load():
             arr = f.read()
             if role == "hemispheres":
-                arr = normalise_hemispheres(arr, fo, f.path)
-            return np.ascontiguousarray(_reorient_array(arr, fo, target))
+                arr = normalise_hemispheres(arr, fo_role, f.path)
+            return np.ascontiguousarray(_reorient_array(arr, fo_role, target))
 
         return load
 
     sp = _resolve_space(space, name, unit, target)
     meta = {"file_orientation": fo, "files": {k: str(v.path) for k, v in files.items()},
+            **({"role_orientations": dict(role_orientations)} if role_orientations else {}),
             "ontology": onto.source, **(metadata or {})}
     return Atlas(load_annotation, onto, voxel_size=vs, space=sp, reference=loader("reference"),
                  hemispheres=loader("hemispheres"), name=name or ann.path.stem, metadata=meta)
@@ -348,6 +425,202 @@ def load_brainglobe(folder: str | Path, orientation: str | None = None, space: S
                       metadata={"brainglobe": meta})
 
 
+# -- BrainGlobe 3 (brainglobe-atlasapi >= 3.0) -----------------------------------------------------------
+_BG3_TERMINOLOGY = "terminology.csv"
+_BG3_TEMPLATE = "template.ome.zarr"
+_BG3_ANNOTATION = "annotations_compressed.ome.zarr"
+_BG3_HEMISPHERES = "hemispheres.ome.zarr"
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        if path.stat().st_size > 16 * 2**20:
+            raise InputError(f"{what} is {path.stat().st_size} bytes: too large for metadata", path=path)
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{what} not found", path=path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{what} is not valid JSON: {exc}", path=path) from None
+    if not isinstance(data, dict):
+        raise InputError(f"{what} must hold a JSON object", path=path)
+    return data
+
+
+def _bg3_location(root: Path, meta: dict, keys: tuple, manifest: Path) -> Path:
+    """``root / meta[k1][k2]...["location"]``, which must stay inside the BrainGlobe root."""
+    node = meta
+    for k in keys:
+        node = node.get(k) if isinstance(node, dict) else None
+    loc = node.get("location") if isinstance(node, dict) else None
+    if not isinstance(loc, str) or not loc.strip("/"):
+        raise InputError(f"manifest.json has no {'.'.join(keys)}.location", path=manifest, field=".".join(keys))
+    target = (root / loc.lstrip("/")).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise InputError(f"{'.'.join(keys)}.location {loc!r} points outside the BrainGlobe folder {root}",
+                         path=manifest, field=".".join(keys))
+    return target
+
+
+def _ngff_level(path: Path, resolution_um) -> int:
+    """The pyramid level of an OME-Zarr whose voxel size is ``resolution_um`` (how brainglobe-atlasapi picks)."""
+    from ..io import read_volume
+
+    k = 0
+    while True:
+        try:
+            vol = read_volume(path, level=k, unit="um")
+        except InputError as exc:
+            if "does not exist" in str(exc) and k > 0:
+                raise InputError(f"no pyramid level has the atlas resolution {list(resolution_um)} µm", path=path,
+                                 field="resolution") from None
+            raise
+        if np.allclose(vol.voxel_size, resolution_um, rtol=1e-6):
+            return k
+        k += 1
+
+
+def load_brainglobe_v3(manifest: str | Path, orientation: str | None = None, space: Space | str | None = None,
+                       name: str | None = None):
+    """A BrainGlobe 3 atlas: ``<root>/atlases/<name>/<version>/manifest.json`` and the components it names.
+
+    The layout brainglobe-atlasapi 3 writes and downloads: the manifest points (``location``, relative
+    to the BrainGlobe root three levels above the version folder) at ``templates/…/template.ome.zarr``,
+    ``annotation-sets/…/annotations_compressed.ome.zarr`` (+ ``hemispheres.ome.zarr`` unless the atlas
+    is symmetric) and ``terminologies/…/terminology.csv``. The pyramid level whose voxel size is the
+    manifest's ``resolution`` is read, and, as brainglobe-atlasapi does, voxel ``i`` of that level is at
+    ``i * resolution`` (the level's NGFF half-voxel translation of a coarser level is not applied).
+    Axis orientations the OME-Zarr records must agree with the manifest's ``orientation``.
+
+    Examples
+    --------
+    >>> load_brainglobe_v3("~/.brainglobe/brainglobe-atlasapi/atlases/allen_mouse_25um/3_0/manifest.json")
+    ... # doctest: +SKIP
+    """
+    manifest = Path(manifest).expanduser()
+    if manifest.is_dir():
+        manifest = manifest / "manifest.json"
+    meta = _read_json(manifest, "BrainGlobe manifest.json")
+    for k in ("resolution", "orientation", "annotation_set", "terminology"):
+        if k not in meta:
+            raise InputError(f"manifest.json lacks {k!r}: not a BrainGlobe 3 atlas manifest", path=manifest, field=k)
+    if len(manifest.parents) < 4:
+        raise InputError("a BrainGlobe 3 manifest sits at <root>/atlases/<name>/<version>/manifest.json",
+                         path=manifest)
+    root = manifest.parents[3]
+    fo = validate_orientation(str(meta["orientation"]))
+    res = _as_voxel_size(meta["resolution"], manifest)
+    ann_dir = _bg3_location(root, meta, ("annotation_set",), manifest)
+    terms = _bg3_location(root, meta, ("terminology",), manifest) / _BG3_TERMINOLOGY
+    tmpl_keys = ("annotation_set", "template") if isinstance(meta["annotation_set"].get("template"), dict) \
+        else ("template",)
+    template = _bg3_location(root, meta, tmpl_keys, manifest) / _BG3_TEMPLATE
+    annotation = ann_dir / _BG3_ANNOTATION
+    if not annotation.exists():
+        raise InputError(f"the BrainGlobe 3 annotation {annotation.relative_to(root)} is missing (a partial "
+                         "download?): reinstall the atlas with brainglobe-atlasapi", path=manifest)
+    if not terms.exists():
+        raise InputError(f"the BrainGlobe 3 terminology {terms.relative_to(root)} is missing", path=manifest)
+    hemis = None if meta.get("symmetric") else ann_dir / _BG3_HEMISPHERES
+    roles = {"annotation": annotation}
+    if template.exists():
+        roles["reference"] = template
+    if hemis is not None:
+        if not hemis.exists():
+            raise InputError(f"the atlas is not symmetric but {hemis.relative_to(root)} is missing", path=manifest)
+        roles["hemispheres"] = hemis
+    levels = {}
+    for role, path in roles.items():
+        levels[role] = _ngff_level(path, res)
+        rec = ngff_anatomical_orientation(path)
+        if rec is not None and rec != fo:
+            raise InputError(f"the {role} OME-Zarr records axes {rec!r} but the manifest says {fo!r}", path=path,
+                             field="orientation")
+    atlas_name = name or str(meta.get("name") or manifest.parents[1].name)
+    label = manifest.parents[1].name  # e.g. "allen_mouse_25um"
+    space = _suffixed_space(space, _default_space_name(label), fo, orientation)
+    return load_files(annotation, terms, roles.get("reference"), roles.get("hemispheres"), voxel_size=res,
+                     file_orientation=fo, orientation=orientation, unit="um", space=space, name=label or atlas_name,
+                     metadata={"brainglobe": meta, "brainglobe_version": 3, "manifest_path": str(manifest)},
+                     levels=levels)
+
+
+# -- atlases installed through BrainGlobe --------------------------------------------------------------------
+def brainglobe_dir() -> Path:
+    """The folder brainglobe-atlasapi installs atlases into.
+
+    Read, like brainglobe-atlasapi does, from ``bg_config.conf`` (``[default_dirs] brainglobe_dir``) in
+    ``$BRAINGLOBE_CONFIG_DIR`` or ``~/.config/brainglobe``; ``~/.brainglobe`` when there is no config file.
+
+    >>> brainglobe_dir()                                              # doctest: +SKIP
+    PosixPath('/home/me/.brainglobe')
+    """
+    import configparser
+    import os
+
+    conf_dir = Path(os.environ.get("BRAINGLOBE_CONFIG_DIR") or Path.home() / ".config" / "brainglobe")
+    conf = conf_dir / "bg_config.conf"
+    if conf.is_file() and conf.stat().st_size < 1_000_000:
+        cp = configparser.ConfigParser()
+        try:
+            cp.read(conf)
+            d = cp.get("default_dirs", "brainglobe_dir", fallback=None)
+        except configparser.Error as exc:
+            raise InputError(f"BrainGlobe's config file cannot be read: {exc}", path=conf) from None
+        if d:
+            return Path(d).expanduser()
+    return Path.home() / ".brainglobe"
+
+
+def _version_key(v: str) -> tuple:
+    return tuple(int(x) if x.isdigit() else -1 for x in v.replace(".", "_").split("_"))
+
+
+def find_installed_brainglobe(name: str, root: str | Path | None = None) -> Path | None:
+    """Where an atlas installed through BrainGlobe is (its newest version), or None.
+
+    BrainGlobe 3: ``<root>/brainglobe-atlasapi/atlases/<name>/<version>/manifest.json`` (returned);
+    BrainGlobe 2: ``<root>/<name>_v<version>/`` with ``metadata.json`` (the folder is returned).
+    ``root`` defaults to :func:`brainglobe_dir`. Only reads the folder; never downloads.
+
+    >>> find_installed_brainglobe("allen_mouse_25um")                   # doctest: +SKIP
+    PosixPath('/home/me/.brainglobe/brainglobe-atlasapi/atlases/allen_mouse_25um/3_0/manifest.json')
+    """
+    import re
+
+    base = Path(root).expanduser() if root is not None else brainglobe_dir()
+    if not base.is_dir() or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+        return None
+    v3 = base / "brainglobe-atlasapi" / "atlases" / name
+    if v3.is_dir():
+        found = [d for d in v3.iterdir() if re.fullmatch(r"\d+(?:_\d+)*", d.name) and (d / "manifest.json").is_file()]
+        if found:
+            return max(found, key=lambda d: _version_key(d.name)) / "manifest.json"
+    v2 = [d for d in base.glob(f"{name}_v*") if re.fullmatch(re.escape(name) + r"_v\d+(?:\.\d+)*", d.name)
+          and (d / "metadata.json").is_file()]
+    if v2:
+        return max(v2, key=lambda d: _version_key(d.name.rsplit("_v", 1)[1]))
+    return None
+
+
+def _bg3_manifest_in(folder: Path) -> Path | None:
+    """The manifest of a BrainGlobe 3 tree given as its root, its ``brainglobe-atlasapi`` folder, an atlas
+    folder or a version folder, when there is exactly one; else None."""
+    if (folder / "manifest.json").is_file():
+        return folder / "manifest.json"
+    for base in (folder, folder / "brainglobe-atlasapi"):
+        cands = sorted(base.glob("atlases/*/*/manifest.json"))
+        if cands:
+            if len(cands) > 1:
+                raise InputError(f"this BrainGlobe folder holds several atlases "
+                                 f"({sorted({c.parents[1].name for c in cands})}): name one "
+                                 f"(e.g. {cands[0].parent})", path=folder)
+            return cands[0]
+    cands = sorted(folder.glob("*/manifest.json"))  # <root>/atlases/<name>/ given: its versions
+    if cands and all((c.parent / "manifest.json").is_file() for c in cands):
+        return max(cands, key=lambda c: _version_key(c.parent.name))
+    return None
+
+
 def load_folder(folder: Path, **kw):
     """A folder of Allen-style files, recognised by name (annotation*, reference*/template*/average*,
     hemisphere*, a structure CSV/JSON)."""
@@ -362,7 +635,16 @@ def load_folder(folder: Path, **kw):
 
     ann = one([p for p in vols if "annotation" in p.name.lower()], "annotation")
     if ann is None:
-        raise InputError("no annotation volume in this folder (a file named *annotation*)", path=folder)
+        held = sorted(q.name for q in folder.iterdir())[:12]
+        bg3 = [q for q in ("atlases", "annotation-sets", "templates", "terminologies", "brainglobe-atlasapi")
+               if (folder / q).exists()]
+        hint = (f"it looks like part of a BrainGlobe 3 tree ({', '.join(bg3)}) but no "
+                "atlases/<name>/<version>/manifest.json was found under it: give the BrainGlobe root or the "
+                "atlas's manifest.json" if bg3 else
+                "atlasreg reads a BrainGlobe 2 folder (metadata.json), a BrainGlobe 3 tree "
+                "(atlases/<name>/<version>/manifest.json) or Allen-style files (a volume named *annotation* "
+                "and a structure CSV/JSON)")
+        raise InputError(f"not an atlas folder: {hint}; it holds {held}", path=folder)
     ref = one([p for p in vols if any(w in p.name.lower() for w in ("reference", "template", "average"))],
               "reference")
     hemi = one([p for p in vols if "hemisphere" in p.name.lower()], "hemispheres")
@@ -374,18 +656,18 @@ def load_folder(folder: Path, **kw):
                       kw.pop("hemispheres", hemi), **kw)
 
 
-def load_manifest(name: str, orientation: str | None = None, space=None):
+def load_manifest(name: str, orientation: str | None = None, space=None, download: bool | None = None):
     """An atlas named by a data manifest (``allen_mouse_25um``), resolved through :mod:`atlasreg.data`."""
     from .. import data
 
-    spec = data.atlas_files(name)
+    spec = data.atlas_files(name, download)
     native = spec.get("orientation") or spec["file_orientation"]
     space = _suffixed_space(space, spec.get("space") or _default_space_name(name), native, orientation)
     return load_files(spec["annotation"], spec["ontology"], spec.get("reference"), spec.get("hemispheres"),
                       voxel_size=spec["voxel_size"], file_orientation=spec["file_orientation"],
                       orientation=orientation or native, unit=spec.get("unit", "um"),
                       space=space, name=name, keys=spec.get("keys"),
-                      metadata={"manifest": name})
+                      metadata={"manifest": name}, role_orientations=spec.get("role_orientations"))
 
 
 def load(source=None, *, annotation=None, ontology=None, reference=None, hemispheres=None, voxel_size=None,
@@ -407,9 +689,14 @@ def load(source=None, *, annotation=None, ontology=None, reference=None, hemisph
                           file_orientation=file_orientation, orientation=orientation, unit=unit, space=space,
                           name=name, keys=keys)
     p = Path(source)
+    if p.is_file() and p.name == "manifest.json":
+        return load_brainglobe_v3(p, orientation=orientation, space=space, name=name)
     if p.is_dir():
         if (p / "metadata.json").exists():
             return load_brainglobe(p, orientation=orientation, space=space, name=name)
+        bg3 = _bg3_manifest_in(p)
+        if bg3 is not None:
+            return load_brainglobe_v3(bg3, orientation=orientation, space=space, name=name)
         kw = {k: v for k, v in dict(annotation=annotation, ontology=ontology, reference=reference,
                                      hemispheres=hemispheres).items() if v is not None}
         return load_folder(p, voxel_size=voxel_size, file_orientation=file_orientation, orientation=orientation,
@@ -442,12 +729,36 @@ def load(source=None, *, annotation=None, ontology=None, reference=None, hemisph
             if declared is not None and not np.allclose(declared, float(voxel_size), rtol=0.02):
                 raise InputError(f"atlas {source!r} has voxel size {declared}, not {voxel_size}; choose the "
                                  "manifest of that resolution (atlasreg atlas list)", field="resolution")
+    if isinstance(source, str) and source in data.list_datasets() and data.manifest(source).get("kind") == "atlas":
+        # Files already here (ATLASREG_DATA mirror or download cache) first, then an atlas installed through
+        # BrainGlobe, and only then a download.
+        try:
+            spec = data.atlas_files(source, download=False)
+        except InputError:
+            spec = None
+        if spec is not None and (spec.get("reference") is not None or find_installed_brainglobe(source) is None):
+            return load_manifest(source, orientation=orientation, space=space, download=False)
+        installed = find_installed_brainglobe(source)
+        if installed is not None:
+            return _load_installed(installed, orientation, space, name)
+        return load_manifest(source, orientation=orientation, space=space)
     if isinstance(source, str) and source in data.list_datasets():
         return load_manifest(source, orientation=orientation, space=space)
+    if isinstance(source, str):
+        installed = find_installed_brainglobe(source)
+        if installed is not None:
+            return _load_installed(installed, orientation, space, name)
     known = [n for n in data.list_datasets() if data.manifest(n).get("kind") == "atlas"]
     import difflib
 
     close = difflib.get_close_matches(str(source), known, n=3)
     raise InputError(f"{source!r} is neither an atlas folder/file nor a known atlas name"
-                     f"{'; did you mean ' + ', '.join(close) + '?' if close else ''} (known atlases: {known})",
+                     f"{'; did you mean ' + ', '.join(close) + '?' if close else ''} (known atlases: {known}; "
+                     f"BrainGlobe atlases installed in {brainglobe_dir()} are found by name too)",
                      field="atlas")
+
+
+def _load_installed(path: Path, orientation, space, name):
+    if path.name == "manifest.json":
+        return load_brainglobe_v3(path, orientation=orientation, space=space, name=name)
+    return load_brainglobe(path, orientation=orientation, space=space, name=name)

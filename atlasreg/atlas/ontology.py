@@ -204,8 +204,21 @@ class Ontology:
         except Exception as exc:  # pandas raises many kinds
             raise InputError(f"cannot read structure CSV: {exc}", path=path) from None
         ren = {"parent_structure_id": "parent", "parent_id": "parent", "color_hex_triplet": "colour",
-               "color": "colour", "hex": "colour"}
+               "color": "colour", "hex": "colour",
+               # BrainGlobe 3 terminology.csv
+               "identifier": "id", "parent_identifier": "parent", "abbreviation": "acronym",
+               "root_identifier_path": "structure_id_path"}
         df = df.rename(columns={k: v for k, v in ren.items() if k in df.columns and v not in df.columns})
+        if "annotation_value" in df.columns and "id" in df.columns:
+            # BrainGlobe 3 lets a structure's voxel value differ from its identifier; brainglobe-atlasapi 3.0
+            # itself looks voxel values up as identifiers, and so does atlasreg: a table where they differ
+            # would be read wrong, so it is refused.
+            av = pd.to_numeric(df["annotation_value"], errors="coerce")
+            differ = df.loc[av.notna() & (av != pd.to_numeric(df["id"], errors="coerce")), "id"].tolist()
+            if differ:
+                raise InputError(f"annotation_value differs from identifier for structures {differ[:10]}: "
+                                 "atlasreg reads annotation voxels as structure ids", path=path,
+                                 field="annotation_value")
         return cls(df, source=str(path))
 
     @classmethod
@@ -446,7 +459,10 @@ def _parse_path(p, source) -> tuple | None:
         vals = [int(v) for v in p]
     else:
         try:
-            vals = [int(v) for v in str(p).strip().strip("/").split("/") if v != ""]
+            # Allen: "/997/8/567/"; BrainGlobe 3 terminology: "[997, 8, 567]"
+            text = str(p).strip()
+            sep = "," if text.startswith("[") else "/"
+            vals = [int(v) for v in text.strip("[]").strip("/").split(sep) if v.strip() != ""]
         except ValueError:
             raise InputError(f"cannot read structure_id_path {p!r}", path=source, field="structure_id_path") from None
     return tuple(vals) if vals else None

@@ -7,34 +7,20 @@ from typing import Optional
 
 import typer
 
-from ._app import app, run_cli
+from ._app import app, run_cli, voxel_size_option
 
 atlas_app = typer.Typer(help="Atlases: list the known ones, describe one.", no_args_is_help=True)
 app.add_typer(atlas_app, name="atlas")
 
 
-def parse_voxel_size(text: Optional[str]):
-    """'25' or '50,40,40' -> float or list of floats (None passes through)."""
-    if text is None:
-        return None
-    from ..errors import InputError
+def load_atlas(atlas: str, ontology: Optional[Path] = None, voxel_size=None, file_orientation: Optional[str] = None):
+    """An Atlas from a manifest name, a BrainGlobe folder, a folder/npz/file of Allen-style data.
 
-    try:
-        vals = [float(v) for v in text.replace("x", ",").split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"voxel size {text!r} must be one number or three separated by commas",
-                         field="--voxel-size") from None
-    if len(vals) not in (1, 3):
-        raise InputError(f"voxel size {text!r} must be one number or three", field="--voxel-size")
-    return vals[0] if len(vals) == 1 else vals
-
-
-def load_atlas(atlas: str, ontology: Optional[Path] = None, voxel_size: Optional[str] = None,
-               file_orientation: Optional[str] = None):
-    """An Atlas from a manifest name, a BrainGlobe folder, a folder/npz/file of Allen-style data."""
+    ``voxel_size`` is the value of a ``--voxel-size`` option (a float, three floats or None).
+    """
     from ..atlas import Atlas
 
-    return Atlas.load(atlas, ontology=ontology, voxel_size=parse_voxel_size(voxel_size),
+    return Atlas.load(atlas, ontology=ontology, voxel_size=voxel_size,
                       file_orientation=file_orientation)
 
 
@@ -67,8 +53,8 @@ def info(
     atlas: str = typer.Argument(..., help="Manifest name (atlasreg atlas list), BrainGlobe folder, or Allen-style "
                                           "folder / npz / annotation file."),
     ontology: Optional[Path] = typer.Option(None, "--ontology", help="Structure CSV/JSON (Allen-style files)."),
-    voxel_size: Optional[str] = typer.Option(None, "--voxel-size", help="µm, '25' or 'a,b,c' per stored axis "
-                                             "(files that don't record it)."),
+    voxel_size: Optional[str] = voxel_size_option("µm, 25 or 25 25 25 per stored axis (files that don't record "
+                                                  "it)."),
     file_orientation: Optional[str] = typer.Option(None, "--file-orientation",
                                                    help="Orientation code of the stored arrays, e.g. 'asr'."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),

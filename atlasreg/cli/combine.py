@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ._app import app, run_cli
+from ._app import app, output_option, run_cli, say, voxel_size_option
 
 
 def _files(items: List[Path], suffixes: tuple[str, ...], what: str) -> list[Path]:
@@ -28,21 +28,6 @@ def _files(items: List[Path], suffixes: tuple[str, ...], what: str) -> list[Path
     return out
 
 
-def _voxel(text: Optional[str]):
-    from ..errors import InputError
-
-    if text is None:
-        return None
-    try:
-        v = [float(x) for x in text.split(",")]
-    except ValueError:
-        raise InputError(f"voxel size {text!r} must be one number or three separated by commas",
-                         field="voxel-size") from None
-    if len(v) not in (1, 3):
-        raise InputError(f"voxel size {text!r} must be one number or three", field="voxel-size")
-    return v[0] if len(v) == 1 else v
-
-
 @app.command()
 @run_cli
 def combine(
@@ -50,16 +35,15 @@ def combine(
                                                     "tables are taken from <folder>/synapses/<name>.csv if present."),
     em_space: str = typer.Option(..., "--em-space", help="Name of the EM space (e.g. hemibrain)."),
     em_unit: str = typer.Option(..., "--em-unit", help="Physical unit of the EM space: nm, um or mm."),
-    em_voxel_size: Optional[str] = typer.Option(None, "--em-voxel-size",
-                                                help="EM coordinates are voxels of this size (in --em-unit); "
-                                                     "one value or 'x,y,z'."),
+    em_voxel_size: Optional[str] = voxel_size_option("EM coordinates are voxels of this size (in --em-unit); "
+                                                     "one value or three (8 8 8 or 8,8,8).", "--em-voxel-size"),
     optical: List[Path] = typer.Option(..., "--optical", help="Optical neuron files (SWC, MouseLight .json) or "
                                                               "folders (repeatable)."),
     optical_space: str = typer.Option("ccf", "--optical-space", help="Space of the optical neurons."),
     optical_unit: str = typer.Option("um", "--optical-unit", help="Unit of the optical space."),
-    optical_voxel_size: Optional[str] = typer.Option(None, "--optical-voxel-size",
-                                                     help="Optical coordinates are voxels of this size "
-                                                          "(e.g. 25 for CCF 25 µm voxel units)."),
+    optical_voxel_size: Optional[str] = voxel_size_option("Optical coordinates are voxels of this size "
+                                                          "(e.g. 25 for CCF 25 µm voxel units).",
+                                                          "--optical-voxel-size"),
     orientation: Optional[str] = typer.Option(None, "--orientation",
                                               help="Orientation code of the atlas space (e.g. asr for the CCF)."),
     block: str = typer.Option(..., "--block",
@@ -70,12 +54,12 @@ def combine(
                                    "synthetically at its centre (unit change only)."),
     block_margin: float = typer.Option(0.0, "--block-margin",
                                        help="Grow the EM bounding box by this much (EM unit) on every side."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    out: Path = output_option("Output folder."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing collection in the output folder."),
 ) -> None:
     """Bring EM skeletons and optical neurons into one atlas space, find the optical neurons that pass through the EM block, and write the combined collection.
 
-    Writes to OUT: swc/*.swc (atlas space, with .json sidecars), neurons.parquet (one row per neuron: kind, source space and unit, transforms applied), nodes.parquet, synapses.parquet, passing.csv (optical neurons crossing the block, cable inside) and block.json.
+    Writes to OUTPUT: swc/*.swc (atlas space, with .json sidecars), neurons.parquet (one row per neuron: kind, source space and unit, transforms applied), nodes.parquet, synapses.parquet, passing.csv (optical neurons crossing the block, cable inside) and block.json.
 
     Example (fly EM skeletons placed synthetically in a 400 µm box of the mouse CCF, next to fMOST neurons in CCF 25 µm voxel units):
 
@@ -100,10 +84,10 @@ def combine(
 
     em_neurons = NeuronList()
     for f in _files(em, (".swc",), "em"):
-        n = read_swc(f, space=em_sp, voxel_size=_voxel(em_voxel_size), kind="em")
+        n = read_swc(f, space=em_sp, voxel_size=em_voxel_size, kind="em")
         syn = f.parent / "synapses" / f"{f.stem}.csv"
         if syn.is_file():
-            n = attach_synapses(n, read_table(syn, space=em_sp, voxel_size=_voxel(em_voxel_size)))
+            n = attach_synapses(n, read_table(syn, space=em_sp, voxel_size=em_voxel_size))
         em_neurons.append(n)
     opt = NeuronList()
     for f in _files(optical, (".swc", ".json"), "optical"):
@@ -112,7 +96,7 @@ def combine(
                 continue  # an SWC sidecar, read with its SWC
             opt.extend(read_mouselight(f, space=atlas_sp))
         else:
-            opt.append(read_swc(f, space=atlas_sp, voxel_size=_voxel(optical_voxel_size), kind="optical"))
+            opt.append(read_swc(f, space=atlas_sp, voxel_size=optical_voxel_size, kind="optical"))
 
     parts = [s.strip() for s in block.split(",")]
     if len(parts) == 6 and not Path(block).exists():
@@ -148,7 +132,7 @@ def combine(
         "lo": footprint.lo.tolist(), "hi": footprint.hi.tolist(), "atlas_space": atlas_sp.name,
         "atlas_unit": atlas_sp.unit, "atlas_bounds": [lo_a.tolist(), hi_a.tolist()],
         "transform": repr(T)}, indent=1))
-    typer.echo(f"{len(em_neurons)} EM + {len(opt)} optical neurons in {atlas_sp} -> {out}")
-    typer.echo(f"block ({placement}); {len(hits)} optical neuron(s) pass through it")
+    say(f"{len(em_neurons)} EM + {len(opt)} optical neurons in {atlas_sp} -> {out}")
+    say(f"block ({placement}); {len(hits)} optical neuron(s) pass through it")
     for r in hits.head(10).itertuples(index=False):
-        typer.echo(f"  {r.name}: {r.length_inside:.1f} {atlas_sp.unit} inside ({r.nodes_inside} nodes)")
+        say(f"  {r.name}: {r.length_inside:.1f} {atlas_sp.unit} inside ({r.nodes_inside} nodes)")

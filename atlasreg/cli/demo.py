@@ -5,13 +5,13 @@ from pathlib import Path
 
 import typer
 
-from ._app import app, run_cli
+from ._app import app, output_option, run_cli, say
 
 
 @app.command()
 @run_cli
 def demo(
-    out: Path = typer.Option(Path("atlasreg-demo"), "-o", "--out", help="Result folder to write."),
+    out: Path = output_option("Result folder to write.", Path("atlasreg-demo")),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing result folder."),
     data_dir: Path = typer.Option(None, "--data-dir",
                                   help="Run on the real data in this folder (atlas/, lightsheet/, em_lm/, "
@@ -37,4 +37,4 @@ def demo(
     from ..demo.pipeline import run_demo
 
     summary = run_demo(out, data_dir=data_dir, force=force, seed=seed)
-    typer.echo(summary["text"])
+    say(summary["text"])

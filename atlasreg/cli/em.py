@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._app import app, run_cli
+from ._app import app, output_option, run_cli, say, voxel_size_option
 
 em_app = typer.Typer(help="The EM side of the bridge: multiscale pyramids of EM volumes larger than memory, and "
                           "the light-sheet crop matching an EM block.", no_args_is_help=True)
@@ -36,10 +36,11 @@ def _lengths(text: Optional[str], flag: str, default_unit: Optional[str] = None)
 @em_app.command("pyramid")
 @run_cli
 def pyramid(
-    source: Path = typer.Argument(..., help="EM volume: OME-Zarr store, HDF5 file (--dataset) or TIFF stack."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output OME-Zarr (.ome.zarr)."),
-    voxel_size: Optional[str] = typer.Option(None, "--voxel-size", help="Voxel size per array axis (z,y,x), e.g. "
-                                             "'33,4,4'; required where the file records none."),
+    source: str = typer.Argument(..., help="EM volume: OME-Zarr store, HDF5 file (--dataset), TIFF stack, or "
+                                 "neuroglancer precomputed (a folder, or precomputed://file:///..., gs://, https://)."),
+    output: Path = output_option("Output OME-Zarr (.ome.zarr)."),
+    voxel_size: Optional[str] = voxel_size_option("Voxel size per array axis (z,y,x), e.g. 33 4 4 or 33,4,4; "
+                                                  "required where the file records none."),
     unit: Optional[str] = typer.Option(None, "--unit", help="Unit of --voxel-size and of the space: nm, um, mm."),
     target: Optional[str] = typer.Option(None, "--target", help="Stop once voxels reach this size on every axis "
                                          "(the light-sheet voxel), e.g. '5um' or '5,2,2 um' (default unit: --unit)."),
@@ -63,7 +64,7 @@ def pyramid(
     from ..em.pyramid import build_pyramid
     from ..errors import InputError
 
-    vs, _ = _lengths(voxel_size, "--voxel-size")
+    vs = voxel_size
     tgt, tunit = _lengths(target, "--target", unit)
     ch, _ = _lengths(chunks, "--chunks")
     if ch is None or any(c < 1 or c != int(c) for c in ch):
@@ -73,27 +74,28 @@ def pyramid(
                       force=force)
     u = p.space.unit
     for k, lv in enumerate(p.levels):
-        typer.echo(f"level {k}: shape {lv.shape}, voxel {tuple(round(v, 6) for v in lv.voxel_size)} {u}"
+        say(f"level {k}: shape {lv.shape}, voxel {tuple(round(v, 6) for v in lv.voxel_size)} {u}"
                    + (f" (source level {k + start_level})" if start_level else ""))
-    typer.echo(f"wrote {output} ({len(p.levels)} levels, space {p.space})")
+    say(f"wrote {output} ({len(p.levels)} levels, space {p.space})")
 
 
 @em_app.command("crop")
 @run_cli
 def crop(
-    em: Path = typer.Argument(..., help="EM volume or pyramid (only its geometry is read)."),
-    lightsheet: Path = typer.Argument(..., help="Light-sheet volume."),
+    em: str = typer.Argument(..., help="EM volume or pyramid (only its geometry is read); also neuroglancer "
+                             "precomputed (a folder or precomputed://...)."),
+    lightsheet: str = typer.Argument(..., help="Light-sheet volume (any format read_volume reads)."),
     transform: Path = typer.Option(..., "-t", "--transform", help="Transform EM -> light-sheet (or back), e.g. "
                                    "from 'atlasreg landmarks fit'."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output volume (.nii.gz, .tif, .ome.zarr, ...)."),
+    output: Path = output_option("Output volume (.nii.gz, .tif, .ome.zarr, ...)."),
     margin: float = typer.Option(0.0, "--margin", help="Border around the mapped block, light-sheet unit."),
-    em_voxel_size: Optional[str] = typer.Option(None, "--em-voxel-size", help="EM voxel size z,y,x if the file "
-                                                "records none."),
+    em_voxel_size: Optional[str] = voxel_size_option("EM voxel size z,y,x if the file records none.",
+                                                     "--em-voxel-size"),
     em_space: Optional[str] = typer.Option(None, "--em-space", help="EM space name (default: the transform's "
                                            "source)."),
     em_unit: Optional[str] = typer.Option(None, "--em-unit", help="EM unit (default: the transform's)."),
-    lm_voxel_size: Optional[str] = typer.Option(None, "--lm-voxel-size", help="Light-sheet voxel size if the file "
-                                                "records none."),
+    lm_voxel_size: Optional[str] = voxel_size_option("Light-sheet voxel size if the file records none.",
+                                                     "--lm-voxel-size"),
     lm_space: Optional[str] = typer.Option(None, "--lm-space", help="Light-sheet space name (default: the "
                                            "transform's destination)."),
     lm_unit: Optional[str] = typer.Option(None, "--lm-unit", help="Light-sheet unit (default: the transform's)."),
@@ -112,14 +114,12 @@ def crop(
 
     check_writable(output, force)
     T = load_transform(transform)
-    e_vs, _ = _lengths(em_voxel_size, "--em-voxel-size")
-    l_vs, _ = _lengths(lm_voxel_size, "--lm-voxel-size")
-    ev = read_volume(em, voxel_size=e_vs, space=em_space or T.src.name, unit=em_unit or T.src.unit)
-    lv = read_volume(lightsheet, voxel_size=l_vs, space=lm_space or T.dst.name, unit=lm_unit or T.dst.unit)
+    ev = read_volume(em, voxel_size=em_voxel_size, space=em_space or T.src.name, unit=em_unit or T.src.unit)
+    lv = read_volume(lightsheet, voxel_size=lm_voxel_size, space=lm_space or T.dst.name, unit=lm_unit or T.dst.unit)
     c = crop_lm(ev, lv, T, margin)
     write_volume(c, output, force=force)
-    typer.echo(f"crop of {lightsheet}: shape {c.shape}, origin {tuple(round(v, 4) for v in c.origin)} {c.unit}")
-    typer.echo(f"wrote {output}")
+    say(f"crop of {lightsheet}: shape {c.shape}, origin {tuple(round(v, 4) for v in c.origin)} {c.unit}")
+    say(f"wrote {output}")
 
 
 @em_app.command("refine")
@@ -131,18 +131,18 @@ def refine(
                                    "'atlasreg landmarks fit')."),
     heldout: Path = typer.Option(..., "--heldout", help="Landmark pairs NOT used in the fit (same CSV layout as for "
                                  "'landmarks fit'), at least 3: they decide whether the refinement is kept."),
-    output: Path = typer.Option(..., "-o", "--output", help="Transform to use from now on (.json): the refined map, "
-                                "or the landmark fit if the refinement made held-out error worse."),
+    output: Path = output_option("Transform to use from now on (.json): the refined map, or the landmark fit if "
+                                 "the refinement made held-out error worse."),
     psf: Optional[str] = typer.Option(None, "--psf", help="Light-sheet PSF sigma per axis (z,y,x) in the "
                                       "light-sheet unit, e.g. '2.5,0.8,0.8'. Recommended."),
     model: str = typer.Option("affine", "--model", help="affine, rigid or bspline."),
     level: Optional[int] = typer.Option(None, "--level", help="Pyramid level to use (default: the last one finer "
                                         "than the light-sheet voxels)."),
     margin: float = typer.Option(0.0, "--margin", help="Border around the block in the crop, light-sheet unit."),
-    lm_voxel_size: Optional[str] = typer.Option(None, "--lm-voxel-size", help="Light-sheet voxel size if the file "
-                                                "records none."),
-    src_voxel_size: Optional[str] = typer.Option(None, "--src-voxel-size", help="Held-out EM columns are voxel "
-                                                 "indices of this size (transform's EM unit)."),
+    lm_voxel_size: Optional[str] = voxel_size_option("Light-sheet voxel size if the file records none.",
+                                                     "--lm-voxel-size"),
+    src_voxel_size: Optional[str] = voxel_size_option("Held-out EM columns are voxel indices of this size "
+                                                      "(transform's EM unit).", "--src-voxel-size"),
     report: Optional[Path] = typer.Option(None, "--report", help="Report JSON (default: <output>.report.json)."),
     force: bool = typer.Option(False, "--force", help="Overwrite outputs."),
 ) -> None:
@@ -174,8 +174,7 @@ def refine(
     check_writable(rep, force)
     T = load_transform(transform)
     psf_v, _ = _lengths(psf, "--psf")
-    l_vs, _ = _lengths(lm_voxel_size, "--lm-voxel-size")
-    s_vs, _ = _lengths(src_voxel_size, "--src-voxel-size")
+    l_vs, s_vs = lm_voxel_size, src_voxel_size
     pyr = open_pyramid(em, space=T.src)
     lv = read_volume(lightsheet, voxel_size=l_vs, space=T.dst)
     if level is None:
@@ -194,7 +193,7 @@ def refine(
            "heldout": str(heldout), "crop_shape": list(crop.shape), **res.to_dict()}
     with atomic_path(rep, force) as tmp:
         tmp.write_text(json.dumps(doc, indent=1))
-    typer.echo(f"EM level {k} {tuple(round(v, 6) for v in em_level.voxel_size)} {em_level.unit}; light-sheet crop "
+    say(f"EM level {k} {tuple(round(v, 6) for v in em_level.voxel_size)} {em_level.unit}; light-sheet crop "
                f"{crop.shape}")
-    typer.echo(res.summary())
-    typer.echo(f"wrote {output} and {rep}")
+    say(res.summary())
+    say(f"wrote {output} and {rep}")

@@ -1,4 +1,4 @@
-"""``atlasreg landmarks fit|apply|report``: transforms from landmark pairs, chosen and checked by cross-validation."""
+"""``atlasreg landmarks fit|match|apply|report``: transforms from landmark pairs, chosen and checked by cross-validation."""
 from __future__ import annotations
 
 import json
@@ -7,27 +7,13 @@ from typing import Optional
 
 import typer
 
-from ._app import app, run_cli
+from ._app import app, output_option, run_cli, say, voxel_size_option
 
 landmarks_app = typer.Typer(
     help="Landmark transforms (EM ↔ light-sheet ↔ atlas): fit with automatic model choice and outlier "
          "rejection, apply to points, report held-out errors.",
     no_args_is_help=True)
 app.add_typer(landmarks_app, name="landmarks")
-
-
-def _vs(text: Optional[str], flag: str):
-    if text is None:
-        return None
-    from ..errors import InputError
-
-    try:
-        vals = [float(v) for v in text.replace("x", ",").split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"{text!r} must be one number or three separated by commas", field=flag) from None
-    if len(vals) not in (1, 3):
-        raise InputError(f"{text!r} must be one number or three", field=flag)
-    return vals
 
 
 def _space(name: Optional[str], unit: Optional[str]):
@@ -56,17 +42,16 @@ def _report_path(output: Path) -> Path:
 def fit(
     landmarks: Path = typer.Argument(..., help="Landmark pairs: BigWarp CSV or CSV with named columns "
                                                "(em_x, em_y, em_z, lm_x, ...)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Transform file (.json keeps spaces and units)."),
+    output: Path = output_option("Transform file (.json keeps spaces and units)."),
     src_unit: Optional[str] = typer.Option(None, "--src-unit", help="Unit of the source coordinates: nm, um, mm "
                                            "(unless the column names say it)."),
     dst_unit: Optional[str] = typer.Option(None, "--dst-unit", help="Unit of the destination coordinates."),
     src_space: Optional[str] = typer.Option(None, "--src-space", help="Name of the source space (default: from "
                                             "the columns, e.g. 'em')."),
     dst_space: Optional[str] = typer.Option(None, "--dst-space", help="Name of the destination space."),
-    src_voxel_size: Optional[str] = typer.Option(None, "--src-voxel-size",
-                                                 help="Source columns are voxel indices of this size in "
-                                                      "--src-unit, e.g. '4,4,40'."),
-    dst_voxel_size: Optional[str] = typer.Option(None, "--dst-voxel-size", help="Same for the destination."),
+    src_voxel_size: Optional[str] = voxel_size_option("Source columns are voxel indices of this size in "
+                                                      "--src-unit, e.g. 4 4 40 or 4,4,40.", "--src-voxel-size"),
+    dst_voxel_size: Optional[str] = voxel_size_option("Same for the destination.", "--dst-voxel-size"),
     model: str = typer.Option("auto", "--model", help="auto, rigid, similarity, affine or tps."),
     regularization: Optional[float] = typer.Option(None, "--regularization",
                                                    help="Spline λ; default: chosen by cross-validation."),
@@ -97,8 +82,8 @@ def fit(
     check_writable(output, force)
     check_writable(rep, force)
     pairs = read_landmarks(landmarks, _space(src_space, src_unit), _space(dst_space, dst_unit),
-                           src_unit=src_unit, dst_unit=dst_unit, src_voxel_size=_vs(src_voxel_size, "--src-voxel-size"),
-                           dst_voxel_size=_vs(dst_voxel_size, "--dst-voxel-size"), format=file_format)
+                           src_unit=src_unit, dst_unit=dst_unit, src_voxel_size=src_voxel_size,
+                           dst_voxel_size=dst_voxel_size, format=file_format)
     T = fit_landmarks(pairs, model=model, regularization=regularization, kernel=kernel, robust=robust,
                       outlier_k=outlier_k)
     save_transform(T, output, force=force)
@@ -106,9 +91,60 @@ def fit(
            **T.report.to_dict()}
     with atomic_path(rep, force) as tmp:
         tmp.write_text(json.dumps(doc, indent=1))
-    typer.echo(f"{pairs.src} -> {pairs.dst}: {len(pairs)} pairs from {landmarks}")
-    typer.echo(T.report.summary())
-    typer.echo(f"wrote {output} and {rep}")
+    say(f"{pairs.src} -> {pairs.dst}: {len(pairs)} pairs from {landmarks}")
+    say(T.report.summary())
+    say(f"wrote {output} and {rep}")
+
+
+@landmarks_app.command("match")
+@run_cli
+def match(
+    src_points: Path = typer.Argument(..., help="Source points (e.g. EM soma centroids): CSV with x, y, z columns "
+                                                "(x_nm, ... names carry the unit)."),
+    dst_points: Path = typer.Argument(..., help="Destination points (e.g. light-sheet / two-photon cells)."),
+    output: Path = output_option("Transform file (.json keeps spaces and units)."),
+    src_unit: Optional[str] = typer.Option(None, "--src-unit", help="Unit of the source coordinates: nm, um, mm "
+                                           "(unless the column names say it)."),
+    dst_unit: Optional[str] = typer.Option(None, "--dst-unit", help="Unit of the destination coordinates."),
+    src_space: str = typer.Option("em", "--src-space", help="Name of the source space."),
+    dst_space: str = typer.Option("lm", "--dst-space", help="Name of the destination space."),
+    prior: Optional[Path] = typer.Option(None, "--prior", help="An approximate source -> destination transform "
+                                                               "file to start from (default: search all "
+                                                               "rotations, mirror images included)."),
+    max_rotation: Optional[float] = typer.Option(None, "--max-rotation", help="Search only rotations within this "
+                                                                              "many degrees of the identity."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="BigWarp CSV of the matched pairs (default: "
+                                                              "<output>.pairs.csv)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Report JSON (default: <output>.report.json)."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="PNG of the matches (default: "
+                                                                "<output>.matches.png)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the subsamples and random rotations."),
+    force: bool = typer.Option(False, "--force", help="Overwrite outputs."),
+) -> None:
+    """Match two UNPAIRED point clouds (no hand-picked pairs, no starting guess) and fit the transform.
+
+    Writes the transform, the pairs as a BigWarp CSV, a JSON report (rotations tried, pairs, confidence and
+    residual per pair, held-out error) and a PNG with the matches drawn. Refuses (exit 1) when the clouds show
+    no consistent correspondence.
+
+    Example:
+
+      atlasreg landmarks match em_somata_nm.csv lm_somata_um.csv --src-unit nm --dst-unit um -o em_to_lm.json
+    """
+    from ..io.landmarks import read_points
+    from ..registration.matching import match_landmarks, write_match
+    from ..spaces import Space
+    from ..transforms.files import load_transform
+
+    s, su = read_points(src_points, src_unit)
+    d, du = read_points(dst_points, dst_unit)
+    src, dst = Space(src_space, su), Space(dst_space, du)
+    pr = load_transform(prior) if prior is not None else (
+        {"rotation_deg": max_rotation} if max_rotation is not None else None)
+    res = match_landmarks(s, d, src=src, dst=dst, prior=pr, seed=seed)
+    paths = write_match(res, s, d, output, pairs_path=pairs, report_path=report, figure_path=figure, force=force)
+    say(res.summary())
+    say("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 @landmarks_app.command("apply")
@@ -118,11 +154,10 @@ def apply(
                                                "atlasreg .json transform)."),
     points: Path = typer.Argument(..., help="CSV of points with x, y, z columns in the transform's source "
                                             "space and unit (other columns are kept)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output CSV (coordinates replaced)."),
+    output: Path = output_option("Output CSV (coordinates replaced)."),
     columns: str = typer.Option("x,y,z", "--columns", help="Names of the coordinate columns."),
-    voxel_size: Optional[str] = typer.Option(None, "--voxel-size",
-                                             help="Input coordinates are voxel indices of this size (in the "
-                                                  "source unit)."),
+    voxel_size: Optional[str] = voxel_size_option("Input coordinates are voxel indices of this size (in the "
+                                                  "source unit), e.g. 4 4 40."),
     inverse: bool = typer.Option(False, "--inverse", help="Map destination -> source instead."),
     force: bool = typer.Option(False, "--force", help="Overwrite the output."),
 ) -> None:
@@ -159,16 +194,15 @@ def apply(
     if bad.size:
         raise InputError(f"{bad.size} row(s) have missing or non-numeric coordinates (first: row {bad[0] + 1})",
                          path=points, field=cols[0])
-    vs = _vs(voxel_size, "--voxel-size")
-    if vs is not None:
-        pts = pts * np.broadcast_to(np.asarray(vs, float), (3,))
+    if voxel_size is not None:
+        pts = pts * np.broadcast_to(np.asarray(voxel_size, float), (3,))
     out = T.map_points(pts)
     df = df.copy()
     for j, c in enumerate(cols):
         df[c] = out[:, j]
     with atomic_path(output, force) as tmp:
         df.to_csv(tmp, index=False)
-    typer.echo(f"mapped {len(df)} points {T.src} -> {T.dst}; wrote {output}")
+    say(f"mapped {len(df)} points {T.src} -> {T.dst}; wrote {output}")
 
 
 @landmarks_app.command("report")
@@ -179,8 +213,8 @@ def report(
     transform: Optional[Path] = typer.Option(None, "--transform", help="Transform to evaluate on the pairs."),
     src_unit: Optional[str] = typer.Option(None, "--src-unit", help="Unit of the pairs' source coordinates."),
     dst_unit: Optional[str] = typer.Option(None, "--dst-unit", help="Unit of the destination coordinates."),
-    src_voxel_size: Optional[str] = typer.Option(None, "--src-voxel-size", help="Source voxel size."),
-    dst_voxel_size: Optional[str] = typer.Option(None, "--dst-voxel-size", help="Destination voxel size."),
+    src_voxel_size: Optional[str] = voxel_size_option("Source voxel size.", "--src-voxel-size"),
+    dst_voxel_size: Optional[str] = voxel_size_option("Destination voxel size.", "--dst-voxel-size"),
     residuals: Optional[Path] = typer.Option(None, "--residuals", help="Write the error per landmark to CSV."),
     force: bool = typer.Option(False, "--force", help="Overwrite --residuals."),
 ) -> None:
@@ -223,8 +257,7 @@ def report(
         T = load_transform(transform)
         pairs = read_landmarks(path, T.src if src_unit is None else T.src.name,
                                T.dst if dst_unit is None else T.dst.name, src_unit=src_unit, dst_unit=dst_unit,
-                               src_voxel_size=_vs(src_voxel_size, "--src-voxel-size"),
-                               dst_voxel_size=_vs(dst_voxel_size, "--dst-voxel-size"))
+                               src_voxel_size=src_voxel_size, dst_voxel_size=dst_voxel_size)
         # Points are converted into the transform's units (a file in mm for a transform in um is fine).
         s = pairs.src_points * unit_scale(pairs.src.unit, T.src.unit)
         d = pairs.dst_points * unit_scale(pairs.dst.unit, T.dst.unit)
@@ -238,4 +271,4 @@ def report(
     if residuals is not None:
         with atomic_path(residuals, force) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
-        typer.echo(f"wrote {residuals}")
+        say(f"wrote {residuals}")

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import typer
 
-from ._app import app, run_cli
+from ._app import app, output_option, run_cli, say
 
 
 @app.command()
 @run_cli
 def qc(
     result_dir: Path = typer.Argument(..., help="Folder written by `atlasreg register` or `atlasreg demo`."),
-    out: Path = typer.Option(None, "-o", "--out", help="Report file (default RESULT_DIR/report.html)."),
+    out: Path = output_option("Report file (default RESULT_DIR/report.html).", None),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing report."),
 ) -> None:
     """Write a self-contained HTML QC report (figures embedded) for a registration result.
@@ -31,4 +31,4 @@ def qc(
 
     target = out if out is not None else Path(result_dir) / "report.html"
     path = write_report(result_dir, target, force=force)
-    typer.echo(str(path))
+    say(str(path))

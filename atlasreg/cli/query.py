@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from ._app import app, run_cli
+from ._app import app, output_option, run_cli, say, voxel_size_option
 from .atlas import load_atlas
 
 _HEMI = {1: "left", 2: "right", 0: "", -1: ""}
@@ -18,7 +18,7 @@ def query(
     points: Path = typer.Argument(..., help="CSV of points (one row each)."),
     atlas: str = typer.Option(..., "--atlas", help="Atlas: manifest name (e.g. allen_mouse_25um), BrainGlobe folder, "
                                                    "or Allen-style folder/npz/annotation file."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output CSV: the input plus region columns."),
+    out: Path = output_option("Output CSV: the input plus region columns."),
     columns: str = typer.Option("x,y,z", "--columns", help="The three coordinate columns, in axis order."),
     space: Optional[str] = typer.Option(None, "--space", help="Space the points are in (default: the atlas's)."),
     unit: Optional[str] = typer.Option(None, "--unit", help="Unit of the coordinates: nm, um or mm "
@@ -35,11 +35,10 @@ def query(
                                                    help="Points on no structure take the nearest labelled voxel "
                                                         "within this distance (atlas unit)."),
     ontology: Optional[Path] = typer.Option(None, "--ontology", help="Structure CSV/JSON (Allen-style files)."),
-    voxel_size: Optional[str] = typer.Option(None, "--voxel-size", help="Atlas voxel size for files that don't "
-                                                                        "record it."),
+    voxel_size: Optional[str] = voxel_size_option("Atlas voxel size for files that don't record it."),
     file_orientation: Optional[str] = typer.Option(None, "--file-orientation",
                                                    help="Orientation code of the atlas arrays as stored."),
-    force: bool = typer.Option(False, "--force", help="Overwrite OUT."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT."),
 ) -> None:
     """Add region_id, region_acronym, region_name and hemisphere columns to a table of points.
 
@@ -108,5 +107,5 @@ def query(
     with atomic_path(out, force, suffix=".csv") as tmp:
         out_t.to_csv(tmp, index=False)
     placed = int(np.sum(ids > 0))
-    typer.echo(f"{placed} of {len(ids)} points in a structure, {int(np.sum(ids == 0))} on none, "
+    say(f"{placed} of {len(ids)} points in a structure, {int(np.sum(ids == 0))} on none, "
                f"{int(np.sum(ids == -1))} outside the atlas -> {out}", err=True)

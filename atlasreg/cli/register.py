@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import typer
 
-from ._app import app, run_cli
+from ._app import app, is_quiet, output_option, run_cli, say, voxel_list, voxel_size_option
 
 
 def _parse_overrides(items: Optional[List[str]]) -> dict:
@@ -63,17 +63,16 @@ class _Stages:
 @run_cli
 def register(
     sample: Path = typer.Argument(..., help="The sample volume (TIFF stack, NIfTI, NRRD, HDF5, OME-Zarr)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder (transforms, warped sample, QC, metrics)."),
-    voxel_size: Optional[Tuple[float, float, float]] = typer.Option(
-        None, "--voxel-size", help="Sample voxel size per stored axis in µm, e.g. 50 40 40 (needed for TIFF)."),
+    out: Path = output_option("Output folder (transforms, warped sample, QC, metrics)."),
+    voxel_size: Optional[str] = voxel_size_option("Sample voxel size per stored axis in µm, e.g. 50 40 40 or "
+                                                  "50,40,40 (needed for TIFF)."),
     orientation: str = typer.Option(..., "--orientation",
                                     help="Sample orientation, BrainGlobe origin code per stored axis (e.g. psl: "
                                          "axis 0 starts posterior, 1 superior, 2 left)."),
     atlas: Optional[str] = typer.Option(None, "--atlas", help="Atlas to register to: manifest name (atlasreg atlas "
                                                                "list), BrainGlobe folder, or Allen-style npz/folder."),
     fixed: Optional[Path] = typer.Option(None, "--fixed", help="A fixed image instead of an atlas."),
-    fixed_voxel_size: Optional[Tuple[float, float, float]] = typer.Option(None, "--fixed-voxel-size",
-                                                                          help="Voxel size of --fixed (µm)."),
+    fixed_voxel_size: Optional[str] = voxel_size_option("Voxel size of --fixed (µm).", "--fixed-voxel-size"),
     fixed_orientation: Optional[str] = typer.Option(None, "--fixed-orientation", help="Orientation of --fixed."),
     preset: str = typer.Option("lightsheet-to-atlas", "--preset", help="Parameter preset (a row of the table)."),
     backend: str = typer.Option("ants", "--backend", help="ants (affine + SyN) or sitk (affine + B-spline)."),
@@ -82,12 +81,11 @@ def register(
     orientation_check: str = typer.Option("error", "--orientation-check",
                                           help="error / warn / off: the 48-orientation search that catches a wrong "
                                                "--orientation."),
-    force: bool = typer.Option(False, "--force", help="Overwrite a complete OUT."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+    force: bool = typer.Option(False, "--force", help="Overwrite a complete OUTPUT."),
 ) -> None:
     """Register a whole-brain sample to an atlas (or a fixed image) and write the result folder.
 
-    A rerun with the same OUT resumes after the last finished stage (OUT/stages).
+    A rerun with the same OUTPUT resumes after the last finished stage (OUTPUT/stages).
 
     Examples:
 
@@ -108,7 +106,7 @@ def register(
         raise InputError("give exactly one of --atlas or --fixed", field="--atlas")
     overrides = _parse_overrides(set_)
     overrides.setdefault("orientation_search", orientation_check)
-    moving = read_volume(sample, voxel_size=list(voxel_size) if voxel_size else None, orientation=orientation,
+    moving = read_volume(sample, voxel_size=voxel_list(voxel_size), orientation=orientation,
                          space="sample")
     atlas_obj = None
     if atlas is not None:
@@ -124,10 +122,10 @@ def register(
                                space=fixed_vol.space.name, orientation=atlas_obj.orientation)
         fixed_path = atlas
     else:
-        fixed_vol = read_volume(fixed, voxel_size=list(fixed_voxel_size) if fixed_voxel_size else None,
+        fixed_vol = read_volume(fixed, voxel_size=voxel_list(fixed_voxel_size),
                                 orientation=fixed_orientation, space="fixed")
         fixed_path = fixed
-    with _Stages(quiet) as progress:
+    with _Stages(is_quiet()) as progress:
         res = run(moving, fixed_vol, preset=preset, backend=backend, workdir=out / "stages", progress=progress,
                   **overrides)
         inputs = {"sample": sample, "fixed": fixed_path if Path(str(fixed_path)).is_file() else None}
@@ -139,7 +137,7 @@ def register(
         res.save(out, moving=moving, fixed=fixed_vol, atlas=atlas_obj, inputs=inputs, force=True,
                  progress=progress)
     m = res.metrics
-    typer.echo(f"registered in {m.get('seconds', 0):.0f} s; correlation {m.get('ncc_initial')} -> "
+    say(f"registered in {m.get('seconds', 0):.0f} s; correlation {m.get('ncc_initial')} -> "
                f"{m.get('ncc_after')}; result in {out}")
     assert isinstance(res, RegistrationResult)
 
@@ -155,13 +153,12 @@ def _load_result(result: Path):
 def warp(
     result: Path = typer.Argument(..., help="A folder written by atlasreg register."),
     volume: Path = typer.Argument(..., help="The volume to warp (another channel, a label image, ...)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output volume (.nii.gz, .tif, .h5, .ome.zarr)."),
+    out: Path = output_option("Output volume (.nii.gz, .tif, .h5, .ome.zarr)."),
     to: str = typer.Option("fixed", "--to", help="fixed: a sample-space volume into the atlas grid; moving: an "
                                                  "atlas-space volume (e.g. annotation) onto the sample grid."),
-    voxel_size: Optional[Tuple[float, float, float]] = typer.Option(None, "--voxel-size",
-                                                                    help="Voxel size (µm) for files without one."),
+    voxel_size: Optional[str] = voxel_size_option("Voxel size (µm) for files without one, e.g. 50 40 40."),
     interpolation: str = typer.Option("auto", "--interpolation", help="auto (nearest for labels), linear, nearest."),
-    force: bool = typer.Option(False, "--force", help="Overwrite OUT."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT."),
 ) -> None:
     """Warp a volume with a saved registration, either way.
 
@@ -180,14 +177,14 @@ def warp(
     if to not in ("fixed", "moving"):
         raise InputError("--to must be 'fixed' or 'moving'", field="--to")
     src_grid = res.moving_grid if to == "fixed" else res.fixed_grid
-    vol = read_volume(volume, voxel_size=list(voxel_size) if voxel_size else None,
+    vol = read_volume(volume, voxel_size=voxel_list(voxel_size),
                       orientation=src_grid.space.orientation, space=src_grid.space, override=True)
     if tuple(vol.shape) != tuple(src_grid.shape):
         raise InputError(f"volume has shape {vol.shape} but the registration's {src_grid.space.name} grid is "
                          f"{src_grid.shape}", path=volume, field="shape")
     w = res.warp(vol, interpolation) if to == "fixed" else res.warp_back(vol, interpolation)
     write_volume(w, out, force=force)
-    typer.echo(f"wrote {out}")
+    say(f"wrote {out}")
 
 
 @app.command()
@@ -195,12 +192,12 @@ def warp(
 def points(
     result: Path = typer.Argument(..., help="A folder written by atlasreg register."),
     table: Path = typer.Argument(..., help="CSV of points, physical coordinates (µm) of the source space."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output CSV (input columns replaced by mapped ones)."),
+    out: Path = output_option("Output CSV (input columns replaced by mapped ones)."),
     to: str = typer.Option("fixed", "--to", help="fixed: sample points -> atlas; moving: atlas points -> sample."),
     columns: str = typer.Option("x,y,z", "--columns", help="The three coordinate columns, in axis order."),
     voxels: bool = typer.Option(False, "--voxels", help="Coordinates are voxel indices of the source grid "
                                                         "(converted explicitly; output in the same convention)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite OUT."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT."),
 ) -> None:
     """Map a table of points with a saved registration (sample -> atlas by default).
 
@@ -239,4 +236,4 @@ def points(
     n_bad = int((~np.isfinite(q).all(axis=1)).sum())
     with atomic_path(out, force=force) as tmp:
         df.to_csv(tmp, index=False)
-    typer.echo(f"mapped {len(df)} points to {dst.space.name}" + (f" ({n_bad} fell outside the field)" if n_bad else ""))
+    say(f"mapped {len(df)} points to {dst.space.name}" + (f" ({n_bad} fell outside the field)" if n_bad else ""))

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from ._app import app, run_cli
+from ._app import app, output_option, run_cli, say, voxel_size_option
 
 field_app = typer.Typer(help="Displacement fields larger than memory: invert, compose (blockwise).",
                         no_args_is_help=True)
@@ -40,35 +40,29 @@ def _load_one(path: Path, load_transform):
     return load_transform(path)
 
 
-def _voxel_size(text: Optional[str]):
-    if text is None:
-        return None
-    from .atlas import parse_voxel_size
-
-    return parse_voxel_size(text)
-
-
 @app.command("warp-big")
 @run_cli
 def warp_big(
-    moving: Path = typer.Argument(..., help="Volume to warp (OME-Zarr and HDF5 are read lazily, block by block)."),
-    reference: Path = typer.Argument(..., help="Volume whose grid the output takes (only its geometry is read)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output .ome.zarr (multiscale, written blockwise)."),
+    moving: str = typer.Argument(..., help="Volume to warp (OME-Zarr, HDF5 and neuroglancer precomputed - a "
+                                 "folder or precomputed://... - are read lazily, block by block)."),
+    reference: str = typer.Argument(..., help="Volume whose grid the output takes (only its geometry is read)."),
+    out: Path = output_option("Output .ome.zarr (multiscale, written blockwise)."),
     transform: List[Path] = typer.Option(..., "--transform", "-t",
                                          help="Transform file(s) linking the two spaces, either direction "
                                               "(repeatable; chained through the spaces they record)."),
     moving_space: Optional[str] = typer.Option(None, "--moving-space", help="Space of MOVING (default: recorded)."),
     reference_space: Optional[str] = typer.Option(None, "--reference-space",
                                                   help="Space of REFERENCE (default: recorded)."),
-    voxel_size: Optional[str] = typer.Option(None, "--voxel-size", help="Voxel size of MOVING if the file has none."),
-    interpolation: str = typer.Option("linear", "--interpolation", help="linear, or nearest for label volumes."),
+    voxel_size: Optional[str] = voxel_size_option("Voxel size of MOVING if the file has none."),
+    interpolation: str = typer.Option("auto", "--interpolation", help="auto (nearest for labels: bool, 32/64-bit "
+                                                                      "integers), linear, nearest."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Output dtype (default: float32 for linear, the "
                                                               "input's for nearest)."),
     chunks: int = typer.Option(128, "--chunks", help="Output chunk edge (voxels, even)."),
     levels: Optional[int] = typer.Option(None, "--levels", help="Pyramid levels (default: until one chunk)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", help="Threads for the local scheduler."),
-    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
     restart: bool = typer.Option(False, "--restart", help="Ignore an interrupted earlier run; start afresh."),
 ) -> None:
     """Warp a volume larger than memory into a reference grid, writing a multiscale OME-Zarr block by block.
@@ -83,12 +77,12 @@ def warp_big(
     from ..io.volumes import read_volume
 
     graph = _graph(transform)
-    vol = read_volume(moving, voxel_size=_voxel_size(voxel_size), space=moving_space)
+    vol = read_volume(moving, voxel_size=voxel_size, space=moving_space)
     ref = read_volume(reference, space=reference_space)
     res = warp_blockwise(vol, graph, ref.grid, out, interpolation=interpolation, dtype=dtype, chunks=chunks,
                          levels=levels, scheduler=scheduler, num_workers=workers, overwrite=force,
                          resume=not restart)
-    typer.echo(f"{out}: {res.grid.shape} voxels, {res.levels} levels, {res.computed} blocks computed"
+    say(f"{out}: {res.grid.shape} voxels, {res.levels} levels, {res.computed} blocks computed"
                + (f", {res.skipped} kept from the interrupted run" if res.skipped else "")
                + f" in {res.seconds:.1f} s", err=True)
 
@@ -97,7 +91,7 @@ def warp_big(
 @run_cli
 def points_big(
     table: Path = typer.Argument(..., help="Points: .parquet, .csv(.gz) or .zarr."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output .parquet, .csv(.gz) or .zarr."),
+    out: Path = output_option("Output .parquet, .csv(.gz) or .zarr."),
     transform: List[Path] = typer.Option(..., "--transform", "-t", help="Transform file(s) (repeatable)."),
     src: str = typer.Option(..., "--src", help="Space the points are in."),
     dst: str = typer.Option(..., "--dst", help="Space to map them into."),
@@ -109,7 +103,7 @@ def points_big(
     chunk_size: int = typer.Option(1_000_000, "--chunk-size", help="Rows per task (Parquet: per row group)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", help="Threads for the local scheduler."),
-    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
     restart: bool = typer.Option(False, "--restart", help="Ignore an interrupted earlier run; start afresh."),
 ) -> None:
     """Map (and annotate) hundreds of millions of points, chunk by chunk, in bounded memory.
@@ -138,7 +132,7 @@ def points_big(
                           chunk_size=chunk_size, scheduler=scheduler, num_workers=workers, overwrite=force,
                           resume=not restart)
     rows = f"{res.rows} points" if res.rows >= 0 else "points"
-    typer.echo(f"{out}: {rows} mapped in {res.computed} chunks"
+    say(f"{out}: {rows} mapped in {res.computed} chunks"
                + (f" ({res.skipped} kept from the interrupted run)" if res.skipped else "")
                + f" in {res.seconds:.1f} s", err=True)
 
@@ -148,10 +142,10 @@ def points_big(
 def field_invert(
     field: Path = typer.Argument(..., help="Displacement field: atlasreg .zarr field, or a transform file "
                                            "holding one (e.g. an ITK .nii.gz warp)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output .zarr field (the inverse)."),
+    out: Path = output_option("Output .zarr field (the inverse)."),
     chunks: int = typer.Option(64, "--chunks", help="Nodes per block edge."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
-    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
     restart: bool = typer.Option(False, "--restart", help="Ignore an interrupted earlier run; start afresh."),
 ) -> None:
     """Invert a displacement field block by block (fixed-point iteration per node).
@@ -167,7 +161,7 @@ def field_invert(
     if not isinstance(f, (DisplacementField, ChunkedDisplacementField)):
         raise InputError(f"holds a {type(f).__name__}, not a displacement field", path=field)
     inv = invert_field(f, out, chunks=chunks, scheduler=scheduler, overwrite=force, resume=not restart)
-    typer.echo(f"{out}: inverse field {inv.src.name} -> {inv.dst.name}, {inv.shape} nodes", err=True)
+    say(f"{out}: inverse field {inv.src.name} -> {inv.dst.name}, {inv.shape} nodes", err=True)
 
 
 @field_app.command("compose")
@@ -177,10 +171,10 @@ def field_compose(
                                                                            "(repeatable)."),
     like: Path = typer.Option(..., "--like", help="Grid of the result: an atlasreg .zarr field or a volume in the "
                                                   "first transform's source space."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output .zarr field."),
+    out: Path = output_option("Output .zarr field."),
     chunks: int = typer.Option(64, "--chunks", help="Nodes per block edge."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
-    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
     restart: bool = typer.Option(False, "--restart", help="Ignore an interrupted earlier run; start afresh."),
 ) -> None:
     """Compose a chain of transforms into ONE displacement field, block by block.
@@ -206,4 +200,4 @@ def field_compose(
                     v.direction)
     res = compose_fields(steps, grid, out, chunks=chunks, scheduler=scheduler, overwrite=force,
                          resume=not restart)
-    typer.echo(f"{out}: field {res.src.name} -> {res.dst.name}, {res.shape} nodes", err=True)
+    say(f"{out}: field {res.src.name} -> {res.dst.name}, {res.shape} nodes", err=True)

@@ -28,7 +28,7 @@ from ..errors import InputError, SpaceMismatchError
 from ..graph import SpaceGraph
 from ..transforms.base import Affine, Sequence, Transform
 from ..transforms.field import DisplacementField, InverseDisplacementField
-from ..volume import Grid, Volume, _as_grid, _pull_transform
+from ..volume import Grid, Volume, as_grid, pull_transform, resolve_interpolation
 from . import _kernels as BK
 from . import _ngff
 from ._job import Job, mark_done
@@ -356,18 +356,11 @@ class WarpResult:
 
 def _resolve_pull(volume: Volume, transform, grid: Grid) -> Transform | None:
     if isinstance(transform, SpaceGraph):
-        if volume.space.name == grid.space.name:
-            return None
-        return transform.transform(grid.space.name, volume.space.name)
-    if transform is None:
-        if volume.space.name != grid.space.name:
-            raise SpaceMismatchError(f"volume is in {volume.space.name!r}, reference in {grid.space.name!r}: "
-                                     "give the transform (or SpaceGraph) between them")
-        return None
-    if not isinstance(transform, Transform):
+        return transform.pull(grid.space, volume.space)
+    if transform is not None and not isinstance(transform, Transform):
         raise InputError(f"transform must be a Transform, a SpaceGraph or None, got {type(transform).__name__}",
                          field="transform")
-    return _pull_transform(transform, volume.space, grid.space)
+    return pull_transform(transform, volume.space, grid.space)
 
 
 def _as_chunks(chunks, levels_wanted: bool) -> tuple[int, int, int]:
@@ -404,7 +397,8 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
         Written under ``<output>.partial/`` and moved into place when complete,
         with ``attrs["atlasreg"]["status"] == "complete"``.
     interpolation, fill, dtype
-        As :func:`atlasreg.warp` (same output dtype rule).
+        As :func:`atlasreg.warp` (same output dtype rule); also ``"auto"``: nearest for label volumes
+        (bool, 32/64-bit integers), linear otherwise.
     chunks : int or 3 ints
         Output chunk shape (even, for the pyramid); memory per worker thread is
         a few times a chunk (plus the source box it needs, at most
@@ -441,9 +435,10 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
     t0 = time.perf_counter()
     if not isinstance(volume, Volume):
         raise InputError(f"volume must be an atlasreg Volume, got {type(volume).__name__}", field="volume")
+    interpolation = resolve_interpolation(volume.dtype, interpolation)
     if interpolation not in ("linear", "nearest"):
-        raise InputError("interpolation must be 'linear' or 'nearest'", field="interpolation")
-    grid = _as_grid(reference)
+        raise InputError("interpolation must be 'auto', 'linear' or 'nearest'", field="interpolation")
+    grid = as_grid(reference)
     output = _ngff.check_output_name(output)
     if not np.allclose(np.asarray(grid.direction, float), np.eye(3), atol=1e-9):
         raise InputError("OME-Zarr (NGFF 0.4) cannot record a rotated grid: give a reference grid whose "

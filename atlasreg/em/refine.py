@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import AtlasregError, InputError
 from ..spaces import Space
 from ..transforms.base import Affine, Sequence, Transform, as_points
-from ..transforms.itk import affine_to_sitk, linear_matrix, sampled_field
+from ..transforms.sitk_bridge import affine_to_sitk, linear_matrix, sampled_field
 from ..volume import Volume, warp
 from .crop import em_to_lm_mapper
 

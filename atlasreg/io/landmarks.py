@@ -335,6 +335,96 @@ def _resolve_space(sp, unit, gname, gunit, side, p) -> Space:
     return Space(str(sp) if sp is not None else gname, u)
 
 
+#: Largest point table read_points accepts (bytes): 10⁷ points of three numbers.
+MAX_POINTS_BYTES = 1 << 30
+
+
+def read_points(path: str | os.PathLike, unit: str | None = None, columns=None) -> tuple[np.ndarray, str]:
+    """Read an unpaired point table (CSV): ``x, y, z`` columns, optionally with the unit in their names.
+
+    Columns are found by name (``x``, ``y``, ``z``; ``x_nm``; ``em_x_um``) unless ``columns`` names three.
+    The unit comes from the column names or ``unit``; when both are given they must agree, and with neither
+    an :class:`InputError` says so (a unit is never assumed).
+
+    Returns
+    -------
+    points : (N, 3) float array
+    unit : str
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "somata.csv"
+    >>> _ = f.write_text("x_nm,y_nm,z_nm\n1,2,3\n4,5,6\n")
+    >>> pts, unit = read_points(f)
+    >>> pts.shape, unit
+    ((2, 3), 'nm')
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("point file not found", path=p)
+    if p.stat().st_size > MAX_POINTS_BYTES:
+        raise InputError(f"point file is {p.stat().st_size} bytes, more than the {MAX_POINTS_BYTES} read_points "
+                         "accepts", path=p)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read point file as text: {exc}", path=p) from None
+    rows = [r for r in csv.reader(_io.StringIO(text)) if r and any(c.strip() for c in r)]
+    if len(rows) < 2:
+        raise InputError("point file has no rows below its header", path=p)
+    header = [h.strip() for h in rows[0]]
+    if columns is not None:
+        cols = [str(c).strip() for c in columns]
+        if len(cols) != 3:
+            raise InputError(f"columns must name 3 columns, got {columns!r}", path=p, field="columns")
+        missing = [c for c in cols if c not in header]
+        if missing:
+            raise InputError(f"no column(s) {missing} (columns: {header})", path=p, field=missing[0])
+        idx = [header.index(c) for c in cols]
+        units = {None}
+    else:
+        found: dict[str, tuple[int, str | None]] = {}
+        for i, h in enumerate(header):
+            if h.lower() in _AXES:
+                found.setdefault(h.lower(), (i, None))
+                continue
+            sn = _split_name(h)
+            toks = [t for t in re.split(r"[_\s.\-]+", h) if t]
+            if sn is None and len(toks) == 2 and toks[0].lower() in _AXES and toks[1].lower() in _UNIT_TOKENS:
+                sn = ("", toks[0].lower(), toks[1])
+            if sn is not None:
+                found.setdefault(sn[1], (i, sn[2]))
+        if set(found) != set(_AXES):
+            raise InputError(f"cannot find x, y, z columns in {header}; name them x, y, z (optionally x_nm, ...) "
+                             "or say which columns hold them", path=p, field="columns")
+        idx = [found[a][0] for a in _AXES]
+        units = {found[a][1] for a in _AXES}
+    col_units = {normalize_unit(u) for u in units if u is not None}
+    if len(col_units) > 1:
+        raise InputError(f"the coordinate columns name different units {sorted(col_units)}", path=p, field="unit")
+    file_unit = col_units.pop() if col_units else None
+    if unit is not None and file_unit is not None and normalize_unit(unit) != file_unit:
+        raise InputError(f"the unit {unit!r} was given but the column names say {file_unit!r}", path=p, field="unit")
+    unit = normalize_unit(unit) if unit is not None else file_unit
+    if unit is None:
+        raise InputError("the file does not say the unit of its coordinates (columns like x_nm would): "
+                         "state it (nm, um or mm)", path=p, field="unit")
+    pts = np.empty((len(rows) - 1, 3))
+    for r, row in enumerate(rows[1:]):
+        for j, c in enumerate(idx):
+            try:
+                pts[r, j] = float(row[c])
+            except (ValueError, IndexError):
+                raise InputError(f"row {r + 1}: {header[c]} is {row[c] if c < len(row) else ''!r}, not a number",
+                                 path=p, field=header[c]) from None
+    bad = np.flatnonzero(~np.isfinite(pts).all(1))
+    if bad.size:
+        raise InputError(f"{bad.size} row(s) have NaN or inf coordinates (first: row {bad[0] + 1})", path=p,
+                         field=header[idx[0]])
+    return pts, unit
+
+
 # ----------------------------------------------------------------------------------------------
 # Writing
 # ----------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
   folding fraction of a transform on a grid, similarity (normalised cross-correlation, mutual information).
 - :mod:`atlasreg.qc.figures` — matplotlib (Agg) figures: overlay and checkerboard slices in three
   planes, atlas boundaries drawn on a sample, Jacobian map with folding marked, landmark residuals,
-  per-region counts. Every function returns a ``matplotlib.figure.Figure``; :func:`figure_png` turns
+  matched point clouds, per-region counts. Every function returns a ``matplotlib.figure.Figure``; :func:`figure_png` turns
   one into PNG bytes.
 - :mod:`atlasreg.qc.report` — :func:`write_report`: one self-contained HTML file (figures embedded as
   PNG data URIs, numbers in a table) for a saved result folder or a dict of figures and numbers.
@@ -27,7 +27,7 @@ _LAZY = {
     # figures
     "figure_png": "figures", "overlay_slices": "figures", "checkerboard_slices": "figures",
     "boundary_slices": "figures", "jacobian_slices": "figures", "landmark_residuals": "figures",
-    "region_counts_bar": "figures", "registration_figures": "figures", "tracings_projection": "figures",
+    "region_counts_bar": "figures", "matched_points": "figures", "registration_figures": "figures", "tracings_projection": "figures",
     # report
     "write_report": "report", "render_report": "report",
 }

@@ -33,8 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputExistsError
+from ..io.paths import inside
 
 SUMMARY_FILE = "summary.json"
+#: Largest figure file embedded (a QC figure is a few hundred kB).
+MAX_FIGURE_BYTES = 64 * 2**20
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
@@ -77,8 +80,12 @@ def _png_bytes(obj, base: Path | None) -> bytes:
         p = Path(obj)
         if base is not None and not p.is_absolute():
             p = base / p
-        if not p.exists():
+        if not p.is_file():
             raise InputError("figure file not found", path=p)
+        size = p.stat().st_size
+        if size > MAX_FIGURE_BYTES:
+            raise InputError(f"figure file is {size} bytes, more than the {MAX_FIGURE_BYTES} a QC figure may have",
+                             path=p)
         data = p.read_bytes()
     elif hasattr(obj, "savefig"):
         from .figures import figure_png
@@ -150,18 +157,23 @@ def _load_folder(folder: Path) -> dict:
             data = json.loads(summ.read_text())
         except json.JSONDecodeError as exc:
             raise InputError(f"not valid JSON ({exc})", path=summ) from None
+        if not isinstance(data, dict):
+            raise InputError("summary.json must hold a JSON object", path=summ)
         data["_base"] = folder
-        tables = []
-        for cap, f in _items(data.get("tables")):
-            import pandas as pd
+        # summary.json is a file like any other: the files it names must lie inside its folder
+        try:
+            data["figures"] = [(cap, inside(folder, f, source=summ, field="figures"))
+                               for cap, f in _items(data.get("figures"))]
+            tables = []
+            for cap, f in _items(data.get("tables")):
+                import pandas as pd
 
-            p = folder / f if isinstance(f, str) else f
-            if isinstance(p, Path):
-                if not p.exists():
+                p = inside(folder, f, source=summ, field="tables")
+                if not p.is_file():
                     raise InputError("table file named in summary.json not found", path=p)
                 tables.append((cap, pd.read_csv(p)))
-            else:
-                tables.append((cap, f))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"'figures'/'tables' must map captions to file names ({exc})", path=summ) from None
         data["tables"] = tables
         return data
     return _load_registration(folder)
@@ -391,8 +403,6 @@ def write_report(result, out_html, force: bool = False) -> Path:
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists")
     text = render_report(result)  # fully rendered before anything is written
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    from ..io.atomic import write_atomic
+
+    return write_atomic(out, text, force=force)

@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import InputError, OutputExistsError
 from ..spaces import Space
 from ..transforms.base import Transform
-from ..volume import Grid, Volume, warp
+from ..volume import Grid, Volume, resolve_interpolation, warp
 
 COMPLETE = "COMPLETE"
 
@@ -278,12 +278,7 @@ class RegistrationResult:
 
 
 def _interp(volume: Volume, interpolation: str) -> str:
-    if interpolation != "auto":
-        return interpolation
-    dt = np.dtype(volume.dtype)
-    if dt == np.bool_ or (dt.kind in "iu" and dt.itemsize >= 4):
-        return "nearest"
-    return "linear"
+    return resolve_interpolation(volume.dtype, interpolation)
 
 
 def region_volumes_csv(labels_on_sample: Volume, atlas=None) -> str:

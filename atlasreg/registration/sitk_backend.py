@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import AtlasregError
 from ..spaces import Space
 from ..transforms.base import Affine, Sequence, Transform
-from ..transforms.itk import affine_to_sitk, linear_matrix, sampled_field
+from ..transforms.sitk_bridge import affine_to_sitk, linear_matrix, sampled_field
 from ..volume import Volume
 
 

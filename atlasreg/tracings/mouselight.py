@@ -9,12 +9,23 @@ copy of the soma is dropped and its children hang from the axon's soma) and
 splits them again on writing: every branch leaving the soma whose first node is
 a dendrite (type 3 or 4) goes to ``dendrite``, the rest to ``axon``.
 
-MouseLight coordinates are CCF micrometres; a file whose ``annotationSpace``
-says CCF defaults to ``space="ccf", unit="um"`` — otherwise state them.
+MouseLight coordinates are CCF micrometres. Janelia's exports say which axis is
+which in ``annotationSpace.description``: the CCFv3 exports ``Axes> X:
+Anterior-Posterior; Y: Superior-Inferior; Z: Left-Right`` (the CCF's own axis
+order), the legacy "CCFv2.5 (ML legacy)" exports ``Axes> Z: Anterior-Posterior;
+Y: Inferior-Superior; X: Left-Right``. atlasreg reorders ``x, y, z`` into the
+CCF's axis order (AP, DV, LR) as the header says, and reads such a file as
+``space="ccf", unit="um"`` (MouseLight places CCFv2.5 and CCFv3 neurons in the
+same 10 µm CCF frame; the two versions differ in their annotation, not their
+axes). The description names axes, not directions: no axis is flipped (the
+nodes' own ``allenId`` confirm it for AA1506). An ``annotationSpace`` atlasreg
+does not know is an error naming it; a file written by atlasreg records its space
+exactly and is read as written.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +35,58 @@ from ..errors import InputError, OutputExistsError
 from ..spaces import Space
 from .neuron import Neuron, NeuronList, make_space, validate_structure
 
+#: MouseLight's words for the anatomical axes -> the CCF axis (0 AP, 1 DV, 2 LR) they name.
+_AXIS_WORDS = {frozenset(("anterior", "posterior")): 0, frozenset(("superior", "inferior")): 1,
+               frozenset(("dorsal", "ventral")): 1, frozenset(("left", "right")): 2}
+#: CCF versions MouseLight exports in (their coordinates are the CCF's, in µm).
+_CCF_VERSIONS = ("ccfv3", "ccfv2.5")
+
 _SAMPLE_KEYS = ("sampleNumber", "structureIdentifier", "x", "y", "z", "radius", "parentNumber")
+
+
+def ccf_axes(annotation_space, path=None, unknown: str = "raise") -> tuple[int, int, int] | None:
+    """Which file axis holds each CCF axis, from a MouseLight ``annotationSpace``.
+
+    Returns ``perm`` with ``ccf_points = file_xyz[:, perm]`` (CCF axes: AP, DV,
+    LR); None for a file atlasreg wrote (its coordinates are in its recorded
+    space as written), and for a space atlasreg does not know when
+    ``unknown="keep"`` (otherwise that is an :class:`InputError` naming it).
+
+    Examples
+    --------
+    >>> ccf_axes({"version": 2.5, "description": "Annotation Space: CCFv2.5 (ML legacy) Axes> "
+    ...           "Z: Anterior-Posterior; Y: Inferior-Superior; X:Left-Right"})
+    (2, 1, 0)
+    """
+    if isinstance(annotation_space, dict) and "space" in annotation_space and "unit" in annotation_space:
+        return None  # atlasreg's own record: coordinates are in that space as written
+    desc = annotation_space.get("description") if isinstance(annotation_space, dict) else None
+    text = str(desc) if desc is not None else json.dumps(annotation_space)
+    key = re.sub(r"\s+", "", text.lower())
+    if not any(v in key for v in _CCF_VERSIONS):
+        if unknown == "keep":
+            return None
+        raise InputError(f"unknown MouseLight annotationSpace {text!r}: atlasreg reads the CCFv3 and "
+                         "'CCFv2.5 (ML legacy)' exports; for other coordinates state the space and unit",
+                         path=path, field="annotationSpace")
+    _, sep, axes_text = text.partition("Axes>")
+    if not sep:
+        if "ccfv3" in key:  # the CCFv3 export's order is the CCF's own (X AP, Y DV, Z LR)
+            return (0, 1, 2)
+        raise InputError(f"MouseLight annotationSpace {text!r} does not say which axis is which "
+                         "('Axes> X: ...; Y: ...; Z: ...'), and only CCFv3 exports have a known order",
+                         path=path, field="annotationSpace")
+    perm = [-1, -1, -1]
+    for letter, a, b in re.findall(r"([XYZ])\s*:\s*([A-Za-z]+)\s*-\s*([A-Za-z]+)", axes_text):
+        ccf = _AXIS_WORDS.get(frozenset((a.lower(), b.lower())))
+        if ccf is None or perm[ccf] != -1:
+            raise InputError(f"MouseLight annotationSpace {text!r}: cannot read axis {letter}: {a}-{b}",
+                             path=path, field="annotationSpace")
+        perm[ccf] = "XYZ".index(letter)
+    if sorted(perm) != [0, 1, 2]:
+        raise InputError(f"MouseLight annotationSpace {text!r} does not name all three axes X, Y, Z once each",
+                         path=path, field="annotationSpace")
+    return tuple(perm)
 
 
 def _tree_frame(samples, where: str, path) -> pd.DataFrame:
@@ -49,7 +111,7 @@ def _tree_frame(samples, where: str, path) -> pd.DataFrame:
     return df
 
 
-def _neuron_from_entry(entry: dict, idx: int, space: Space, path) -> Neuron:
+def _neuron_from_entry(entry: dict, idx: int, space: Space, path, perm=None) -> Neuron:
     if not isinstance(entry, dict):
         raise InputError(f"neurons[{idx}] is not an object", path=path)
     name = str(entry.get("idString") or entry.get("id") or f"neuron{idx}")
@@ -96,11 +158,20 @@ def _neuron_from_entry(entry: dict, idx: int, space: Space, path) -> Neuron:
                                    "z": [float(s["z"])], "radius": [1.0], "parent": [-1],
                                    "allen_id": [float(s.get("allenId") or np.nan)]}))
     nodes = pd.concat(parts, ignore_index=True)
+    if perm is not None and tuple(perm) != (0, 1, 2):
+        xyz = nodes[["x", "y", "z"]].to_numpy()[:, list(perm)]
+        nodes["x"], nodes["y"], nodes["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
     if nodes["allen_id"].isna().all():
         nodes = nodes.drop(columns="allen_id")
     prov = {"format": "mouselight", "source_file": str(Path(path).resolve()), "source_space": space.name,
             "source_unit": space.unit, "source_orientation": space.orientation, "voxel_size": None,
             "transforms": []}
+    if perm is not None:
+        prov["source_axes"] = "".join("xyz"[a] for a in perm)  # file axes taken as the space's axes 0, 1, 2
+        a_space = entry.get("annotationSpace")
+        desc = a_space.get("description") if isinstance(a_space, dict) else a_space
+        if isinstance(desc, str):
+            prov["annotation_space"] = desc
     for k in ("DOI", "idString"):
         if isinstance(entry.get(k), str):
             prov[k] = entry[k]
@@ -126,16 +197,22 @@ def read_mouselight(path, space: Space | str | None = None, unit: str | None = N
         data = {"neurons": [data["neuron"]]}
     if not isinstance(data, dict) or not isinstance(data.get("neurons"), list):
         raise InputError("a MouseLight file is an object with a 'neurons' list", path=p, field="neurons")
+    entries = data["neurons"]
+    # The header's axes are honoured whatever space is stated; an unknown annotationSpace is an error
+    # unless the caller states the space and unit of the numbers.
+    stated = space is not None and unit is not None
+    perms = [ccf_axes(e["annotationSpace"], p, unknown="keep" if stated else "raise")
+             if isinstance(e, dict) and e.get("annotationSpace") is not None else None for e in entries]
     if space is None and unit is None:
-        spaces = [n.get("annotationSpace") for n in data["neurons"] if isinstance(n, dict)]
-        ours = [a for a in spaces if isinstance(a, dict) and "space" in a and "unit" in a]
+        ours = [e["annotationSpace"] for e, q in zip(entries, perms)
+                if q is None and isinstance(e, dict) and isinstance(e.get("annotationSpace"), dict)]
         if ours:  # written by atlasreg: the space is recorded exactly
             space, unit = ours[0]["space"], ours[0]["unit"]
             orientation = orientation if orientation is not None else ours[0].get("orientation")
-        elif "CCF" in json.dumps(spaces).upper():  # Janelia's export: CCFv3 micrometres
+        elif any(q is not None for q in perms):  # Janelia's export: CCF micrometres, axes as the header says
             space, unit = "ccf", "um"
     sp = make_space(space, unit, orientation, what=f"MouseLight file {p.name}")
-    return NeuronList(_neuron_from_entry(e, i, sp, p) for i, e in enumerate(data["neurons"]))
+    return NeuronList(_neuron_from_entry(e, i, sp, p, q) for i, (e, q) in enumerate(zip(entries, perms)))
 
 
 def _branch_heads(prow: np.ndarray, soma: int) -> np.ndarray:

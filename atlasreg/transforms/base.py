@@ -345,3 +345,51 @@ class Sequence(Transform):
     def __repr__(self) -> str:
         names = [self.steps[0].src.name] + [t.dst.name for t in self.steps]
         return "Sequence(" + " -> ".join(names) + ")"
+
+
+class LazyTransform(Transform):
+    """A transform read from disk when first used (e.g. ANTs' inverse warp, attached as an explicit inverse).
+
+    ``loader()`` returns the transform; it is called once, on first use, and
+    must map ``src.name -> dst.name``.
+
+    Examples
+    --------
+    >>> T = LazyTransform(lambda: Affine.from_translation([1, 0, 0], "a", "b"), "a", "b", "a shift")
+    >>> T.map_points([[0.0, 0, 0]])
+    array([[1., 0., 0.]])
+    """
+
+    def __init__(self, loader, src: Space | str, dst: Space | str, what: str):
+        super().__init__(src, dst)
+        self._loader = loader
+        self._loaded: Transform | None = None
+        self.what = what
+
+    def load(self) -> Transform:
+        """The transform this stands for (read on the first call)."""
+        if self._loaded is None:
+            t = self._loader()
+            if t.src.name != self.src.name or t.dst.name != self.dst.name:
+                raise SpaceMismatchError(f"{self.what} maps {t.src.name} -> {t.dst.name}, expected "
+                                         f"{self.src.name} -> {self.dst.name}")
+            self._loaded = t
+        return self._loaded
+
+    @property
+    def exact_inverse(self) -> bool:  # type: ignore[override]
+        return self.load().exact_inverse
+
+    def _map(self, pts: np.ndarray) -> np.ndarray:
+        return self.load()._map(pts)
+
+    def _inverse(self) -> Transform:
+        return self.load().inverse()
+
+    def __repr__(self) -> str:
+        return f"LazyTransform({self.src.name} -> {self.dst.name}: {self.what})"
+
+
+def resolved(T: Transform) -> Transform:
+    """``T`` itself, or what a :class:`LazyTransform` stands for (read now)."""
+    return T.load() if isinstance(T, LazyTransform) else T

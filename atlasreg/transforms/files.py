@@ -35,8 +35,10 @@ from pathlib import Path
 from ..errors import InputError, SpaceMismatchError
 from ..spaces import Space, as_space
 from .base import Sequence, Transform
-from .itk import (FIELD_SUFFIXES, TRANSFORM_SUFFIXES, load_ants_registration, read_ants_list,
-                  read_displacement_field, read_itk, suffix_of, write_displacement_field, write_itk)
+from .ants_lists import load_ants_registration, read_ants_list
+from .field_image import read_displacement_field, write_displacement_field
+from .fileutil import FIELD_SUFFIXES, TRANSFORM_SUFFIXES, suffix_of
+from .itk import read_itk, write_itk
 from .ngff import read_ngff, write_ngff
 
 __all__ = ["save_transform", "load_transform", "load_ants_registration"]

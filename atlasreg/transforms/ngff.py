@@ -40,9 +40,8 @@ import numpy as np
 
 from ..errors import InputError, SpaceMismatchError
 from ..spaces import Space, as_space, validate_orientation
-from .base import Affine, Sequence, Transform
+from .base import Affine, Sequence, Transform, resolved
 from .field import DisplacementField, InverseDisplacementField
-from .itk import resolved
 from .tps import InverseThinPlateSpline, ThinPlateSpline
 
 NGFF_VERSION = "0.6"
