@@ -253,17 +253,12 @@ def count_nonfinite(flat):
 def trilinear(data, cx, cy, cz, nx, ny, nz):
     """Trilinear value of a 3-D array at a continuous index inside [-0.5, n - 0.5] (edges clamped).
 
-    Shared by the in-memory resampler and the blockwise one (:mod:`atlasreg.distributed`), so both
-    give bit-identical values."""
-    x0 = min(max(int(np.floor(cx)), 0), nx - 1)
-    y0 = min(max(int(np.floor(cy)), 0), ny - 1)
-    z0 = min(max(int(np.floor(cz)), 0), nz - 1)
-    x1 = min(x0 + 1, nx - 1)
-    y1 = min(y0 + 1, ny - 1)
-    z1 = min(z0 + 1, nz - 1)
-    fx = min(max(cx - x0, 0.0), 1.0)
-    fy = min(max(cy - y0, 0.0), 1.0)
-    fz = min(max(cz - z0, 0.0), 1.0)
+    Neighbours, weights and edge clamping come from the same rule as the displacement-field kernels
+    (:func:`_axis`); shared by the in-memory resampler and the blockwise one (:mod:`atlasreg.distributed`),
+    so both give bit-identical values."""
+    x0, x1, fx = _axis(cx, nx)
+    y0, y1, fy = _axis(cy, ny)
+    z0, z1, fz = _axis(cz, nz)
     c00 = data[x0, y0, z0] * (1 - fx) + data[x1, y0, z0] * fx
     c01 = data[x0, y0, z1] * (1 - fx) + data[x1, y0, z1] * fx
     c10 = data[x0, y1, z0] * (1 - fx) + data[x1, y1, z0] * fx
@@ -282,8 +277,7 @@ def sample_linear(data, cidx, fill, out):
         cx = cidx[k, 0]
         cy = cidx[k, 1]
         cz = cidx[k, 2]
-        if not ((cx >= -0.5) and (cx <= nx - 0.5) and (cy >= -0.5) and (cy <= ny - 0.5)
-                and (cz >= -0.5) and (cz <= nz - 0.5)):
+        if not _on_grid(cx, cy, cz, nx, ny, nz):
             out[k] = fill
             continue
         out[k] = trilinear(data, cx, cy, cz, nx, ny, nz)

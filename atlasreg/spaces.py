@@ -26,6 +26,19 @@ _OPPOSITE = {"a": "p", "p": "a", "s": "i", "i": "s", "l": "r", "r": "l"}
 _AXIS_OF = {"a": 0, "p": 0, "s": 1, "i": 1, "l": 2, "r": 2}
 
 
+def as_points(points, name: str = "points") -> np.ndarray:
+    """Validate and return an ``(N, 3)`` float64 array (a single ``(3,)`` point is accepted)."""
+    try:
+        arr = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be numeric (N, 3) coordinates: {exc}", field=name) from None
+    if arr.ndim == 1 and arr.shape[0] == 3:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise InputError(f"{name} must have shape (N, 3), got {arr.shape}", field=name)
+    return arr
+
+
 def normalize_unit(unit: str) -> str:
     """Return the canonical unit name (``"nm"``, ``"um"`` or ``"mm"``).
 

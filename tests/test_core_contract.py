@@ -41,19 +41,23 @@ def test_an_explicit_reverse_edge_survives_replacing_the_forward_one():
 
 
 def test_path_avoids_numerical_inverses_before_counting_hops():
-    F = _field("b", "a")  # a field b -> a: a -> b only through its numerical inverse
     g = ar.SpaceGraph()
-    g.add(F)
-    g.add(ar.Affine.from_translation([1, 0, 0], src="b", dst="d"))
+    g.add(ar.Affine.from_translation([1, 0, 0], src="a", dst="b"))
+    g.add(_field("d", "b"))  # b -> d only through the field's numerical inverse
     g.add(ar.Affine.from_translation([2, 0, 0], src="a", dst="c"))
     g.add(ar.Affine.from_translation([-1, 0, 0], src="c", dst="d"))
-    assert g.path("a", "d") == ["a", "c", "d"]  # all exact, same length as a -> b -> d
-    g.add(ar.Affine.from_translation([0, 3, 0], src="c", dst="e"))
-    g.add(ar.Affine.from_translation([0, -3, 0], src="e", dst="d"), inverse=True)
-    g.add(ar.Affine.from_translation([0, 0, 0], src="c", dst="d"))  # keep a short exact route
-    # with only a numerical route available, it is taken
-    h = ar.SpaceGraph([F])
-    assert h.path("a", "b") == ["a", "b"]
+    # breadth-first search took a -> b -> d (found first); the all-exact route of the same length wins
+    assert g.path("a", "d") == ["a", "c", "d"]
+    assert np.allclose(g.map_points([[0.0, 0, 0]], "a", "d"), [[1, 0, 0]])
+    # even a longer exact route beats a shorter numerical one
+    h = ar.SpaceGraph([_field("d", "a")])
+    h.add(ar.Affine.from_translation([1, 0, 0], src="a", dst="x"))
+    h.add(ar.Affine.from_translation([1, 0, 0], src="x", dst="y"))
+    h.add(ar.Affine.from_translation([1, 0, 0], src="y", dst="d"))
+    assert h.path("a", "d") == ["a", "x", "y", "d"]
+    assert h.path("d", "a") == ["d", "a"]  # the field itself is exact
+    # with only a numerical route, it is taken
+    assert ar.SpaceGraph([_field("d", "a")]).path("a", "d") == ["a", "d"]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -175,3 +179,86 @@ def test_mixed_unit_chain_in_an_itk_file_maps_as_simpleitk_reads_it(tmp_path):
     assert np.allclose(sitk_out, T.map_points(x), atol=1e-6)  # nm in, um out, as map_points
     back = ar.load_transform(p)
     assert np.allclose(back.map_points(x), T.map_points(x), atol=1e-6)
+
+
+# -- one home per job: the planner, the import layers -------------------------------------------------------
+def test_blockwise_index_map_and_sequence_share_one_fusion_plan():
+    from atlasreg.distributed.warp import IndexMap
+    from atlasreg.transforms.base import fusion_plan
+
+    F = _field("b", "c")
+    A = ar.Affine.from_scale(2.0, src="a", dst="b")
+    B = ar.Affine.from_translation([1, 0, 0], src="c", dst="d")
+    C = ar.Affine.from_translation([0, 1, 0], src="d", dst="e")
+    seq = ar.Sequence([A, F, B, C])
+    plan = fusion_plan(seq.steps)
+    assert [op[0] for op in plan] == ["fused"]
+    assert np.allclose(plan[0][3], C.matrix @ B.matrix)
+    g = np.eye(4)
+    g[:3, 3] = [0.5, 0.5, 0.5]
+    im = IndexMap(seq, g, np.eye(4))
+    assert [op[0] for op in im.ops] == ["fused"]
+    idx = im((0, 0, 0), (2, 3, 4))
+    pts = np.indices((2, 3, 4)).reshape(3, -1).T + 0.5
+    assert np.allclose(idx, seq.map_points(pts), equal_nan=True)
+
+
+def test_transform_core_modules_import_downward_only():
+    import ast
+    import importlib
+
+    def imports(mod):
+        src = importlib.util.find_spec(mod).origin
+        names = set()
+        for node in ast.walk(ast.parse(open(src).read())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module.split(".")[-1])
+        return names
+
+    assert not {"field", "tps"} & imports("atlasreg.transforms.base")
+    assert "base" not in imports("atlasreg.transforms.fitting")
+    assert not {"field", "tps", "base"} & imports("atlasreg.transforms.inverse")
+
+
+# -- properties of the core ----------------------------------------------------------------------------------
+_codes = st.sampled_from(["psl", "asr", "ras", "lpi", "ipr", "sal", "rsa", "pil"])
+
+
+@settings(max_examples=50, deadline=None)
+@given(a=_codes, b=_codes, shape=st.tuples(*[st.integers(1, 40)] * 3),
+       vs=st.tuples(*[st.floats(0.1, 50)] * 3), seed=st.integers(0, 2**31))
+def test_property_reorientation_round_trips(a, b, shape, vs, seed):
+    from atlasreg.spaces import orientation_mapping, reorient_points
+
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0, 1, (20, 3)) * (np.array(shape) - 1) * np.array(vs)
+    q = reorient_points(p, a, b, shape, vs)
+    perm, _ = orientation_mapping(a, b)
+    back = reorient_points(q, b, a, tuple(np.array(shape)[list(perm)]), tuple(np.array(vs)[list(perm)]))
+    assert np.allclose(back, p, atol=1e-9 * max(1.0, np.abs(p).max()))
+    # the volume's reorientation moves voxels exactly as its transform moves their centres
+    vol = ar.Volume(np.arange(np.prod(shape)).reshape(shape), voxel_size=vs, orientation=a, space="s")
+    r = vol.reorient(b)
+    T = vol.reorient_transform(b)
+    i = np.array([rng.integers(0, n) for n in shape])
+    j = np.rint(r.physical_to_index(T.map_points(vol.index_to_physical(i[None]))))[0].astype(int)
+    assert r.data[tuple(j)] == vol.data[tuple(i)]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(angles=st.tuples(*[st.floats(-180, 180)] * 3), shift=st.tuples(*[st.floats(-100, 100)] * 3),
+       scale=st.floats(0.2, 5.0), amp=st.floats(0.0, 1.5), seed=st.integers(0, 2**31))
+def test_property_sequence_inverse_undoes_the_chain(angles, shift, scale, amp, seed):
+    A = ar.Affine(ar.Affine.from_rotation(angles).matrix @ ar.Affine.from_scale(scale).matrix, "a", "b")
+    F = _field("b", "c", shape=(30, 30, 30), amp=amp)  # |grad u| <= amp / 3: invertible
+    B = ar.Sequence([ar.Affine.from_translation(shift, src="c", dst="c2"),
+                     ar.Affine.from_units(Space("c2"), Space("d", "nm"))])
+    T = ar.Sequence([A, F, B])
+    rng = np.random.default_rng(seed)
+    y_in = rng.uniform(8, 22, (50, 3))  # points inside the field's grid, in b
+    x = A.inverse().map_points(y_in)
+    y = T.map_points(x)
+    back = T.inverse().map_points(y)
+    ok = np.all(np.isfinite(back), axis=1)
+    assert ok.all()
+    assert np.allclose(back, x, atol=1e-5 * max(1.0, 1.0 / scale))

@@ -11,20 +11,10 @@ from typing import Sequence as _Seq
 import numpy as np
 
 from ..errors import InputError, SpaceMismatchError
-from ..spaces import Space, as_space, unit_scale
+from ..spaces import Space, as_points, as_space, unit_scale
 
-
-def as_points(points, name: str = "points") -> np.ndarray:
-    """Validate and return an ``(N, 3)`` float64 array (a single ``(3,)`` point is accepted)."""
-    try:
-        arr = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{name} must be numeric (N, 3) coordinates: {exc}", field=name) from None
-    if arr.ndim == 1 and arr.shape[0] == 3:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise InputError(f"{name} must have shape (N, 3), got {arr.shape}", field=name)
-    return arr
+__all__ = ["Transform", "Affine", "Sequence", "LazyTransform", "as_points", "with_ends", "fusion_plan",
+           "resolved"]
 
 
 class Transform(ABC):
@@ -249,6 +239,49 @@ def with_ends(T: Transform, src: Space, dst: Space) -> Transform:
     return T if len(steps) == 1 else Sequence(steps)
 
 
+def fusion_plan(steps, pre: np.ndarray | None = None, post: np.ndarray | None = None) -> list[tuple]:
+    """THE plan for applying a chain in as few passes as possible (used by :class:`Sequence` for points
+    and by the blockwise warp's index map for voxels).
+
+    Adjacent affines fold into one matrix, and the affines on either side of a transform that fuses
+    affines into its own kernel (``fuses_affines``: a :class:`~atlasreg.transforms.field.DisplacementField`)
+    fold into that step, so a chain costs one pass per field. ``pre``/``post`` are extra 4x4 matrices
+    applied before/after the chain (the blockwise warp's index <-> physical maps).
+
+    Returns a list of ``("affine", M)``, ``("fused", pre M or None, step, post M or None)`` and
+    ``("map", step)`` operations, in order.
+
+    Examples
+    --------
+    >>> A = Affine.from_scale(2.0, src="a", dst="b"); B = Affine.from_translation([1, 0, 0], src="b", dst="c")
+    >>> [(op[0], op[1][0].tolist()) for op in fusion_plan([A, B])]
+    [('affine', [2.0, 0.0, 0.0, 1.0])]
+    """
+    ops: list[list] = []
+
+    def affine(m):
+        if ops and ops[-1][0] == "affine":
+            ops[-1][1] = m @ ops[-1][1]
+        elif ops and ops[-1][0] == "fused":
+            ops[-1][3] = m if ops[-1][3] is None else m @ ops[-1][3]
+        else:
+            ops.append(["affine", m])
+
+    if pre is not None:
+        affine(np.asarray(pre, float))
+    for t in steps:
+        if isinstance(t, Affine):
+            affine(t.matrix)
+        elif getattr(t, "fuses_affines", False):
+            before = ops.pop()[1] if ops and ops[-1][0] == "affine" else None
+            ops.append(["fused", before, t, None])
+        else:
+            ops.append(["map", t])
+    if post is not None:
+        affine(np.asarray(post, float))
+    return [tuple(op) for op in ops]
+
+
 class Sequence(Transform):
     """Apply transforms in order: ``Sequence([A, B])`` maps with A, then B.
 
@@ -306,37 +339,18 @@ class Sequence(Transform):
                 out.append(t)
         return out
 
-    def _build_plan(self):
-        from .field import DisplacementField
-
-        plan = []
-        steps = self.simplified()
-        i = 0
-        while i < len(steps):
-            t = steps[i]
-            if isinstance(t, Affine) and i + 1 < len(steps) and isinstance(steps[i + 1], DisplacementField):
-                post = steps[i + 2] if i + 2 < len(steps) and isinstance(steps[i + 2], Affine) else None
-                plan.append(("fused", t, steps[i + 1], post))
-                i += 3 if post is not None else 2
-            elif isinstance(t, DisplacementField):
-                post = steps[i + 1] if i + 1 < len(steps) and isinstance(steps[i + 1], Affine) else None
-                plan.append(("fused", None, t, post))
-                i += 2 if post is not None else 1
-            else:
-                plan.append(("step", t))
-                i += 1
-        return plan
-
     def _map(self, pts: np.ndarray) -> np.ndarray:
         if self._plan is None:
-            self._plan = self._build_plan()
+            self._plan = fusion_plan(self.steps)
         out = pts
-        for item in self._plan:
-            if item[0] == "fused":
-                _, pre, field, post = item
-                out = field._map_fused(out, pre, post)
+        for op in self._plan:
+            if op[0] == "affine":
+                m = op[1]
+                out = out @ m[:3, :3].T + m[:3, 3]
+            elif op[0] == "fused":
+                out = op[2].map_fused(out, op[1], op[3])
             else:
-                out = item[1]._map(out)
+                out = op[1]._map(out)
         return out
 
     def _inverse(self) -> "Sequence":

@@ -106,19 +106,23 @@ class DisplacementField(GridFrame, Transform):
         return tuple(self.displacement.shape[:3])
 
 
-    def _map(self, pts: np.ndarray) -> np.ndarray:
-        return self._map_fused(pts, None, None)
+    #: :func:`~atlasreg.transforms.base.fusion_plan` folds neighbouring affines into this kernel.
+    fuses_affines = True
 
-    def _map_fused(self, pts: np.ndarray, pre: Affine | None, post: Affine | None) -> np.ndarray:
-        """``post(field(pre(pts)))`` in one parallel pass (large calls walk the field block by block)."""
+    def _map(self, pts: np.ndarray) -> np.ndarray:
+        return self.map_fused(pts, None, None)
+
+    def map_fused(self, pts: np.ndarray, pre: np.ndarray | None, post: np.ndarray | None) -> np.ndarray:
+        """``post(field(pre(pts)))`` for 4x4 matrices ``pre``/``post`` (None: identity) in one parallel pass
+        (large calls walk the field block by block)."""
         eye = np.eye(4)
         out = np.empty_like(pts)
         K.affine_field_affine_any_order(
             np.ascontiguousarray(pts, dtype=np.float64),
-            (pre.matrix if pre is not None else eye)[:3],
+            np.ascontiguousarray((pre if pre is not None else eye)[:3]),
             self.displacement,
             self.physical_to_index[:3].copy(),
-            (post.matrix if post is not None else eye)[:3],
+            np.ascontiguousarray((post if post is not None else eye)[:3]),
             self.outside == "nan",
             out,
         )
