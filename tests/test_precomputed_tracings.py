@@ -239,3 +239,42 @@ def test_synapse_lines_round_trip(data_dir, tmp_path):
     np.testing.assert_allclose(moved.points, pb.points / 1000)
     with pytest.raises(InputError, match="beyond 32-bit"):
         write_precomputed_points(ar.tracings.PointTable(a.df.assign(big=np.int64(2**40)), a.space), tmp_path / "big")
+
+
+def test_sharded_skeletons_written_by_cloudvolume(data_dir, tmp_path):
+    """Sharded skeletons (as H01 and MICrONS publish them), shard files synthesised by cloud-volume."""
+    import cloudvolume
+    from cloudfiles import CloudFiles
+    from cloudvolume.datasource.precomputed.sharding import ShardingSpecification, synthesize_shard_files
+
+    info = cloudvolume.CloudVolume.create_new_info(1, "segmentation", "uint64", "raw", [8, 8, 8], [0, 0, 0],
+                                                   [16, 16, 16], chunk_size=[16, 16, 16])
+    info["skeletons"] = "skeletons"
+    url = "file://" + str(tmp_path / "seg")
+    cloudvolume.CloudVolume(url, info=info, progress=False).commit_info()
+    sh = ShardingSpecification(type="neuroglancer_uint64_sharded_v1", preshift_bits=0, hash="murmurhash3_x86_128",
+                               minishard_bits=2, shard_bits=1, minishard_index_encoding="gzip", data_encoding="gzip")
+    (tmp_path / "seg" / "skeletons").mkdir()
+    (tmp_path / "seg" / "skeletons" / "info").write_text(json.dumps({
+        "@type": "neuroglancer_skeletons", "sharding": sh.to_dict(),
+        "vertex_attributes": [{"id": "radius", "data_type": "float32", "num_components": 1},
+                              {"id": "vertex_types", "data_type": "uint8", "num_components": 1}]}, default=int))
+    skels = {}
+    for segid in IDS:
+        ids, types, xyz, radius, parents = _swc(data_dir, segid)
+        row = {int(i): r for r, i in enumerate(ids)}
+        edges = np.array([[r, row[int(p)]] for r, p in enumerate(parents) if p >= 0], np.uint32)
+        skels[segid] = cloudvolume.Skeleton((xyz * VOXEL_NM).astype(np.float32), edges,
+                                            radii=(radius * VOXEL_NM).astype(np.float32),
+                                            vertex_types=types.astype(np.uint8), segid=segid, space="physical")
+    files = synthesize_shard_files(sh, {k: s.to_precomputed() for k, s in skels.items()})
+    CloudFiles(url + "/skeletons").puts(list(files.items()), compress=None, raw=True)
+    ns = read_precomputed_skeletons("precomputed://" + url, space="hemibrain")   # ids listed from the shards
+    assert sorted(ns.names) == sorted(str(i) for i in IDS)
+    for segid, s in skels.items():
+        n = ns[str(segid)]
+        np.testing.assert_allclose(n.points, s.vertices, rtol=1e-7)
+        np.testing.assert_allclose(n.radius, s.radius, rtol=1e-7)
+        np.testing.assert_array_equal(n.nodes["type"], s.vertex_types)
+        ids, _, xyz, _, parents = _swc(data_dir, segid)
+        assert n.cable_length == pytest.approx(_cable(ids, xyz, parents) * VOXEL_NM, rel=1e-5)

@@ -466,28 +466,38 @@ def _property_specs(df: pd.DataFrame, skip: set, where) -> list[tuple[str, str]]
     return specs
 
 
-def _writer(path, space: Space, df: pd.DataFrame, force: bool):
-    from ..io.atomic import check_writable
+def _write_annotations(kind: str, ends: list, path, force: bool) -> Path:
+    """Point (one table) or line (two row-aligned tables) annotations through neuroglancer's AnnotationWriter."""
+    from ..io.atomic import atomic_path, check_writable
 
     nm = require("neuroglancer", "neuroglancer precomputed annotations")
     from neuroglancer.write_annotations import AnnotationWriter
 
-    p = Path(path).expanduser()
-    check_writable(p, force)
+    first = ends[0]
+    df = first.df
+    p = check_writable(Path(path).expanduser(), force)
     if "id" in df.columns:
         ids = df["id"].to_numpy()
         if ids.dtype.kind not in "ui" or len(np.unique(ids)) != len(ids) or (len(ids) and ids.min() < 0):
             raise InputError("column 'id' must hold distinct non-negative integers (the annotation ids)", path=p,
                              field="id")
-    cs = nm.CoordinateSpace(names=["x", "y", "z"], units=space.unit, scales=[1, 1, 1])
-    return p, cs, AnnotationWriter, nm
-
-
-def _finish(tmp: Path) -> None:
-    """The spec spells ``annotation_type`` in capitals (neuroglancer reads either; other readers need them)."""
-    info = json.loads((tmp / "info").read_text())
-    info["annotation_type"] = str(info["annotation_type"]).upper()
-    (tmp / "info").write_text(json.dumps(info))
+    else:
+        ids = np.arange(len(df))
+    specs = _property_specs(df, {*first.columns, "id"}, p)
+    cs = nm.CoordinateSpace(names=["x", "y", "z"], units=first.space.unit, scales=[1, 1, 1])
+    w = AnnotationWriter(coordinate_space=cs, annotation_type=kind,
+                         properties=[nm.AnnotationPropertySpec(id=_prop_id(c), type=t) for c, t in specs])
+    add = w.add_point if kind == "point" else w.add_line
+    points = [e.points for e in ends]
+    cols = {_prop_id(c): df[c].to_numpy() for c, _ in specs}
+    for r in range(len(df)):
+        add(*(pt[r] for pt in points), id=int(ids[r]), **{c: v[r].item() for c, v in cols.items()})
+    with atomic_path(p, force) as tmp:
+        w.write(str(tmp))
+        info = json.loads((tmp / "info").read_text())
+        info["annotation_type"] = kind.upper()  # the spec's spelling (neuroglancer reads either; others need it)
+        (tmp / "info").write_text(json.dumps(info))
+    return p
 
 
 def write_precomputed_points(table: PointTable, path, force: bool = False) -> Path:
@@ -501,24 +511,9 @@ def write_precomputed_points(table: PointTable, path, force: bool = False) -> Pa
     >>> write_precomputed_points(cells_in_em, "cells_ann")                  # doctest: +SKIP
     PosixPath('cells_ann')
     """
-    from ..io.atomic import atomic_path
-
     if not isinstance(table, PointTable):
         raise InputError(f"write_precomputed_points takes a PointTable, got {type(table).__name__}", field="table")
-    df = table.df
-    p, cs, AnnotationWriter, nm = _writer(path, table.space, df, force)
-    specs = _property_specs(df, {*table.columns, "id"}, p)
-    w = AnnotationWriter(coordinate_space=cs, annotation_type="point",
-                         properties=[nm.AnnotationPropertySpec(id=_prop_id(c), type=t) for c, t in specs])
-    ids = df["id"].to_numpy() if "id" in df.columns else np.arange(len(df))
-    pts = table.points
-    cols = {c: df[c].to_numpy() for c, _ in specs}
-    for r in range(len(df)):
-        w.add_point(pts[r], id=int(ids[r]), **{_prop_id(c): v[r].item() for c, v in cols.items()})
-    with atomic_path(p, force) as tmp:
-        w.write(str(tmp))
-        _finish(tmp)
-    return p
+    return _write_annotations("point", [table], path, force)
 
 
 def write_precomputed_lines(a: PointTable, b: PointTable, path, force: bool = False) -> Path:
@@ -529,27 +524,12 @@ def write_precomputed_lines(a: PointTable, b: PointTable, path, force: bool = Fa
     >>> write_precomputed_lines(pre, post, "synapses_ann")                  # doctest: +SKIP
     PosixPath('synapses_ann')
     """
-    from ..io.atomic import atomic_path
-
     if not isinstance(a, PointTable) or not isinstance(b, PointTable):
         raise InputError("write_precomputed_lines takes two PointTables (the two ends)", field="table")
     if a.space != b.space or len(a) != len(b):
         raise InputError(f"the two ends must be in one space with one row per line (got {a.space} with {len(a)} "
                          f"rows, {b.space} with {len(b)})", field="table")
-    df = a.df
-    p, cs, AnnotationWriter, nm = _writer(path, a.space, df, force)
-    specs = _property_specs(df, {*a.columns, "id"}, p)
-    w = AnnotationWriter(coordinate_space=cs, annotation_type="line",
-                         properties=[nm.AnnotationPropertySpec(id=_prop_id(c), type=t) for c, t in specs])
-    ids = df["id"].to_numpy() if "id" in df.columns else np.arange(len(df))
-    pa, pb = a.points, b.points
-    cols = {c: df[c].to_numpy() for c, _ in specs}
-    for r in range(len(df)):
-        w.add_line(pa[r], pb[r], id=int(ids[r]), **{_prop_id(c): v[r].item() for c, v in cols.items()})
-    with atomic_path(p, force) as tmp:
-        w.write(str(tmp))
-        _finish(tmp)
-    return p
+    return _write_annotations("line", [a, b], path, force)
 
 
 def _prop_id(column: str) -> str:
