@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import cloudvolume  # the test extra installs cloud-volume and tensorstore
 import numpy as np
 import pytest
 import tifffile
@@ -14,9 +15,6 @@ import atlasreg as ar
 from atlasreg.cli import app
 from atlasreg.errors import InputError
 from atlasreg.io.volumes import volume_format
-
-cloudvolume = pytest.importorskip("cloudvolume")
-pytest.importorskip("tensorstore")
 
 RES = [4, 4, 50]          # ISBI 2012 EM: 4 x 4 nm in plane, 50 nm sections
 OFFSET = [100, 60, 3]     # voxel_offset (x, y, z) of scale 0

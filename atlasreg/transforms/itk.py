@@ -37,6 +37,8 @@ from .sitk_bridge import (affine_to_sitk, bspline_from_sitk, bspline_to_sitk, fi
                           field_to_sitk_image, linear_matrix)
 
 _META_KEY = "atlasreg"  # HDF5 root attribute / text comment holding the spaces atlasreg wrote
+#: Largest text (.tfm/.txt) transform file read.
+MAX_TEXT_BYTES = 1 << 30
 
 
 def transform_types(path: Path) -> list[str]:
@@ -48,10 +50,17 @@ def transform_types(path: Path) -> list[str]:
     """
     suf = suffix_of(path)
     if suf in (".tfm", ".txt"):
+        size = path.stat().st_size
+        if size > MAX_TEXT_BYTES:
+            raise InputError(f"the text transform file is {size} bytes, more than the {MAX_TEXT_BYTES} atlasreg "
+                             "reads (save large fields as .h5 or .nii.gz)", path=path)
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"not a text ITK transform file ({exc})", path=path) from None
+        if lines and lines[0].lstrip().startswith("("):
+            raise InputError("an elastix parameter file, not an ITK transform file: read it on its own "
+                             "(its initial transforms come with it)", path=path)
         if lines and not lines[0].startswith("#Insight Transform File"):
             raise InputError(f"not an ITK transform file: it starts with {lines[0][:60]!r}, not "
                              "'#Insight Transform File' (a symbolic link checked out as a text file?)",
@@ -196,7 +205,7 @@ def convert_sitk(t, s: Space, d: Space, outside: str, path) -> Transform:
         return field_from_sitk_image(t.GetDisplacementField(), s, d, outside, path)
     if isinstance(t, sitk.BSplineTransform):
         if s.unit != d.unit:
-            raise InputError("a B-spline maps within one unit; pass file_unit=", path=path)
+            raise InputError("a B-spline maps within one unit: state the file unit (the unit of its numbers)", path=path)
         return bspline_from_sitk(t, s, d, outside, path)
     raise InputError(f"unsupported ITK transform type {t.GetName()!r}: atlasreg reads linear transforms "
                      "(Affine, Euler3D, Similarity3D, VersorRigid3D, Scale, Translation, ...), "
