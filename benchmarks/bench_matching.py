@@ -10,8 +10,9 @@ Everything runs in ONE process run, side by side, on the same inputs:
   0.2) and **pycpd 2.0** CPD (the same chain), each from *no initialisation* (the clouds as given, EM
   converted to µm) and from a *rough initialisation* (centroids aligned, the axes permuted and signed as the
   signed axis permutation nearest to atlasreg's result — i.e. the peers get atlasreg's rotation search for
-  free — and the scale 1.1 from the data README). Pairs of a peer: mutual nearest neighbours within 0.4 soma
-  spacings after its transform.
+  free — and the scale 1.1 from the data README). Both peers get each cloud centred and scaled to unit RMS
+  radius, as CPD expects (its default β = 2 and σ are in data units), and their result scaled back. Pairs of a
+  peer: mutual nearest neighbours within 0.4 soma spacings after its transform.
 
 Scenarios (validation pairs: the 150 true pairs in ``validation_pairs.csv``, for measuring only):
 
@@ -83,6 +84,19 @@ def spacing(pts):
 # ----------------------------------------------------------------------------------------------
 # peers
 # ----------------------------------------------------------------------------------------------
+def _normalised(fn):
+    """Run a CPD chain as the CPD authors do: each cloud centred and scaled to unit RMS radius (CPD's β and σ are
+    in data units: with µm coordinates a β of 2 would let every point move on its own), result scaled back."""
+    def run(src_um, dst_um, **kw):
+        cs, cd = src_um.mean(0), dst_um.mean(0)
+        ks = np.sqrt(((src_um - cs) ** 2).sum(1).mean())
+        kd = np.sqrt(((dst_um - cd) ** 2).sum(1).mean())
+        y, sec, cpu = fn((src_um - cs) / ks, (dst_um - cd) / kd, **kw)
+        return y * kd + cd, sec, cpu
+    return run
+
+
+@_normalised
 def run_probreg(src_um, dst_um, w=0.2):
     from probreg import cpd
 
@@ -94,6 +108,7 @@ def run_probreg(src_um, dst_um, w=0.2):
     return y, time.perf_counter() - t0, time.process_time() - c0
 
 
+@_normalised
 def run_pycpd(src_um, dst_um, w=0.2):
     import pycpd
 
