@@ -222,8 +222,8 @@ def synthetic_somata(n=100_000, seed=0, spacing_um=24.0):
     """A soma cloud of ``n`` cells in a cortical block: hard-core (no two somata closer than 0.55 spacing), depth-
     dependent density (layer 1 sparse, layer 4 dense), ~``spacing_um`` median nearest-neighbour distance."""
     rng = np.random.default_rng(seed)
-    # block size from the density: median NN ≈ 0.9 · (volume / n)^(1/3) for such a process
-    side = (n * (spacing_um / 0.9) ** 3) ** (1 / 3)
+    # block size from the density: median NN ≈ 0.65 · (volume / n)^(1/3) for this process (measured)
+    side = (n * (spacing_um / 0.65) ** 3) ** (1 / 3)
     size = np.array([1.3, 1.3, 0.6]) * side / (1.3 * 1.3 * 0.6) ** (1 / 3)
     layers = np.array([0.0, 0.08, 0.3, 0.45, 0.6, 0.8, 1.0])      # depth fractions of layer boundaries
     dens = np.array([0.25, 1.0, 1.1, 1.5, 0.9, 1.0])                # relative density per layer

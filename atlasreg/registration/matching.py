@@ -24,7 +24,10 @@ How it works (all in micrometres, converted from the two spaces' units):
    ridge-regularised) is fitted to CPD-style soft targets with an outlier
    weight, coarse to fine: the soft-assignment width shrinks with the grid
    spacing (about 12 to 3 soma spacings) so a local shift by one cell cannot
-   lock in before the smooth large-scale warp is found.
+   lock in before the smooth large-scale warp is found. It runs from the best
+   ``n_finalists`` global candidates (a near-symmetric block can leave rotations
+   almost tied after the affine polish); the field claiming the most matched
+   mass wins.
 3. **Pairs and the final fit.** Mutual nearest neighbours under the field
    give pairs; :func:`fit_landmarks` (model, kernel and smoothing by
    leave-one-out cross-validation, gross outliers set aside) fits the
@@ -348,6 +351,7 @@ def _global(S, D, tree_d, spacing, n_rotations, n_candidates, rng, prior_R=None,
         "candidates": [{"mirrored": c["mirrored"], "chamfer_um": c["score"], "inliers": c["inliers"]}
                        for c in cands],
     }
+    info["_starts"] = [(c["A"], c["t"], c["inliers"]) for c in cands]
     return best["A"], best["t"], info
 
 
@@ -514,7 +518,7 @@ def _prior(prior, src, dst, s_um):
 # ----------------------------------------------------------------------------------------------
 def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst: Space = Space("lm", "um"),
                     prior=None, *, n_rotations: int = 1000, n_candidates: int = 6, max_fit_pairs: int = 2000,
-                    min_pairs: int = 20, max_heldout_spacing: float = 0.25, seed: int = 0,
+                    min_pairs: int = 20, max_heldout_spacing: float = 0.25, seed: int = 0, n_finalists: int = 3,
                     refuse: bool = True) -> MatchResult:
     """Find which points of two unpaired clouds correspond, and the map between them, without a starting guess.
 
@@ -534,6 +538,9 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
     n_rotations, n_candidates
         Quasi-random rotations tried besides the 48 signed axis permutations
         (each also mirrored); distinct best candidates polished by affine CPD.
+    n_finalists : int
+        The non-rigid stage runs from this many of the best global candidates (those with at least half the
+        best one's close partners); the one with the most matched mass wins.
     max_fit_pairs : int
         At most this many (spatially stratified) pairs go into the final spline
         fit; the rest measure its held-out error.
@@ -597,7 +604,18 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
                  f"the 24 signed axis permutations (cube rotations), the 24 mirrored ones, and {n_rotations} "
                  f"quasi-random rotations each with and without a mirror ({48 + 2 * n_rotations} in all)")
     timings["global_s"] = time.perf_counter() - t0
-    f, stages = _nonrigid(S, D, tree_d, A, t, spacing, rng)
+    # the non-rigid stage from the best few global candidates (a near-symmetric block can leave several rotations
+    # almost tied at the affine level); the one whose field claims the most matched mass wins
+    starts = ginfo.pop("_starts", [(A, t, 0)])
+    starts = [st for st in starts[:n_finalists] if st[2] >= 0.5 * starts[0][2]] or starts[:1]
+    best = None
+    for k, (A_, t_, _) in enumerate(starts):
+        f_, stages_ = _nonrigid(S, D, tree_d, A_, t_, spacing, np.random.default_rng([seed, k]))
+        if best is None or stages_[-1]["matched_mass"] > best[1][-1]["matched_mass"]:
+            best = (f_, stages_, k)
+    f, stages, k_best = best
+    ginfo["nonrigid_finalists"] = len(starts)
+    ginfo["finalist_chosen"] = k_best
     timings["nonrigid_s"] = time.perf_counter() - t0 - timings["global_s"]
 
     # pairs under the field; a fit on them; pairs again through that fit (gate from its held-out error); the final fit
