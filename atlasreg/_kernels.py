@@ -9,6 +9,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .parallel import njit_parallel
+
 _PAR = dict(parallel=True, fastmath=False, cache=True, nogil=True)
 # For the point-mapping kernel: let LLVM fuse multiply-adds and reorder sums (about 1e-14 relative
 # change, ~15 % less time), but NOT assume values are finite: NaN points must stay NaN.
@@ -95,7 +97,7 @@ def _affine_field_affine_one(points, k, pre, field, to_index, post, outside_nan,
     out[k, 0], out[k, 1], out[k, 2] = _apply(post, qx + ux, qy + uy, qz + uz)
 
 
-@nb.njit(**_PAR_FAST)
+@njit_parallel(**_PAR_FAST)
 def affine_field_affine(points, pre, field, to_index, post, outside_nan, out):
     """out = post(q + u(q)) with q = pre(p); ``pre``/``post``/``to_index`` are 3x4 matrices.
 
@@ -107,7 +109,7 @@ def affine_field_affine(points, pre, field, to_index, post, outside_nan, out):
         _affine_field_affine_one(points, k, pre, field, to_index, post, outside_nan, out, nx, ny, nz)
 
 
-@nb.njit(**_PAR)
+@njit_parallel(**_PAR)
 def _block_keys(points, pre, to_index, nx, ny, nz, block, mult, off, keys):
     # Bucket of each point: the block (of block^3 voxels) its pre-mapped position falls in;
     # points off the grid go to bucket ``off`` (the last). ``mult`` numbers the blocks in the
@@ -124,7 +126,7 @@ def _block_keys(points, pre, to_index, nx, ny, nz, block, mult, off, keys):
             keys[k] = off
 
 
-@nb.njit(**_PAR)
+@njit_parallel(**_PAR)
 def _counting_order(keys, nkeys, parts, perm):
     # Stable counting sort, parallel: each of ``parts`` slices of the points counts its keys, the
     # slices' offsets are laid out bucket by bucket, then each slice places its points.
@@ -148,7 +150,7 @@ def _counting_order(keys, nkeys, parts, perm):
             counts[t, b] += 1
 
 
-@nb.njit(**_PAR)
+@njit_parallel(**_PAR)
 def _gather_rows(src, perm, dst):
     for j in nb.prange(perm.shape[0]):
         k = perm[j]
@@ -157,7 +159,7 @@ def _gather_rows(src, perm, dst):
         dst[j, 2] = src[k, 2]
 
 
-@nb.njit(**_PAR)
+@njit_parallel(**_PAR)
 def _scatter_rows(src, perm, dst):
     for j in nb.prange(perm.shape[0]):
         k = perm[j]
@@ -216,7 +218,7 @@ def affine_field_affine_any_order(points, pre, field, to_index, post, outside_na
         _scatter_rows(ordered[:m], perm[:m], out[start:stop])
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
+@njit_parallel()
 def interleave_components(planar, out):
     """``out[z, y, x, c] = planar[c, z, y, x]``; returns how many values are NaN or inf.
 
@@ -239,7 +241,7 @@ def interleave_components(planar, out):
     return bad
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
+@njit_parallel()
 def count_nonfinite(flat):
     """Number of NaN/inf values in a 1-D array (parallel; no temporary mask)."""
     bad = 0
@@ -249,7 +251,7 @@ def count_nonfinite(flat):
     return bad
 
 
-@nb.njit(**_PAR)
+@njit_parallel(**_PAR)
 def invert_field_points(points, field, to_index, outside_nan, max_iter, tol, out, residual):
     """Solve x + u(x) = y for each y by fixed-point iteration x <- y - u(x).
 
@@ -323,7 +325,7 @@ def trilinear(data, cx, cy, cz, nx, ny, nz):
     return c0 * (1 - fz) + c1 * fz
 
 
-@nb.njit(**_PAR)
+@njit_parallel(**_PAR)
 def sample_linear(data, cidx, fill, out):
     """Trilinear sample of a 3-D array at continuous indices; ``fill`` outside [-0.5, n-0.5]."""
     n = cidx.shape[0]
@@ -339,7 +341,7 @@ def sample_linear(data, cidx, fill, out):
         out[k] = trilinear(data, cx, cy, cz, nx, ny, nz)
 
 
-@nb.njit(**_PAR)
+@njit_parallel(**_PAR)
 def sample_nearest(data, cidx, fill, out):
     """Nearest-voxel sample (round half away from zero, CONVENTIONS: round, not floor)."""
     n = cidx.shape[0]

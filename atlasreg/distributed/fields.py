@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..parallel import serial_kernels, task_threads
 from ..spaces import Space
 from ..transforms.base import Sequence, Transform
 from ..transforms.field import DisplacementField, GridFrame, InverseDisplacementField, grid_affine
@@ -38,25 +39,6 @@ from .engine import open_engine, run_tasks
 log = logging.getLogger(__name__)
 
 FIELD_KIND = "atlasreg.displacement_field"
-
-
-class _serial_kernels:
-    """Run numba kernels on this thread only while many small groups of points are mapped.
-
-    Launching the parallel kernels costs more than mapping a few hundred
-    points; the setting is per thread, so other threads are unaffected.
-    """
-
-    def __enter__(self):
-        import numba
-
-        self._n = numba.get_num_threads()
-        numba.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        import numba
-
-        numba.set_num_threads(self._n)
 
 
 class ChunkedDisplacementField(GridFrame, Transform):
@@ -196,7 +178,7 @@ class ChunkedDisplacementField(GridFrame, Transform):
 
     def _map(self, pts: np.ndarray) -> np.ndarray:
         out = self._fill_unread(pts)
-        with _serial_kernels():
+        with serial_kernels():
             for rows, lo, hi in self._boxes_for(pts, 0):
                 f = self.box_field(lo, hi)
                 if rows is None:
@@ -234,7 +216,7 @@ class ChunkedInverseDisplacementField(Transform):
         margin = int(math.ceil(f.max_displacement() / float(f.spacing.min()))) + 2
         out = f._fill_unread(pts)
         worst = []
-        with _serial_kernels():
+        with serial_kernels():
             for rows, lo, hi in f._boxes_for(pts, margin):
                 inv = InverseDisplacementField(f.box_field(lo, hi), tol=self.tol, max_iter=self.max_iter)
                 sel = pts if rows is None else np.ascontiguousarray(pts[rows])
@@ -284,10 +266,9 @@ def open_field(path, max_read_voxels: int = 8_000_000) -> ChunkedDisplacementFie
 
 
 def _field_task(ctx: dict, key: str, lo, hi) -> tuple[float, int]:
-    import numba
     import zarr
 
-    numba.set_num_threads(1)
+    task_threads()
     lo = np.asarray(lo)
     hi = np.asarray(hi)
     shape = tuple(int(v) for v in hi - lo)

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import InputError
 from ..graph import SpaceGraph
 from ..io.atomic import atomic_path
+from ..parallel import task_threads
 from ..transforms.base import Transform, as_points
 from ._job import Job, mark_done
 from .engine import open_engine, run_tasks
@@ -104,14 +105,8 @@ def check_shippable(obj, what: str) -> None:
                          "what it needs)", field=what) from None
 
 
-def _task_threads():
-    import numba
-
-    numba.set_num_threads(1)  # parallelism comes from dask's workers
-
-
 def _array_chunk(points, transform, annotate, i):
-    _task_threads()
+    task_threads()  # parallelism comes from dask's workers
     pts = np.asarray(points, dtype=np.float64)
     mapped, ids = map_and_annotate(pts, transform, annotate)
     return i, mapped, ids
@@ -295,7 +290,7 @@ def _map_table_chunk(df, ctx: dict, i: int) -> int:
     """Map one chunk of a table and write it as a part file (atomically), then mark it done."""
     import pyarrow as pa
 
-    _task_threads()
+    task_threads()  # parallelism comes from dask's workers
     cols = list(ctx["columns"])
     pts = np.ascontiguousarray(df[cols].to_numpy(dtype=np.float64))
     mapped, ids = map_and_annotate(pts, ctx["transform"], ctx["annotate"])

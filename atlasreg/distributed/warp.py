@@ -26,6 +26,7 @@ import numpy as np
 from .. import _kernels as K
 from ..errors import InputError, SpaceMismatchError
 from ..graph import SpaceGraph
+from ..parallel import task_threads
 from ..transforms.base import Affine, Sequence, Transform
 from ..transforms.field import DisplacementField, InverseDisplacementField
 from ..volume import Grid, Volume, _as_grid, _pull_transform, resolve_interpolation
@@ -274,9 +275,7 @@ def _slices(lo, hi):
 
 def _warp_superblock(ctx: _WarpContext, key: str, start, stop) -> int:
     """Warp one super-block: its level-0 chunks, then its levels 1..k; marks it done last."""
-    import numba
-
-    numba.set_num_threads(1)  # this thread is one of dask's workers; no nested pool
+    task_threads()  # this thread is one of dask's workers; no nested pool
     lvl0 = ctx.array(0)
     start = np.asarray(start)
     stop = np.asarray(stop)

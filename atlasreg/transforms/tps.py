@@ -7,12 +7,13 @@ import scipy.linalg
 from scipy.spatial.distance import cdist
 
 from ..errors import InputError
+from ..parallel import njit_parallel
 from .base import Transform, as_points
 
 KERNELS = ("r", "r2logr", "r3")
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
+@njit_parallel()
 def _tps_eval(q, centres, weights, affine, kernel, out):
     # q, centres in the spline's normalised frame; out = affine part + sum_k w_k U(|q - c_k|)
     n = q.shape[0]
