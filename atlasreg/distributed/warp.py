@@ -26,12 +26,12 @@ import numpy as np
 from .. import _kernels as K
 from ..errors import InputError, SpaceMismatchError
 from ..graph import SpaceGraph
+from ..io.ome_zarr import create_multiscale, downsample_block, set_status
 from ..parallel import task_threads
 from ..transforms.base import Affine, Sequence, Transform
 from ..transforms.field import DisplacementField, InverseDisplacementField
 from ..volume import Grid, Volume, _as_grid, _pull_transform, resolve_interpolation
 from . import _kernels as BK
-from . import _ngff
 from ._job import Job, mark_done
 from ._source import Source
 from .engine import open_engine, run_tasks
@@ -269,6 +269,22 @@ class _WarpContext:
         return arr
 
 
+_HALF = (2, 2, 2)  # the blockwise pyramid halves every axis per level (super-blocks of 2**k chunks)
+
+
+def _factors(levels: int) -> list[np.ndarray]:
+    return [np.full(3, 2 ** lvl, np.int64) for lvl in range(levels)]
+
+
+def _auto_levels(shape, chunks, max_levels: int = 8) -> int:
+    """Halve until the largest axis fits in one chunk (a viewer's overview), at most ``max_levels``."""
+    levels, cur = 1, np.asarray(shape)
+    while levels < max_levels and np.any(cur > np.asarray(chunks)) and np.all(cur >= 2):
+        cur = cur // 2
+        levels += 1
+    return levels
+
+
 def _slices(lo, hi):
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
@@ -282,7 +298,7 @@ def _warp_superblock(ctx: _WarpContext, key: str, start, stop) -> int:
     buf = None
     if ctx.k >= 1:
         lo1 = start // 2
-        hi1 = (stop + 1) // 2
+        hi1 = stop // 2  # a level has n // 2 voxels (ome_zarr.downsample_block)
         buf = np.empty(tuple(hi1 - lo1), ctx.sampler.out_dtype)
     c = np.asarray(ctx.chunks)
     for idx in itertools.product(*(range(int(a), int(b), int(s)) for a, b, s in zip(start, stop, c))):
@@ -291,14 +307,14 @@ def _warp_superblock(ctx: _WarpContext, key: str, start, stop) -> int:
         vals = ctx.sampler.block(b0, b1)
         lvl0[_slices(b0, b1)] = vals
         if buf is not None:
-            d = _ngff.downsample2(vals, ctx.method)
+            d = downsample_block(vals, _HALF, ctx.method)
             o = b0 // 2 - lo1
             buf[_slices(o, o + d.shape)] = d
     if buf is not None:
         lo = start // 2
         for lvl in range(1, ctx.k + 1):
             if lvl > 1:
-                buf = _ngff.downsample2(buf, ctx.method)
+                buf = downsample_block(buf, _HALF, ctx.method)
                 lo = lo // 2
             ctx.array(lvl)[_slices(lo, lo + buf.shape)] = buf
     mark_done(ctx.done_dir, key)
@@ -312,7 +328,7 @@ def _pyramid_chunk(ctx: _WarpContext, level: int, key: str, lo, hi) -> int:
     hi = np.asarray(hi)
     fine = np.asarray(src.shape)
     block = np.asarray(src[_slices(2 * lo, np.minimum(2 * hi, fine))])
-    ctx.array(level)[_slices(lo, hi)] = _ngff.downsample2(block, ctx.method)
+    ctx.array(level)[_slices(lo, hi)] = downsample_block(block, _HALF, ctx.method)
     mark_done(ctx.done_dir, key)
     return int(np.prod(hi - lo))
 
@@ -445,7 +461,10 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
     if interpolation not in ("linear", "nearest"):
         raise InputError("interpolation must be 'auto', 'linear' or 'nearest'", field="interpolation")
     grid = _as_grid(reference)
-    output = _ngff.check_output_name(output)
+    output = Path(output)
+    if not output.name.endswith(".zarr"):
+        raise InputError("blockwise output is written as OME-Zarr: give a path ending in .ome.zarr (or .zarr)",
+                         path=output, field="output")
     if not np.allclose(np.asarray(grid.direction, float), np.eye(3), atol=1e-9):
         raise InputError("OME-Zarr (NGFF 0.4) cannot record a rotated grid: give a reference grid whose "
                          "direction is the identity", field="reference")
@@ -456,7 +475,7 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
     chunks = _as_chunks(chunks, levels is None or levels > 1)
     shape = tuple(int(s) for s in grid.shape)
     if levels is None:
-        levels = _ngff.auto_levels(shape, chunks)
+        levels = _auto_levels(shape, chunks)
     if int(levels) < 1:
         raise InputError("levels must be >= 1", field="levels")
     levels = int(levels)
@@ -492,10 +511,14 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
         try:
             store = job.target
             if not job.resumed:
-                _ngff.create_pyramid(store, shape, chunks, out_dtype, levels, spacing=grid.spacing,
-                                     origin=grid.origin, direction=grid.direction, space=grid.space,
-                                     method=method, fill=fill, name=output.name,
-                                     extra={"interpolation": interpolation, "source_space": volume.space.name})
+                create_multiscale(store, shape, chunks, out_dtype, _factors(levels),
+                                  {"voxel_size": grid.spacing, "origin": grid.origin, "unit": grid.space.unit,
+                                   "space": grid.space.name, "orientation": grid.space.orientation}, method,
+                                  fill=fill, name=output.name, status="incomplete",
+                                  extra={"interpolation": interpolation, "source_space": volume.space.name,
+                                         "voxel_size": [float(v) for v in grid.spacing],
+                                         "origin": [float(v) for v in grid.origin],
+                                         "direction": np.eye(3).tolist()})
                 job.started()
             done = job.done_keys()
             ctx = _WarpContext(sampler, str(store), str(job.done_dir), chunks, k, method)
@@ -514,7 +537,7 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
             computed = len(tasks)
             run_tasks(tasks, eng, progress, f"warp {output.name}")
             for lvl in range(k + 1, levels):
-                lshape = _ngff.level_shapes(shape, levels)[lvl]
+                lshape = tuple(int(s) // 2 ** lvl for s in shape)
                 tail = []
                 for lo, hi in _boxes(lshape, chunks):
                     key = _key(f"L{lvl}", lo)
@@ -525,7 +548,7 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
                                                                         dask_key_name=f"pyr-{key}-{token}"))
                 computed += len(tail)
                 run_tasks(tail, eng, progress, f"level {lvl}")
-            _ngff.set_status(store, "complete")
+            set_status(store, "complete")
             path = job.publish()
         finally:
             job.release()
