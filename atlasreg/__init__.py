@@ -19,6 +19,8 @@ _LAZY = {
     "write_volume": "atlasreg.io.volumes",
     "save_transform": "atlasreg.transforms.files",
     "load_transform": "atlasreg.transforms.files",
+    "load_transforms": "atlasreg.transforms.files",
+    "BSplineTransform": "atlasreg.transforms.bspline",
     "load_ants_registration": "atlasreg.transforms.files",
     "Atlas": "atlasreg.atlas",
     "Ontology": "atlasreg.atlas",

@@ -15,7 +15,9 @@ Where files come from, in order:
 2. The download cache (``ATLASREG_CACHE``, default the OS cache folder ``atlasreg``):
    files fetched before, checked again against their recorded checksum.
 3. The public original, downloaded with pooch and checked against its recorded
-   sha256 (originals without one are downloaded with a warning saying so).
+   sha256 (originals without one are downloaded with a warning saying so). Only
+   :func:`fetch` (``atlasreg data fetch``) downloads; loading an atlas by name
+   (``Atlas.load("allen_mouse_25um")``) never does unless ``download=True`` is given.
 
 Examples
 --------
@@ -38,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import InputError
+from .errors import DownloadError, InputError
 from .io.paths import check_name, inside, safe_file_name
 
 _PKG_MANIFESTS = Path(__file__).resolve().parent / "manifests"
@@ -252,8 +254,15 @@ def _from_cache_or_download(name: str, fid: str, entry: dict, download: bool) ->
         if not known:
             warnings.warn(f"{name}/{fid}: no checksum is recorded for the original at {url}; downloading "
                           "unchecked (pooch logs the sha256 it finds - add it to the manifest)", stacklevel=3)
-        path = pooch.retrieve(url, known_hash=f"sha256:{known}" if known else None, fname=target.name,
-                              path=str(cache), progressbar=False)
+        if not url.startswith("https://"):
+            raise InputError(f"{name}/{fid}: the manifest's original is not on https ({url}); atlasreg downloads "
+                             "over https only", field="url")
+        try:
+            path = pooch.retrieve(url, known_hash=f"sha256:{known}" if known else None, fname=target.name,
+                                  path=str(cache), progressbar=False)
+        except Exception as exc:  # network (requests/urllib3) or checksum (ValueError): one line, named
+            raise DownloadError(f"{name}/{fid}: downloading {url} failed: {type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())[:300]}") from None
     return Path(path)
 
 
@@ -304,8 +313,11 @@ def fetch(name: str, files=None, download: bool | None = None) -> dict[str, Path
             out[fid] = r[0]
     if missing:
         where = f"the mirror {mirror_dir()}" if mirror_dir() else "the download cache"
-        how = ("unset ATLASREG_DATA or pass download=True (`atlasreg data fetch NAME --download`)"
-               if mirror_dir() else "check the network; the originals are listed in the manifest")
+        if download or (download is None and mirror_dir() is None):
+            how = "the manifest lists no public original for them"
+        else:
+            how = (f"fetch them first: `atlasreg data fetch {name} --download` (from Python: "
+                   f"atlasreg.data.fetch({name!r}, download=True))")
         raise InputError(f"{name}: file(s) {missing} are not in {where}; {how}", field="files")
     return out
 
@@ -340,8 +352,10 @@ def verify(names=None) -> list[dict]:
     return recs
 
 
-def atlas_files(name: str, download: bool | None = None) -> dict:
+def atlas_files(name: str, download: bool = False) -> dict:
     """What :meth:`atlasreg.Atlas.load` needs for an atlas manifest: local paths and geometry.
+
+    Nothing is downloaded unless ``download=True``: files come from the mirror or the cache.
 
     Optional roles (reference, hemispheres) that are not available locally are left out;
     the annotation and ontology must be found.

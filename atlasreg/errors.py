@@ -29,6 +29,10 @@ class NoPathError(AtlasregError, LookupError):
     """Two spaces are not connected in a SpaceGraph."""
 
 
+class DownloadError(AtlasregError):
+    """A download (``atlasreg data fetch``) failed: network, server or checksum."""
+
+
 class OutputExistsError(AtlasregError, FileExistsError):
     """Refusing to overwrite an existing output without ``force=True`` / ``--force``."""
 

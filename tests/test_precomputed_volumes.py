@@ -186,6 +186,14 @@ def test_untrusted_info_files(em_pre, tmp_path):
     os.symlink(outside, d / info["scales"][0]["key"])
     with pytest.raises(InputError, match="links outside"):
         ar.read_volume("precomputed://file://" + str(d))
+    # a damaged chunk: the error names the dataset when the block is read, not a tensorstore traceback
+    (d / info["scales"][0]["key"]).unlink()
+    _copy(p / info["scales"][0]["key"], d / info["scales"][0]["key"])
+    chunk = sorted((d / info["scales"][0]["key"]).iterdir())[0]
+    chunk.write_bytes(chunk.read_bytes()[:-10])
+    v = ar.read_volume(d)
+    with pytest.raises(InputError, match=r"could not read block .* of it"):
+        v.numpy()
     with pytest.raises(InputError, match="no such precomputed folder"):
         ar.read_volume("precomputed://file://" + str(tmp_path / "nothing"))
 
@@ -254,3 +262,27 @@ def test_warp_big_takes_precomputed(em_pre, tmp_path):
                    interpolation="nearest").numpy()
     np.testing.assert_array_equal(got, want)
     assert got.any()
+
+
+def test_remote_locations_are_tensorstore_urls():
+    """gs:// and https:// datasets (H01's manifest points at precomputed://gs://h01-release/...): the URL atlasreg
+    hands tensorstore parses as a key-value store (no network here)."""
+    from pathlib import Path
+
+    import tensorstore as ts
+
+    from atlasreg.io.precomputed import precomputed_source
+
+    cases = [("precomputed://gs://h01-release/data/20210601/4nm_raw", "gs://h01-release/data/20210601/4nm_raw/"),
+             ("precomputed://https://storage.googleapis.com/h01-release/data/20210601/4nm_raw/",
+              "https://storage.googleapis.com/h01-release/data/20210601/4nm_raw/"),
+             (Path("precomputed://gs://h01-release/data/20210601/4nm_raw"), "gs://h01-release/data/20210601/4nm_raw/")]
+    for given, url in cases:
+        src = precomputed_source(given)
+        assert src.url == url and src.local is None
+        assert ts.KvStore.Spec(src.url).to_json()["driver"] in ("gcs", "http")
+    with pytest.raises(InputError, match="unsupported precomputed location ftp"):
+        ar.read_volume("precomputed://ftp://host/x")
+    with pytest.raises(InputError, match="local folder"):
+        ar.write_volume(ar.Volume(np.zeros((2, 2, 2), np.uint8), 1.0, space=ar.Space("em", "nm")),
+                        "precomputed://gs://bucket/out")

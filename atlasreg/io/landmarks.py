@@ -9,7 +9,11 @@ Formats
 -------
 BigWarp (``format="bigwarp"``)
     No header; one row per landmark: ``name, active, moving x, y, z, fixed x, y, z``
-    (BigWarp quotes every field). The moving image's points are the source,
+    (BigWarp quotes every field). BigWarp's JSON (a landmarks export, or its
+    settings file holding ``Transform.landmarks``: ``movingPoints``,
+    ``fixedPoints``, ``active``, ``names``) is read the same way. 2-D BigWarp
+    landmarks (6 fields per row, ``numDimensions`` 2) are refused: a 2-D image
+    gives no z. The moving image's points are the source,
     the fixed (target) image's the destination. BigWarp writes coordinates in
     each image's calibrated unit, which the file does not record: pass
     ``src_unit`` and ``dst_unit``.
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import csv
 import io as _io
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -51,6 +56,8 @@ from .atomic import atomic_path
 __all__ = ["LandmarkPairs", "read_landmarks", "write_landmarks"]
 
 _AXES = ("x", "y", "z")
+#: Largest landmark file read (a few million pairs).
+MAX_BYTES = 256 * 1024 * 1024
 _UNIT_TOKENS = {"nm", "um", "µm", "μm", "mm", "micron", "microns", "nanometers", "nanometres", "millimeters",
                 "millimetres", "micrometers", "micrometres"}
 _TRUE = {"true", "t", "1", "yes", "y"}
@@ -147,15 +154,23 @@ def read_landmarks(path: str | os.PathLike, src: Space | str | None = None, dst:
     p = Path(path)
     if not p.is_file():
         raise InputError("landmark file not found", path=p)
+    if format not in ("auto", "bigwarp", "csv"):
+        raise InputError(f"unknown landmark format {format!r}; use 'auto', 'bigwarp' or 'csv'", field="format")
+    size = p.stat().st_size
+    if size > MAX_BYTES:
+        raise InputError(f"the landmark file is {size} bytes, more than the {MAX_BYTES} atlasreg reads", path=p)
     try:
         text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read landmark file as text: {exc}", path=p) from None
-    rows = [r for r in csv.reader(_io.StringIO(text)) if r and any(c.strip() for c in r)]
+    if p.suffix.lower() == ".json" or text.lstrip().startswith(("{", "/*")):
+        if format == "csv":
+            raise InputError("format='csv' was given for a JSON file", path=p, field="format")
+        rows, format = _bigwarp_json_rows(text, p), "bigwarp"
+    else:
+        rows = [r for r in csv.reader(_io.StringIO(text)) if r and any(c.strip() for c in r)]
     if not rows:
         raise InputError("landmark file is empty", path=p)
-    if format not in ("auto", "bigwarp", "csv"):
-        raise InputError(f"unknown landmark format {format!r}; use 'auto', 'bigwarp' or 'csv'", field="format")
     if format == "auto":
         format = "bigwarp" if _looks_bigwarp(rows[0]) else "csv"
     if format == "bigwarp":
@@ -227,8 +242,52 @@ def read_landmarks(path: str | os.PathLike, src: Space | str | None = None, dst:
                          str(p))
 
 
+def _bigwarp_json_rows(text: str, p) -> list[list[str]]:
+    """The landmarks of a BigWarp JSON file (a landmarks export, or settings holding
+    ``Transform.landmarks``) as BigWarp CSV rows (numbers written exactly)."""
+    body = text.lstrip()
+    while body.startswith("/*"):  # a leading block comment (BigWarp's own test files carry a licence)
+        end = body.find("*/")
+        if end < 0:
+            raise InputError("the JSON file opens a /* comment that is never closed", path=p)
+        body = body[end + 2:].lstrip()
+    try:
+        doc = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not a JSON file: {exc}", path=p) from None
+    lm = doc
+    if isinstance(doc, dict) and isinstance(doc.get("Transform"), dict):
+        lm = doc["Transform"].get("landmarks")
+    if not isinstance(lm, dict) or "movingPoints" not in lm or "fixedPoints" not in lm:
+        raise InputError("not a BigWarp landmark file: no movingPoints / fixedPoints (expected a landmarks "
+                         "export or BigWarp settings with Transform.landmarks)", path=p, field="landmarks")
+    mov, fix = lm["movingPoints"], lm["fixedPoints"]
+    if not isinstance(mov, list) or not isinstance(fix, list) or len(mov) != len(fix):
+        raise InputError("BigWarp movingPoints and fixedPoints must be lists of the same length", path=p,
+                         field="landmarks")
+    n = len(mov)
+    names = lm.get("names") if isinstance(lm.get("names"), list) else [f"Pt-{i}" for i in range(n)]
+    active = lm.get("active") if isinstance(lm.get("active"), list) else [True] * n
+    if len(names) != n or len(active) != n:
+        raise InputError(f"BigWarp landmarks: {n} points but {len(names)} names and {len(active)} active flags",
+                         path=p, field="landmarks")
+    dims = lm.get("numDimensions", 3)
+    rows = []
+    for i, (a, b) in enumerate(zip(mov, fix)):
+        if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b):
+            raise InputError(f"BigWarp landmark {i} ({names[i]}): moving and fixed points must be lists of "
+                             "the same length", path=p, field="landmarks")
+        if len(a) != dims:
+            raise InputError(f"BigWarp landmark {i} ({names[i]}) has {len(a)} coordinates, numDimensions says "
+                             f"{dims}", path=p, field="numDimensions")
+        rows.append([str(names[i]), "true" if active[i] is True else "false" if active[i] is False else str(active[i]),
+                     *(repr(v) if isinstance(v, (int, float)) else str(v) for v in (*a, *b))])
+    return rows
+
+
 def _looks_bigwarp(row) -> bool:
-    if len(row) != 8 or row[1].strip().lower() not in _TRUE | _FALSE:
+    # 8 fields for 3-D landmarks, 6 for BigWarp's 2-D ones (refused by _bigwarp_table with the reason).
+    if len(row) not in (6, 8) or row[1].strip().lower() not in _TRUE | _FALSE:
         return False
     try:
         [float(c) for c in row[2:]]
@@ -240,8 +299,10 @@ def _looks_bigwarp(row) -> bool:
 def _bigwarp_table(rows, p):
     for i, r in enumerate(rows):
         if len(r) == 6:
-            raise InputError(f"row {i + 1} has {len(r)} fields: a 2-D BigWarp file; atlasreg landmarks are 3-D",
-                             path=p)
+            raise InputError(f"row {i + 1} has 6 fields (name, active, moving x, y, fixed x, y): landmarks "
+                             "BigWarp placed on 2-D images. atlasreg's landmarks are 3-D points in physical "
+                             "space and a 2-D image has no z to give them; export the landmarks from BigWarp "
+                             "on the 3-D images (8 fields per row)", path=p, field="dimensions")
         if len(r) != 8:
             raise InputError(f"row {i + 1} has {len(r)} fields; a 3-D BigWarp row has 8 (name, active, "
                              "moving x, y, z, fixed x, y, z)", path=p)

@@ -356,11 +356,25 @@ def read_precomputed(source, level: int, allow_nonfinite: bool) -> RawVolume:
 
 # -- writing --------------------------------------------------------------------------------------------------
 
-def _segment_properties(labels: dict) -> dict:
-    ids = sorted(int(k) for k in labels)
-    return {"@type": "neuroglancer_segment_properties",
-            "inline": {"ids": [str(i) for i in ids],
-                       "properties": [{"id": "label", "type": "label", "values": [str(labels[i]) for i in ids]}]}}
+def _labels(labels, where) -> tuple[dict, dict | None]:
+    """``{id: label}`` and optional ``{id: description}`` from a dict or an Ontology-like ``to_frame()`` table."""
+    if hasattr(labels, "to_frame"):  # an atlas Ontology: acronym as the label, full name as the description
+        t = labels.to_frame()
+        ids = [int(i) for i in t["id"]]
+        return dict(zip(ids, map(str, t["acronym"]))), dict(zip(ids, map(str, t["name"])))
+    try:
+        return {int(k): str(v) for k, v in dict(labels).items()}, None
+    except (TypeError, ValueError):
+        raise InputError("labels must map integer ids to names (or be an atlas Ontology)", path=where,
+                         field="labels") from None
+
+
+def _segment_properties(labels: dict, descriptions: dict | None) -> dict:
+    ids = sorted(labels)
+    props = [{"id": "label", "type": "label", "values": [labels[i] for i in ids]}]
+    if descriptions:
+        props.append({"id": "description", "type": "description", "values": [descriptions.get(i, "") for i in ids]})
+    return {"@type": "neuroglancer_segment_properties", "inline": {"ids": [str(i) for i in ids], "properties": props}}
 
 
 def write_precomputed(vol, path, force: bool = False, *, chunks=64, levels: int = 1, segmentation: bool | None = None,
@@ -384,8 +398,9 @@ def write_precomputed(vol, path, force: bool = False, *, chunks=64, levels: int 
     segmentation : bool, optional
         Write a segmentation layer (integer labels, ``compressed_segmentation`` for 32/64-bit labels).
         Default: True when ``labels`` are given.
-    labels : dict, optional
-        ``{id: name}``: written as neuroglancer segment properties, so the viewer lists region names.
+    labels : dict or Ontology, optional
+        ``{id: name}``, or an atlas :class:`~atlasreg.atlas.Ontology` (acronym as the label, full name as the
+        description): written as neuroglancer segment properties, so the viewer lists region names.
     encoding : str, optional
         Chunk encoding (``raw`` default for images).
 
@@ -397,7 +412,7 @@ def write_precomputed(vol, path, force: bool = False, *, chunks=64, levels: int 
 
     Examples
     --------
-    >>> write_precomputed(annotation_in_em, "atlas_in_em", labels=atlas.ontology.names())   # doctest: +SKIP
+    >>> write_precomputed(annotation_in_em, "atlas_in_em", labels=atlas.ontology)   # doctest: +SKIP
     PosixPath('atlas_in_em')
     """
     from ..volume import Volume
@@ -426,11 +441,9 @@ def write_precomputed(vol, path, force: bool = False, *, chunks=64, levels: int 
         raise InputError(f"a segmentation holds integer labels, not {dtype}", path=p, field="dtype")
     if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
         raise InputError(f"levels must be a positive integer, got {levels!r}", path=p, field="levels")
+    descriptions = None
     if labels is not None:
-        try:
-            labels = {int(k): str(v) for k, v in dict(labels).items()}
-        except (TypeError, ValueError):
-            raise InputError("labels must map integer ids to names", path=p, field="labels") from None
+        labels, descriptions = _labels(labels, p)
     if encoding is None:
         encoding = "compressed_segmentation" if segmentation and dtype.itemsize >= 4 and dtype.kind == "u" else "raw"
     if encoding not in ENCODINGS:
@@ -484,7 +497,7 @@ def write_precomputed(vol, path, force: bool = False, *, chunks=64, levels: int 
         if labels is not None:
             info["segment_properties"] = "segment_properties"
             (tmp / "segment_properties").mkdir()
-            (tmp / "segment_properties" / "info").write_text(json.dumps(_segment_properties(labels)))
+            (tmp / "segment_properties" / "info").write_text(json.dumps(_segment_properties(labels, descriptions)))
         (tmp / "info").write_text(json.dumps(info, indent=1))
     return p
 

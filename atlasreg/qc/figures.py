@@ -141,13 +141,30 @@ def _norm(arr: np.ndarray, mask=None) -> np.ndarray:
 
 
 # -- figures ------------------------------------------------------------------------------------------
-def overlay_slices(fixed, moving, positions=None, title: str | None = None):
+def overlay_key(fixed_label: str = "fixed", moving_label: str = "moving") -> str:
+    """The colour key of :func:`overlay_slices`, the one place it is said (captions quote it).
+
+    Example
+    -------
+    >>> overlay_key("atlas", "registered sample")
+    'atlas magenta, registered sample green, grey where they agree'
+    """
+    return f"{fixed_label} magenta, {moving_label} green, grey where they agree"
+
+
+OVERLAY_KEY = overlay_key()
+
+
+def overlay_slices(fixed, moving, positions=None, title: str | None = None, fixed_label: str = "fixed",
+                   moving_label: str = "moving"):
     """Fixed (magenta) and moving (green) in three planes: grey where they agree, colour where not.
 
     Parameters
     ----------
     fixed, moving : Volume or array, same grid (warp ``moving`` into ``fixed`` first)
     positions : 3 voxel indices, optional (default: the centre)
+    title : str, optional; the colour key (:func:`overlay_key` of the labels) is always added to it
+    fixed_label, moving_label : what the two images are, for the key
 
     Example
     -------
@@ -166,7 +183,8 @@ def overlay_slices(fixed, moving, positions=None, title: str | None = None):
         ax.imshow(rgb, aspect=_aspect(vs, a, code), interpolation="nearest")
         ax.set_title(_plane_title(a, pos[a], code), fontsize=9)
         _axis_labels(ax, a, code)
-    fig.suptitle(title or "overlay: fixed magenta, moving green (grey = agreement)", fontsize=10)
+    key = overlay_key(fixed_label, moving_label)
+    fig.suptitle(f"{title}: {key}" if title else f"overlay: {key}", fontsize=10)
     return fig
 
 
@@ -500,7 +518,8 @@ def registration_figures(fixed, moved, annotation=None, jacobian=None, positions
     >>> figs = registration_figures(atlas.reference, result.warp(sample), atlas.annotation)  # doctest: +SKIP
     """
     figs = {
-        "Overlay of the registered image on the target": overlay_slices(fixed, moved, positions),
+        f"Overlay: {overlay_key('target', 'registered image')}": overlay_slices(
+            fixed, moved, positions, fixed_label="target", moving_label="registered image"),
         "Checkerboard of target and registered image": checkerboard_slices(fixed, moved, 8, positions),
     }
     if annotation is not None:

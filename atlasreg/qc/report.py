@@ -34,6 +34,9 @@ import numpy as np
 
 from ..errors import InputError, OutputExistsError
 from ..io.paths import inside
+from .figures import OVERLAY_KEY
+
+REGION_ROWS_SHOWN = 40  # rows of the region-volume table in the report; the CSV holds them all
 
 SUMMARY_FILE = "summary.json"
 #: Largest figure file embedded (a QC figure is a few hundred kB).
@@ -220,12 +223,15 @@ def _load_registration(folder: Path) -> dict:
     rows.append({"section": "registration", "name": "TRE", "value": None, "unit": "µm",
                  "note": "needs landmarks: atlasreg landmarks fit / report"})
     figs = []
-    for name, cap in (("overlay", "Fixed image and registered sample (three planes)"),
+    for name, cap in (("overlay", f"Fixed image and registered sample, three planes: {OVERLAY_KEY}"),
                       ("checkerboard", "Checkerboard of fixed image and registered sample"),
                       ("jacobian", "Jacobian determinant of the fixed -> moving map (folding in black)")):
         if (folder / "qc" / f"{name}.png").is_file():
-            figs.append((cap, folder / "qc" / f"{name}.png"))
-    boundary, why = _boundaries_on_sample(folder, grids[0])
+            figs.append((cap, Path("qc") / f"{name}.png"))  # relative to the folder (the report's base)
+    if (folder / "qc" / "boundaries.png").is_file():  # drawn by save() when it had the sample and the atlas
+        boundary, why = Path("qc") / "boundaries.png", None
+    else:
+        boundary, why = _boundaries_on_sample(folder, grids[0])
     notes = [why] if why else []
     if boundary is not None:
         figs.insert(2, ("Atlas region boundaries drawn on the sample (native sample grid)", boundary))
@@ -245,7 +251,12 @@ def _load_registration(folder: Path) -> dict:
         if counts:
             figs.append(("Region volumes in the sample (largest)",
                          region_counts_bar(counts, top=20, title="region volume in the sample", xlabel="mm³")))
-            tables.append(("Region volumes in the sample (mm³)", vols))
+            vols = vols.sort_values("volume_mm3", ascending=False, kind="stable")  # older folders: by id
+            shown = vols.head(REGION_ROWS_SHOWN)
+            more = len(vols) - len(shown)
+            tables.append((f"Region volumes in the sample (mm³), largest first"
+                           + (f": {len(shown)} of {len(vols)} regions (all in region_volumes.csv)" if more else ""),
+                           shown))
     m, f = grids[0]["space"]["name"], grids[1]["space"]["name"]
     return {"title": f"atlasreg registration: {m} -> {f}", "_base": folder, "metrics": rows, "figures": figs,
             "tables": tables, "notes": notes, "subtitle": f"{doc.get('backend', '?')} backend, preset "
@@ -271,7 +282,8 @@ def _boundaries_on_sample(folder: Path, moving_grid: dict):
 
     ann_file = folder / "annotation_in_moving.nii.gz"
     if not ann_file.is_file():
-        return None, "no atlas boundaries on the sample: the registration was made without an atlas (--fixed)"
+        return None, ("no atlas boundaries on the sample: no atlas annotation was saved with this registration "
+                      "(registered to a fixed image that is not an atlas's)")
     try:
         rec = json.loads((folder / "record.json").read_text())
         sample = Path(rec["inputs"]["sample"]["path"])

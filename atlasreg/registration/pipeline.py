@@ -207,7 +207,7 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     log.info("registered %s -> %s in %.1f s", moving.space.name, fixed.space.name, metrics["seconds"])
     return RegistrationResult(T, moving.grid, fixed.grid, metrics, params, backend,
                               {"moving_orientation": moving.orientation, "fixed_orientation": fixed.orientation},
-                              qc_images=(f_n, m_n))
+                              qc_images=(f_n, m_n), moving_volume=moving, fixed_volume=fixed)
 
 
 def _prepare_workdir(work: Path, backend: str, params: dict, f_n: Volume, m_n: Volume, init: Affine) -> None:
