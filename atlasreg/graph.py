@@ -8,7 +8,7 @@ import numpy as np
 from .errors import InputError, NoPathError, SpaceMismatchError
 from .spaces import Space
 from .transforms.base import Affine, Sequence, Transform, as_points
-from .volume import Grid, Volume, _as_grid, resample
+from .volume import Grid, Volume, as_grid, resample
 
 
 class SpaceGraph:
@@ -128,7 +128,7 @@ class SpaceGraph:
 
         The whole chain ``dst -> volume.space`` is composed per output voxel.
         """
-        grid = _as_grid(reference)
+        grid = as_grid(reference)
         if grid.space.name != _name(dst):
             raise SpaceMismatchError(f"reference grid is in {grid.space.name!r}, not {_name(dst)!r}")
         pull = None if volume.space.name == grid.space.name else self.transform(grid.space.name,

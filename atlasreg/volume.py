@@ -242,7 +242,14 @@ class Volume:
                    np.asarray(image.direction), space, orientation)
 
 
-def _as_grid(reference) -> Grid:
+def as_grid(reference) -> Grid:
+    """The Grid of a Volume, or a Grid as it is (anything else is an InputError).
+
+    Examples
+    --------
+    >>> as_grid(Volume(np.zeros((2, 3, 4)), 1.0, space="s")).shape
+    (2, 3, 4)
+    """
     if isinstance(reference, Grid):
         return reference
     if isinstance(reference, Volume):
@@ -250,7 +257,7 @@ def _as_grid(reference) -> Grid:
     raise InputError(f"reference must be a Volume or Grid, got {type(reference).__name__}", field="reference")
 
 
-def _pull_transform(transform: Transform, moving: Space, target: Space) -> Transform:
+def pull_transform(transform: Transform, moving: Space, target: Space) -> Transform:
     """The map target -> moving, whichever way ``transform`` was given (CONVENTIONS)."""
     if transform.src.name == target.name and transform.dst.name == moving.name:
         return transform
@@ -342,13 +349,13 @@ def warp(volume: Volume, transform: Transform | None, reference, interpolation: 
     >>> float(w.data[1, 0, 0]) == float(v.data[0, 0, 0])
     True
     """
-    grid = _as_grid(reference)
+    grid = as_grid(reference)
     if transform is None:
         if volume.space.name != grid.space.name:
             raise SpaceMismatchError(f"volume is in {volume.space.name!r}, reference in {grid.space.name!r}: "
                                      "give the transform between them")
         pull = None
     else:
-        pull = _pull_transform(transform, volume.space, grid.space)
+        pull = pull_transform(transform, volume.space, grid.space)
     data = resample(volume, pull, grid, interpolation, fill, dtype)
     return Volume(data, grid.spacing, grid.origin, grid.direction, grid.space)

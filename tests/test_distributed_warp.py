@@ -18,7 +18,7 @@ import zarr
 
 import atlasreg as ar
 from atlasreg.distributed import is_complete, warp_blockwise
-from atlasreg.distributed.warp import transform_token
+from atlasreg.distributed.engine import transform_token
 from atlasreg.errors import InputError, OutputExistsError, SpaceMismatchError
 from atlasreg.transforms.base import Transform
 

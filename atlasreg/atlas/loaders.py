@@ -1,4 +1,4 @@
-"""Build an :class:`~atlasreg.atlas.Atlas` from files: BrainGlobe folders, Allen-style files, manifests.
+"""The parts of an :class:`~atlasreg.atlas.Atlas`, read from files: BrainGlobe folders, Allen-style files, manifests.
 
 Whatever the source, the atlas frame is the one BrainGlobe and Allen use for
 atlas coordinates: voxel centre ``i`` at ``i * voxel_size`` (origin 0, identity
@@ -6,6 +6,11 @@ direction) in the atlas orientation. A file stored in another axis order
 (``file_orientation``) is permuted/flipped exactly into it; ``orientation``
 chooses the order the loaded atlas uses (default: the atlas's own, ``asr`` for
 the Allen CCF). Volumes are read on first use and kept.
+
+Every loader returns the keyword arguments of the :class:`~atlasreg.atlas.Atlas`
+constructor (``annotation``, ``ontology``, ``voxel_size``, ``space``, ...);
+:meth:`Atlas.load <atlasreg.atlas.Atlas.load>` builds the atlas from them, so this
+module imports nothing from :mod:`atlasreg.atlas.atlas`.
 """
 from __future__ import annotations
 
@@ -312,8 +317,6 @@ def load_files(annotation, ontology, reference=None, hemispheres=None, *, voxel_
     ...            voxel_size=25, file_orientation="ras", orientation="asr",
     ...            role_orientations={"reference": "asr"})               # doctest: +SKIP
     """
-    from .atlas import Atlas
-
     keys = {"annotation": "annotation", "reference": "reference", "hemispheres": "hemispheres", **(keys or {})}
     unit = normalize_unit(unit)
     levels = levels or {}
@@ -366,8 +369,10 @@ def load_files(annotation, ontology, reference=None, hemispheres=None, *, voxel_
     meta = {"file_orientation": fo, "files": {k: str(v.path) for k, v in files.items()},
             **({"role_orientations": dict(role_orientations)} if role_orientations else {}),
             "ontology": onto.source, **(metadata or {})}
-    return Atlas(load_annotation, onto, voxel_size=vs, space=sp, reference=loader("reference"),
-                 hemispheres=loader("hemispheres"), name=name or ann.path.stem, metadata=meta)
+    # the Atlas's constructor arguments: atlas.Atlas.load builds it (this module knows nothing of Atlas)
+    return {"annotation": load_annotation, "ontology": onto, "voxel_size": vs, "space": sp,
+            "reference": loader("reference"), "hemispheres": loader("hemispheres"), "name": name or ann.path.stem,
+            "metadata": meta}
 
 
 def _suffixed_space(space, base: str, native: str, orientation: str | None):

@@ -13,7 +13,7 @@ import pandas as pd
 from ..spaces import Space
 from ..transforms.base import Sequence
 from ..volume import Volume, warp
-from .pipeline import _call, _fit_report, _landmark_transform, _need, _stats
+from .stages import call_accepting, error_stats, fit_report, landmark_transform, need
 
 CCF = Space("ccf", "um", "asr")
 SAMPLE = Space("sample", "um", "psl")
@@ -51,7 +51,7 @@ def run_real_chain(run, data_dir: Path, seed: int = 0) -> None:
     ctx: dict = {}
 
     with run.stage(ATLAS_STAGE) as st:
-        Atlas = _need("atlasreg.atlas", "Atlas")
+        Atlas = need("atlasreg.atlas", "Atlas")
         atlas = Atlas.load(f["atlas"], ontology=f["ontology"], voxel_size=200.0, file_orientation="asr",
                            space=CCF)
         ctx["atlas"] = atlas
@@ -59,8 +59,8 @@ def run_real_chain(run, data_dir: Path, seed: int = 0) -> None:
 
     with run.stage(REG, needs=(ATLAS_STAGE,)) as st:
         if st is not None:
-            read_volume = _need("atlasreg.io.volumes", "read_volume")
-            register = _need("atlasreg.registration", "register")
+            read_volume = need("atlasreg.io.volumes", "read_volume")
+            register = need("atlasreg.registration", "register")
             sample = read_volume(f["lightsheet"], voxel_size=(50.0, 40.0, 40.0), orientation="psl", space=SAMPLE)
             atlas = ctx["atlas"]
             ref = atlas.reference
@@ -75,17 +75,17 @@ def run_real_chain(run, data_dir: Path, seed: int = 0) -> None:
 
     with run.stage(EM_STAGE, needs=(ATLAS_STAGE,)) as st:
         if st is not None:
-            fit_landmarks = _need("atlasreg.registration.landmarks", "fit_landmarks")
+            fit_landmarks = need("atlasreg.registration.landmarks", "fit_landmarks")
             a = pd.read_csv(f["em_uct"])
             b = pd.read_csv(f["uct_ccf"])
             em = a[["x_em_nm", "y_em_nm", "z_em_nm"]].to_numpy(float)
             uct_a = a[["x_uct_um", "y_uct_um", "z_uct_um"]].to_numpy(float)
             uct_b = b[["x_uct", "y_uct", "z_uct"]].to_numpy(float)
             ccf = b[["x_ccf", "y_ccf", "z_ccf"]].to_numpy(float)
-            t1 = _call(fit_landmarks, em, uct_a, model="auto", src=ZHENG_EM, dst=UCT)
-            t2 = _call(fit_landmarks, uct_b, ccf, model="auto", src=UCT, dst=CCF)
-            r1, r2 = _fit_report(t1), _fit_report(t2)
-            T1, T2 = _landmark_transform(t1), _landmark_transform(t2)
+            t1 = call_accepting(fit_landmarks, em, uct_a, model="auto", src=ZHENG_EM, dst=UCT)
+            t2 = call_accepting(fit_landmarks, uct_b, ccf, model="auto", src=UCT, dst=CCF)
+            r1, r2 = fit_report(t1), fit_report(t2)
+            T1, T2 = landmark_transform(t1), landmark_transform(t2)
             for name, r, n in (("EM -> µCT", r1, len(em)), ("µCT -> CCF", r2, len(ccf))):
                 run.metric("Zheng CA3 EM block", f"{name}: model chosen", r.get("model", "?"), "",
                            f"{n} landmark pairs")
@@ -104,7 +104,7 @@ def run_real_chain(run, data_dir: Path, seed: int = 0) -> None:
             run.metric("Zheng CA3 EM block", "EM landmarks landing in the hippocampal formation",
                        100 * float(np.mean(in_hpf)), "%", ", ".join(f"{k} {v}" for k, v in names.items()))
             lo, hi = em.min(0), em.max(0)
-            tr = _need("atlasreg.tracings")
+            tr = need("atlasreg.tracings")
             ctx["block"] = tr.EMBlock(lo, hi, chain, name="zheng_ca3")
             centre = chain.map_points(((lo + hi) / 2)[None])[0]
             run.metric("Zheng CA3 EM block", "block centre in the CCF (AP, DV, LR)",
@@ -117,11 +117,11 @@ def run_real_chain(run, data_dir: Path, seed: int = 0) -> None:
 
     with run.stage(NEURONS, needs=(ATLAS_STAGE,)) as st:
         if st is not None:
-            tr = _need("atlasreg.tracings")
+            tr = need("atlasreg.tracings")
             atlas = ctx["atlas"]
             fine = data_dir / "atlas" / "ABA_25um_2017_annotation.tif"
             if fine.exists():  # the neurons are traced in the 25 µm CCF: look them up there
-                Atlas = _need("atlasreg.atlas", "Atlas")
+                Atlas = need("atlasreg.atlas", "Atlas")
                 atlas = Atlas.load(annotation=fine, ontology=f["ontology"], voxel_size=25.0,
                                    file_orientation="ras", orientation="asr", space=CCF)
             onto = atlas.ontology
@@ -164,7 +164,7 @@ def run_real_chain(run, data_dir: Path, seed: int = 0) -> None:
     with run.stage("Combine: fMOST neurons passing through the Zheng EM block",
                    needs=(EM_STAGE, NEURONS)) as st:
         if st is not None:
-            tr = _need("atlasreg.tracings")
+            tr = need("atlasreg.tracings")
             hits = tr.find_passing(ctx["neurons"], ctx["block"])
             run.metric("EM + optical", "fMOST neurons through the EM block footprint", len(hits), "",
                        ", ".join(hits["name"]) if len(hits) else "none of the 16 pass through it")

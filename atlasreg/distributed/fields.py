@@ -30,11 +30,11 @@ from ..parallel import serial_kernels, task_threads
 from ..spaces import Space
 from ..transforms.base import Sequence, Transform
 from ..transforms.field import DisplacementField, GridFrame, InverseDisplacementField, grid_affine
-from ..volume import Grid, _as_grid
+from ..volume import Grid, as_grid
 from . import _kernels as BK
 from ._job import Job, mark_done
 from ._source import Source
-from .engine import open_engine, run_tasks
+from .engine import open_engine, run_tasks, transform_token
 
 log = logging.getLogger(__name__)
 
@@ -312,12 +312,10 @@ def sample_field(transform: Transform, grid, output, *, chunks=64, dtype="float3
     import zarr
     from dask.base import tokenize
 
-    from .warp import transform_token
-
     t0 = time.perf_counter()
     if not isinstance(transform, Transform):
         raise InputError(f"transform must be a Transform, got {type(transform).__name__}", field="transform")
-    g = _as_grid(grid)
+    g = as_grid(grid)
     if g.space.name != transform.src.name:
         raise InputError(f"the grid is in space {g.space.name!r} but the transform starts in "
                          f"{transform.src.name!r}; give a grid of the transform's source space", field="grid")

@@ -27,7 +27,7 @@ from ..io.atomic import atomic_path
 from ..parallel import task_threads
 from ..transforms.base import Transform, as_points
 from ._job import Job, mark_done
-from .engine import open_engine, run_tasks
+from .engine import check_shippable, open_engine, run_tasks, transform_token
 
 log = logging.getLogger(__name__)
 
@@ -91,18 +91,6 @@ def map_and_annotate(points: np.ndarray, transform: Transform, annotate: Callabl
                              "region id per point", field="annotate")
         ids[ok] = got
     return mapped, ids
-
-
-def check_shippable(obj, what: str) -> None:
-    """Raise InputError now if ``obj`` cannot be sent to cluster workers (rather than mid-job)."""
-    import cloudpickle
-
-    try:
-        cloudpickle.dumps(obj)
-    except Exception as exc:  # noqa: BLE001 - pickling fails with many exception types
-        raise InputError(f"the {what} ({type(obj).__name__}) cannot be sent to dask workers: {exc}. Use the local "
-                         "scheduler, or give an object that pickles (e.g. a function of the points that loads "
-                         "what it needs)", field=what) from None
 
 
 def _array_chunk(points, transform, annotate, i):
@@ -441,8 +429,6 @@ def map_points_file(input, output, transform, *, src=None, dst=None, columns=("x
     """
     import dask
     from dask.base import tokenize
-
-    from .warp import transform_token
 
     t0 = time.perf_counter()
     T = _resolve_transform(transform, src, dst)

@@ -30,11 +30,11 @@ from ..io.ome_zarr import create_multiscale, downsample_block, set_status
 from ..parallel import task_threads
 from ..transforms.base import Affine, Sequence, Transform
 from ..transforms.field import DisplacementField, InverseDisplacementField
-from ..volume import Grid, Volume, _as_grid, _pull_transform, resolve_interpolation
+from ..volume import Grid, Volume, as_grid, pull_transform, resolve_interpolation
 from . import _kernels as BK
 from ._job import Job, mark_done
 from ._source import Source
-from .engine import open_engine, run_tasks
+from .engine import check_shippable, open_engine, run_tasks, transform_token
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +45,6 @@ _MIN_TASKS = 8
 
 
 # -- the map from output voxel indices to source continuous indices -----------------------------------
-def transform_token(t) -> str:
-    """A content fingerprint of a transform (stable across processes; ignores cached plans)."""
-    from dask.base import tokenize
-
-    if t is None:
-        return "none"
-    if isinstance(t, Sequence):
-        return tokenize("seq", [transform_token(s) for s in t.steps])
-    if isinstance(t, Affine):
-        return tokenize("affine", t.matrix, t.src, t.dst)
-    if isinstance(t, DisplacementField):
-        return tokenize("field", t.displacement, t.index_to_physical, t.outside, t.src, t.dst)
-    if isinstance(t, InverseDisplacementField):
-        return tokenize("invfield", transform_token(t.forward), t.tol, t.max_iter)
-    tok = getattr(t, "token", None)
-    if callable(tok):
-        return tokenize(type(t).__name__, tok())
-    return tokenize(t)
-
-
 def _ops_of(pull: Transform | None) -> list:
     if pull is None:
         return []
@@ -382,7 +362,7 @@ def _resolve_pull(volume: Volume, transform, grid: Grid) -> Transform | None:
     if not isinstance(transform, Transform):
         raise InputError(f"transform must be a Transform, a SpaceGraph or None, got {type(transform).__name__}",
                          field="transform")
-    return _pull_transform(transform, volume.space, grid.space)
+    return pull_transform(transform, volume.space, grid.space)
 
 
 def _as_chunks(chunks, levels_wanted: bool) -> tuple[int, int, int]:
@@ -460,7 +440,7 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
     interpolation = resolve_interpolation(volume.dtype, interpolation)
     if interpolation not in ("linear", "nearest"):
         raise InputError("interpolation must be 'auto', 'linear' or 'nearest'", field="interpolation")
-    grid = _as_grid(reference)
+    grid = as_grid(reference)
     output = Path(output)
     if not output.name.endswith(".zarr"):
         raise InputError("blockwise output is written as OME-Zarr: give a path ending in .ome.zarr (or .zarr)",
@@ -504,8 +484,6 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
 
     with open_engine(scheduler, num_workers) as eng:
         if not eng.shared_memory:
-            from .points import check_shippable
-
             check_shippable(pull, "transform")
         job.begin()
         try:

@@ -132,7 +132,14 @@ def _metric_rows(metrics) -> list[dict]:
     return [dict(r) for r in metrics]
 
 
-def _fmt(v) -> str:
+def format_value(v) -> str:
+    """A number as the report shows it (thousands separated, 4 significant digits, n/a for None/NaN).
+
+    Examples
+    --------
+    >>> format_value(12345.678), format_value(0.000012), format_value(float("nan"))
+    ('12,345.7', '1.200e-05', 'n/a')
+    """
     if v is None:
         return "n/a"
     if isinstance(v, (bool, np.bool_)):
@@ -355,7 +362,7 @@ def render_report(result) -> str:
             status = str(s.get("status", ""))
             cls = status if status in ("ok", "failed", "skipped") else ""
             parts.append(f"<tr><td>{e(str(s.get('name', '')))}</td><td class=\"{cls}\">{e(status)}</td>"
-                         f"<td class=\"num\">{e(_fmt(s.get('seconds')))}</td>"
+                         f"<td class=\"num\">{e(format_value(s.get('seconds')))}</td>"
                          f"<td>{e(str(s.get('detail', '')))}</td></tr>")
         parts.append("</table>")
 
@@ -370,7 +377,7 @@ def render_report(result) -> str:
                 section = sec
             v = r.get("value")
             parts.append(f"<tr><td>{e(str(r.get('name', '')))}</td>"
-                         f"<td class=\"{'num' if _is_num(v) else ''}\">{e(_fmt(v))}</td>"
+                         f"<td class=\"{'num' if _is_num(v) else ''}\">{e(format_value(v))}</td>"
                          f"<td>{e(str(r.get('unit', '') or ''))}</td><td>{e(str(r.get('note', '') or ''))}</td></tr>")
         parts.append("</table>")
 
