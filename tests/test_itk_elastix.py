@@ -228,6 +228,15 @@ def test_elastix_parameter_files_equal_transformix(elastix_run, tmp_path):
         np.testing.assert_allclose(T.map_points(inp), want, rtol=0, atol=2e-6, err_msg=path.name)
         assert np.abs(want - inp).max() > 0.1  # the transform moves points
     assert len(load_transforms(out / "TransformParameters.2.txt", src="fixed", dst="moving")) == 1
+    # elastix records no unit: images registered in mm, points in µm.
+    from atlasreg import Space
+
+    inp, want = mapped[3]
+    T_um = load_transform(out / "TransformParameters.2.txt", src=Space("fixed", "um"), dst=Space("moving", "um"),
+                          file_unit="mm")
+    np.testing.assert_allclose(T_um.map_points(inp * 1000), want * 1000, rtol=0, atol=2e-3)
+    with pytest.raises(InputError, match="state the file unit"):
+        load_transform(out / "TransformParameters.2.txt", src=Space("fixed", "um"), dst=Space("moving", "mm"))
     # A copied result folder: elastix recorded the initial transform's absolute path, which is elsewhere.
     moved = tmp_path / "moved"
     moved.mkdir()
