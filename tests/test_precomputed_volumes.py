@@ -172,6 +172,11 @@ def test_untrusted_info_files(em_pre, tmp_path):
     (d / "info").write_bytes(b"{" + b" " * (5 * 2**20) + b"}")
     with pytest.raises(InputError, match="bytes"):
         ar.read_volume("precomputed://file://" + str(d))
+    # the same through tensorstore's key-value store (the gs:// / https:// path): at most the bound is fetched
+    from atlasreg.io.precomputed import PrecomputedSource, read_precomputed_info
+
+    with pytest.raises(InputError, match="more than 4194304 bytes"):
+        read_precomputed_info(PrecomputedSource(d.absolute().as_uri() + "/", None))
     (d / "info").write_text("not json")
     with pytest.raises(InputError, match="not valid JSON"):
         ar.read_volume("precomputed://file://" + str(d))
