@@ -172,6 +172,11 @@ def test_untrusted_info_files(em_pre, tmp_path):
     (d / "info").write_bytes(b"{" + b" " * (5 * 2**20) + b"}")
     with pytest.raises(InputError, match="bytes"):
         ar.read_volume("precomputed://file://" + str(d))
+    # the same through tensorstore's key-value store (the gs:// / https:// path): at most the bound is fetched
+    from atlasreg.io.precomputed import PrecomputedSource, read_precomputed_info
+
+    with pytest.raises(InputError, match="more than 4194304 bytes"):
+        read_precomputed_info(PrecomputedSource(d.absolute().as_uri() + "/", None))
     (d / "info").write_text("not json")
     with pytest.raises(InputError, match="not valid JSON"):
         ar.read_volume("precomputed://file://" + str(d))
@@ -192,6 +197,12 @@ def test_untrusted_info_files(em_pre, tmp_path):
     v = ar.read_volume(d)
     with pytest.raises(InputError, match=r"could not read block .* of it"):
         v.numpy()
+    (tmp_path / "x.precomputed").write_bytes(b"random")
+    with pytest.raises(InputError, match="not one"):
+        ar.read_volume(tmp_path / "x.precomputed")
+    (tmp_path / "y.precomputed").mkdir()
+    with pytest.raises(InputError, match="not one"):
+        ar.read_volume(tmp_path / "y.precomputed")
     with pytest.raises(InputError, match="no such precomputed folder"):
         ar.read_volume("precomputed://file://" + str(tmp_path / "nothing"))
 
