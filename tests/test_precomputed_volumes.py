@@ -197,6 +197,12 @@ def test_untrusted_info_files(em_pre, tmp_path):
     v = ar.read_volume(d)
     with pytest.raises(InputError, match=r"could not read block .* of it"):
         v.numpy()
+    (tmp_path / "x.precomputed").write_bytes(b"random")
+    with pytest.raises(InputError, match="not one"):
+        ar.read_volume(tmp_path / "x.precomputed")
+    (tmp_path / "y.precomputed").mkdir()
+    with pytest.raises(InputError, match="not one"):
+        ar.read_volume(tmp_path / "y.precomputed")
     with pytest.raises(InputError, match="no such precomputed folder"):
         ar.read_volume("precomputed://file://" + str(tmp_path / "nothing"))
 
