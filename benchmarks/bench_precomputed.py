@@ -16,23 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 os.environ.setdefault("ATLASREG_DATA", str(HERE.parent.parent / "shared" / "data"))
-
-
-def best_of(fn, repeats):
-    best, out = np.inf, None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+sys.path.insert(0, str(HERE))
+from bench_region_of import best_of  # noqa: E402  (one timing helper for the benchmarks)
 
 
 def main() -> None:
@@ -83,7 +76,8 @@ def main() -> None:
         def ts_sub():
             return ts_open()[sub + (0,)].read().result()
 
-        for what, fns in (("whole volume", (ar_full, cv_full, ts_full)), ("200x200x16 block", (ar_sub, cv_sub, ts_sub))):
+        for what, fns in (("whole volume", (ar_full, cv_full, ts_full)),
+                          ("200x200x16 block", (ar_sub, cv_sub, ts_sub))):
             times = []
             for fn in fns:
                 t, out = best_of(fn, args.repeats)

@@ -12,10 +12,6 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "atlasreg"
 
-# Cycles another part of issue 13 owns and has not closed yet; each entry is one strongly connected set.
-# transforms/base <-> field <-> fitting: the transforms core's (issue 13, "transforms/ cycles").
-KNOWN_CYCLES: list[frozenset] = [frozenset({"atlasreg.transforms.base", "atlasreg.transforms.field",
-                                            "atlasreg.transforms.fitting"})]
 
 
 def _modules() -> dict[str, Path]:
@@ -105,7 +101,7 @@ def _cycles(edges) -> list[frozenset]:
 def test_no_import_cycles():
     edges, _ = _graph()
     assert len(edges) > 80 and "atlasreg.io.ome_zarr" in edges  # the walk found the package
-    cycles = [sorted(c) for c in _cycles(edges) if c not in KNOWN_CYCLES]
+    cycles = [sorted(c) for c in _cycles(edges)]
     assert not cycles, f"import cycles (make the shared part public in a lower module): {cycles}"
 
 

@@ -187,7 +187,7 @@ def transform_token(t) -> str:
     if isinstance(t, DisplacementField):
         return tokenize("field", t.displacement, t.index_to_physical, t.outside, t.src, t.dst)
     if isinstance(t, InverseDisplacementField):
-        return tokenize("invfield", transform_token(t.forward), t.tol, t.max_iter)
+        return tokenize("invfield", transform_token(t.forward), t.tol, t.max_iter, t.on_fail)
     tok = getattr(t, "token", None)
     if callable(tok):
         return tokenize(type(t).__name__, tok())
