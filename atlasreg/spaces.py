@@ -15,10 +15,10 @@ from .errors import InputError
 
 # Size of one unit in micrometres. Exact powers of ten.
 _UNIT_IN_UM = {"nm": 1e-3, "um": 1.0, "mm": 1e3}
-#: Names of a space's three axes in coordinate order, which is array-axis order (axis 0 first), as atlasreg
-#: writes them to OME-NGFF: volumes (OME-Zarr ``axes``) and transforms (``coordinateSystems``) alike, so a
-#: volume and a transform in one space name the same axis the same way.
-AXIS_NAMES = ("x", "y", "z")
+#: Names of a space's three axes in coordinate order, which is array-axis order (axis 0 first: ``z`` names
+#: array axis 0, NGFF's usual names), as atlasreg writes them to OME-NGFF: volumes (OME-Zarr ``axes``) and
+#: transforms (``coordinateSystems``) alike, so a volume and a transform in one space name each axis the same way.
+AXIS_NAMES = ("z", "y", "x")
 _UNIT_ALIASES = {
     "nm": "nm", "nanometer": "nm", "nanometers": "nm", "nanometre": "nm", "nanometres": "nm",
     "um": "um", "µm": "um", "μm": "um", "micron": "um", "microns": "um", "micrometer": "um",

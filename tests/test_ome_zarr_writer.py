@@ -50,7 +50,7 @@ def test_volume_and_transform_in_one_space_agree_axis_by_axis(tmp_path):
 
     ms = ngff_zarr.from_ngff_zarr(str(out))  # another library's reading of our volume
     img = ms.images[0]
-    assert list(img.dims) == t_names == ["x", "y", "z"]
+    assert list(img.dims) == t_names == list(ar.spaces.AXIS_NAMES)
     idx = np.array([[1, 2, 3], [5, 7, 9], [0, 0, 0]])
     # voxel positions as ngff-zarr understands them, by axis name ...
     by_name = {n: img.scale[n] * idx[:, img.dims.index(n)] + img.translation[n] for n in img.dims}
@@ -78,7 +78,7 @@ def test_all_three_writers_share_layout_and_downsampler(tmp_path):
         ms = g.attrs["multiscales"][0]
         metas.append((ms["axes"], ms["datasets"]))
         img = ngff_zarr.from_ngff_zarr(str(p))
-        assert [tuple(im.dims) for im in img.images] == [("x", "y", "z")] * 3
+        assert [tuple(im.dims) for im in img.images] == [ar.spaces.AXIS_NAMES] * 3
     assert metas[0] == metas[1] == metas[2]
     levels = [[np.asarray(zarr.open_array(f"{p}/{k}", mode="r")[:]) for k in range(3)] for p in (p1, p2, p3)]
     for k in range(3):

@@ -23,12 +23,12 @@ along an axis of ``n`` (a last incomplete block is left out, so every voxel
 of every level sits exactly where its geometry says). Each level is computed
 from the level written before it, read back from disk.
 
-Axes are named ``x, y, z`` for array axes 0, 1, 2 (:data:`atlasreg.spaces.AXIS_NAMES`):
-the names are listed in array-axis order, the order of atlasreg's
-coordinates, exactly as :mod:`atlasreg.transforms.ngff` names the axes of
-the same space, so a volume and a transform in one space agree axis by axis.
-(NGFF's examples call the last, fastest axis ``x``; readers, atlasreg's
-included, go by the order of the ``axes`` list, not by the letters.) NGFF
+Axes are named ``z, y, x`` for array axes 0, 1, 2 (:data:`atlasreg.spaces.AXIS_NAMES`,
+NGFF's usual names): the names are listed in array-axis order, the order of
+atlasreg's coordinates, exactly as :mod:`atlasreg.transforms.ngff` names the
+axes of the same space, so a volume and a transform in one space agree axis by
+axis. (Readers, atlasreg's included, go by the order of the ``axes`` list,
+not by the letters.) NGFF
 0.4/0.5 cannot express a rotation, so a volume whose direction is not the
 identity is refused: write NIfTI/NRRD/HDF5, or resample it first.
 
@@ -381,7 +381,7 @@ def create_multiscale(path, shape, chunks, dtype, factors, geometry: dict, metho
     ...                       level_factors((8, 8, 8), (1, 1, 1), 2), {"voxel_size": [1, 1, 1], "origin": [0, 0, 0],
     ...                       "unit": "um", "space": "s"}, "mean")
     >>> [a["name"] for a in g.attrs["multiscales"][0]["axes"]], g["1"].shape
-    (['x', 'y', 'z'], (4, 4, 4))
+    (['z', 'y', 'x'], (4, 4, 4))
     """
     import zarr
 

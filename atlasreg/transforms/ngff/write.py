@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError, SpaceMismatchError
-from ...spaces import Space
+from ...spaces import AXIS_NAMES, Space
 from ..base import Affine, Sequence, Transform, resolved
 from ..bspline import BSplineTransform
 from ..field import DisplacementField, InverseDisplacementField
@@ -53,10 +53,6 @@ from .read import ORIGIN_TO_RFC4
 from .units import ATLASREG_TO_NGFF
 
 NGFF_VERSION = "0.6rc0"
-#: Axis names of atlasreg spaces, in array-axis order (= atlasreg's coordinate order).
-#: The names io.ome_zarr's volume writer gives array axes 0, 1, 2 (NGFF's usual names), so a volume's coordinate
-#: system and a transform's system of the same space have identical axes.
-AXIS_NAMES = ("z", "y", "x")
 #: Nodes along the longest side of the grid a thin-plate spline is sampled on.
 TPS_GRID_NODES = 32
 #: Most nodes of the field a B-spline is sampled on.
