@@ -262,3 +262,18 @@ def test_property_sequence_inverse_undoes_the_chain(angles, shift, scale, amp, s
     ok = np.all(np.isfinite(back), axis=1)
     assert ok.all()
     assert np.allclose(back, x, atol=1e-5 * max(1.0, 1.0 / scale))
+
+
+@settings(max_examples=30, deadline=None)
+@given(u1=st.sampled_from(["nm", "um", "mm"]), u2=st.sampled_from(["nm", "um", "mm"]))
+def test_property_a_space_declared_in_two_units_is_refused(u1, u2):
+    g = ar.SpaceGraph([ar.Affine.identity(src=Space("em", u1), dst=Space("lm", u1))])
+    other = ar.Affine.identity(src=Space("em", u2), dst=Space("x", u2))
+    if u1 == u2:
+        g.add(other)
+        assert g.path("x", "lm") == ["x", "em", "lm"]
+    else:
+        with pytest.raises(SpaceMismatchError, match="one unit"):
+            g.add(other)
+        with pytest.raises(SpaceMismatchError):
+            ar.Sequence([ar.Affine.identity(src="a", dst=Space("em", u1)), other])
