@@ -34,20 +34,31 @@ def _parse_overrides(items: Optional[List[str]]) -> dict:
 
 
 class _Stages:
-    """Rich progress: one line per stage with a spinner and elapsed time."""
+    """Progress of the stages: on a terminal a live display (spinner, elapsed time); otherwise (a log file, a
+    pipe) the registration logger's one line per stage on stderr. Nothing with -q."""
 
     def __init__(self, quiet: bool):
+        import logging
+        import sys
+
+        from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+        self.live = not quiet and sys.stderr.isatty()
+        self.logger = logging.getLogger("atlasreg.registration")
         self.p = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=False,
-                          disable=quiet)
+                          disable=not self.live, console=Console(stderr=True))
         self.tasks = {}
 
     def __enter__(self):
+        self._level = self.logger.level
+        if self.live:  # the live display says it; the log lines would only break it
+            self.logger.setLevel(30)
         self.p.__enter__()
         return self
 
     def __exit__(self, *exc):
+        self.logger.setLevel(self._level)
         self.p.__exit__(*exc)
 
     def __call__(self, stage: str, status: str) -> None:

@@ -235,7 +235,9 @@ class RegistrationResult:
                                     "pass force=True / --force")
         out.mkdir(parents=True, exist_ok=True)
         (out / COMPLETE).unlink(missing_ok=True)
-        note = progress or (lambda stage, status: None)
+        from .progress import with_logging
+
+        note = with_logging(progress)
         note("save", "start")
         tdir = out / "transforms"
         tdir.mkdir(exist_ok=True)
