@@ -9,6 +9,7 @@ and show an example command.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -304,6 +305,7 @@ def test_random_arguments(files, data, verb):
                 args += [data.draw(value) for _ in range(max(p.nargs, 1))]
     res = run(args)
     assert "Traceback" not in res.stdout + res.stderr
+    assert not re.search(r"\bpass [a-z_]+=", res.stderr), res.stderr  # the CLI speaks options (issue 16, item 9)
     assert res.exit_code in (1, 2, 3, 4), f"atlasreg {' '.join(args)} -> exit {res.exit_code}"
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     if any(ln.startswith("error: ") for ln in lines):
@@ -343,8 +345,6 @@ def test_file_system_errors_are_one_line(monkeypatch):
 
 
 # -- one option type, one spelling, every verb (issue 16, items 9-12) ---------------------------------------
-import re  # noqa: E402
-
 from atlasreg.cli._app import VOXEL_SIZE_FLAGS, cli_message, normalize_args  # noqa: E402
 
 PYTHON_WORDING = re.compile(r"\bpass [a-z_]+=")
