@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import json
 
+import neuroglancer  # the test extra installs neuroglancer and tensorstore
 import numpy as np
 import pytest
 import tifffile
 
 import atlasreg as ar
 from atlasreg.errors import InputError
-
-neuroglancer = pytest.importorskip("neuroglancer")
-pytest.importorskip("tensorstore")
-
-from atlasreg.io.precomputed import write_precomputed  # noqa: E402
-from atlasreg.qc.neuroglancer import neuroglancer_state, neuroglancer_url, write_neuroglancer_state  # noqa: E402
+from atlasreg.io.precomputed import write_precomputed
+from atlasreg.qc.neuroglancer import neuroglancer_state, neuroglancer_url, write_neuroglancer_state
 
 BASE = "http://localhost:8000"
 CCF = ar.Space("ccf", "um", "asr")
@@ -111,3 +108,43 @@ def test_layers_in_different_spaces_are_refused(written, tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(InputError, match="not a neuroglancer precomputed"):
         neuroglancer_state([("x", tmp_path / "x")], root=tmp_path, base_url=BASE)
+
+
+def test_neuroglancer_verb(written, tmp_path):
+    from typer.testing import CliRunner
+
+    from atlasreg.cli import app
+
+    root, _ = written
+    out = root / "cli_view.json"
+    r = CliRunner().invoke(app, ["neuroglancer", f"atlas={root / 'atlas'}", f"EM={root / 'em'}", "--root", str(root),
+                                 "--base-url", BASE, "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    state = json.loads(out.read_text())
+    assert state == neuroglancer_state([("atlas", root / "atlas"), ("EM", root / "em")], root=root, base_url=BASE)
+    assert neuroglancer_url(state) in r.output
+    r = CliRunner().invoke(app, ["neuroglancer", f"atlas={root / 'atlas'}", "-o", str(tmp_path / "v.json")])
+    assert r.exit_code == 2 and "--base-url" in r.output and "base_url=" not in r.output, r.output
+    r = CliRunner().invoke(app, ["neuroglancer", str(root / "atlas"), "-o", str(tmp_path / "v.json")])
+    assert r.exit_code == 2 and "NAME=PATH" in r.output
+
+
+def test_atlas_annotation_warped_into_an_em_block(written, tmp_path):
+    """The atlas regions on an EM block's grid, written as a precomputed segmentation: what cloud-volume reads at
+    each voxel is the region the atlas gives for that voxel's centre mapped into CCF."""
+    import cloudvolume
+
+    _, atlas = written
+    EM = ar.Space("em", "nm")
+    T = ar.Sequence([ar.Affine.from_units(EM, ar.Space("em_um", "um")),
+                     ar.Affine.from_translation([5013.0, 3987.0, 6031.0], src="em_um", dst=atlas.space)])
+    res = np.array([20000.0, 20000.0, 20000.0])                # a coarse level of an EM pyramid: 1.2 x 1 x 0.6 mm
+    grid = ar.Grid((60, 50, 30), tuple(res), EM, origin=tuple((np.array([0, 0, 0]) + 0.5) * res))
+    regions = ar.warp(atlas.annotation, T, grid, interpolation="nearest")
+    out = write_precomputed(regions, tmp_path / "atlas_in_em", labels=atlas.ontology)
+    got = np.asarray(cloudvolume.CloudVolume("file://" + str(out), progress=False)[:, :, :])[..., 0]
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij"), -1).reshape(-1, 3)
+    want = atlas.region_of(T.map_points(regions.index_to_physical(idx))).reshape(grid.shape)
+    assert (got == want).mean() > 0.999 and len(np.unique(got)) > 3
+    info = json.loads((out / "info").read_text())
+    assert info["type"] == "segmentation" and info["scales"][0]["voxel_offset"] == [0, 0, 0]

@@ -338,21 +338,30 @@ class Field(NDTransform):
 
 
 class Spline(NDTransform):
-    """An exact thin-plate spline (older atlasreg files, and the ``atlasreg`` extension of a sampled field)."""
+    """An exact 3-D atlasreg spline (thin-plate or cubic B-spline) stored beside its sampled field.
 
-    kind = "thinplatespline"
+    Older atlasreg files hold thin-plate splines as their own type; newer ones
+    write a ``displacements`` field (what other readers use) with the exact
+    spline under the extension key ``atlasreg.thinplatespline`` or ``atlasreg.bspline``.
+    """
+
     exact_inverse = False
 
-    def __init__(self, tps):
-        self.tps = tps
+    def __init__(self, transform):
+        self.transform = transform
+        self.kind = type(transform).__name__
 
     def _apply(self, pts):
-        return self.tps.map_points(pts)
+        return self.transform.map_points(pts)
 
     def pad_apply(self, solver, pts):
-        return solver(self.tps).map_points(pts)
+        return solver(self.transform).map_points(pts)
 
     def inverse(self):
+        try:
+            self.transform.inverse()
+        except InputError as exc:
+            raise NotInvertible(str(exc)) from None
         return Inverted(self, lambda t: t.inverse())
 
 
@@ -499,9 +508,11 @@ def _parse(obj, kind, n_in, n_out, ctx) -> NDTransform:
             raise ctx.error("inverseOf needs a 'transformation'", "transformation")
         return parse(inner, n_out, n_in, ctx).inverse()
     if kind in ("displacements", "coordinates"):
-        ext = (obj.get("atlasreg") or {}).get("thinplatespline") if isinstance(obj.get("atlasreg"), dict) else None
-        if ext is not None:
-            return Spline(tps_from_json(ext, ctx))
+        ext = obj.get("atlasreg") if isinstance(obj.get("atlasreg"), dict) else {}
+        if isinstance(ext.get("thinplatespline"), dict):
+            return Spline(tps_from_json(ext["thinplatespline"], ctx))
+        if isinstance(ext.get("bspline"), dict):
+            return Spline(bspline_from_json(ext["bspline"], ctx))
         return read_field(obj, kind, n_in, n_out, ctx)
     if kind == "thinplatespline":  # atlasreg files before NGFF 0.6rc0
         return Spline(tps_from_json(obj, ctx))
@@ -531,6 +542,21 @@ def tps_from_json(obj: dict, ctx: Context):
         return ThinPlateSpline(sp, dp, regularization=lam, kernel=kernel)
     except InputError as exc:
         raise ctx.error(str(exc), "thinplatespline") from None
+
+
+def bspline_from_json(obj: dict, ctx: Context):
+    """A cubic :class:`~atlasreg.transforms.bspline.BSplineTransform` from its stored control grid."""
+    from ..bspline import BSplineTransform
+
+    outside = ctx.outside or obj.get("outside", "zero")
+    grid = read_field({"path": obj.get("path")}, "displacements", 3, 3, Context(ctx.base, ctx.group, ctx.doc))
+    m = grid.m
+    sp = np.linalg.norm(m[:3, :3], axis=0)
+    try:
+        return BSplineTransform(np.moveaxis(grid.values, 0, -1), spacing=sp, origin=m[:3, 3],
+                                direction=m[:3, :3] / sp, outside=outside)
+    except InputError as exc:
+        raise ctx.error(str(exc), "bspline") from None
 
 
 # ---------------------------------------------------------------------------------------------

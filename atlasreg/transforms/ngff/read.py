@@ -129,11 +129,7 @@ class _Converter:
         if isinstance(t, Inverted):
             return self.convert(t.forward, d, s).inverse()
         if isinstance(t, Spline):
-            T = t.tps
-            from ..tps import ThinPlateSpline
-
-            return ThinPlateSpline.from_solution(T.src_points, T.dst_points, T.weights, T.affine_coeffs,
-                                                 T.regularization, T.kernel, T.frame, src=s, dst=d)
+            return _with_spaces(t.transform, s, d)
         if isinstance(t, ByDimension):
             raise InputError("a byDimension with non-matrix parts (fields on some axes) has no atlasreg 3-D form; "
                              "read_scene maps its points", path=self.doc, field="byDimension")
@@ -174,6 +170,19 @@ class _Converter:
         raise InputError(f"a sequence from {s.name!r} ({s.unit}) to {d.name!r} ({d.unit}) passes through a space "
                          "whose unit the file does not record (give the steps input/output systems, or the "
                          "field's axes a unit)", path=self.doc, field="sequence")
+
+
+def _with_spaces(T: Transform, s: Space, d: Space) -> Transform:
+    """The same spline between the file's spaces."""
+    from ..bspline import BSplineTransform
+    from ..tps import ThinPlateSpline
+
+    if isinstance(T, ThinPlateSpline):
+        return ThinPlateSpline.from_solution(T.src_points, T.dst_points, T.weights, T.affine_coeffs,
+                                             T.regularization, T.kernel, T.frame, src=s, dst=d)
+    if isinstance(T, BSplineTransform):
+        return BSplineTransform(T.coefficients, T.spacing, T.origin, T.direction, src=s, dst=d, outside=T.outside)
+    raise InputError(f"no atlasreg form for a stored {type(T).__name__}", field="transform")
 
 
 def _given(src, dst) -> dict[str, Space]:
@@ -247,5 +256,6 @@ def scene_graph(path, outside: str | None = None, spaces: dict | None = None):
     conv = _Converter(scene, given)
     g = SpaceGraph()
     for e in scene.edges:
-        g.add(conv.edge(e, True))
+        if not e.dataset:  # array index spaces of image levels are grids, not atlasreg spaces
+            g.add(conv.edge(e, True))
     return g

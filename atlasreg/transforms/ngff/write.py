@@ -24,10 +24,13 @@ group (it validates against the specification's ``scene.schema``)::
   shape ``(3, X, Y, Z)``: the displacement axis first, components in the order of
   the axes; ``scale``/``translation`` place the grid (a rotated grid adds one
   ``affine`` out of the grid's own system).
-* NGFF has no thin-plate spline: a spline is written as its ``displacements``
-  sampled on a 32-node grid over its landmarks (what other readers use), with
-  the exact spline under the extension key ``atlasreg.thinplatespline`` (what
-  atlasreg reads; it reloads bit for bit).
+* NGFF has no spline types: a thin-plate spline is written as its
+  ``displacements`` sampled on a 32-node grid over its landmarks (what other
+  readers use), with the exact spline under the extension key
+  ``atlasreg.thinplatespline`` (what atlasreg reads; it reloads bit for bit). A
+  cubic B-spline (ITK / elastix) likewise: sampled at 8x its control density
+  over the grid's inner region, its control grid stored as a second field named
+  by ``atlasreg.bspline``.
 * ``atlasreg.input``/``atlasreg.output`` record which transform the file is.
 
 Extra keys under ``"atlasreg"`` sit beside NGFF keys; NGFF readers ignore them.
@@ -42,6 +45,7 @@ import numpy as np
 from ...errors import InputError, SpaceMismatchError
 from ...spaces import Space
 from ..base import Affine, Sequence, Transform, resolved
+from ..bspline import BSplineTransform
 from ..field import DisplacementField, InverseDisplacementField
 from ..tps import InverseThinPlateSpline, ThinPlateSpline
 from .read import ORIGIN_TO_RFC4
@@ -52,6 +56,8 @@ NGFF_VERSION = "0.6rc0"
 AXIS_NAMES = ("x", "y", "z")
 #: Nodes along the longest side of the grid a thin-plate spline is sampled on.
 TPS_GRID_NODES = 32
+#: Most nodes of the field a B-spline is sampled on.
+BSPLINE_MAX_SAMPLES = 2**21
 
 
 def coordinate_system(space: Space) -> dict:
@@ -122,6 +128,8 @@ class _Writer:
                     "interpolation": "linear", "atlasreg": {"outside": T.outside}}
         if isinstance(T, ThinPlateSpline):
             return self.spline(T)
+        if isinstance(T, BSplineTransform):
+            return self.bspline(T)
         if isinstance(T, (InverseDisplacementField, InverseThinPlateSpline)):
             raise _NotInline(T)
         raise InputError(f"cannot save a {type(T).__name__} as NGFF JSON", path=self.path, field="transform")
@@ -159,6 +167,19 @@ class _Writer:
         self.arrays.append((rel, np.moveaxis(u, -1, 0), {"ome": {"version": NGFF_VERSION, "multiscales": [ms]}}))
         return f"{self.fields_rel}/{rel}"
 
+    def sampled(self, T: Transform, M: np.ndarray, shape: tuple, outside: str, exact_key: str, exact: dict) -> dict:
+        """``T`` sampled on the grid ``M`` (index -> physical) of ``shape``, the exact form under ``exact_key``."""
+        idx = np.indices(shape, dtype=np.float64).reshape(3, -1).T
+        x = idx @ M[:3, :3].T + M[:3, 3]
+        y = T.map_points(x)
+        same_unit = T.src.unit == T.dst.unit
+        self.system(T.src)
+        vec = (y - x) if same_unit else y
+        path = self.field(vec.reshape(tuple(shape) + (3,)), M, T.src.unit,
+                          "displacement" if same_unit else "coordinate")
+        return {"type": "displacements" if same_unit else "coordinates", "path": path, "interpolation": "linear",
+                "atlasreg": {"outside": outside, exact_key: exact}}
+
     def spline(self, T: ThinPlateSpline) -> dict:
         lo, hi = T.src_points.min(0), T.src_points.max(0)
         pad = 0.1 * max(float((hi - lo).max()), 1e-9)
@@ -168,19 +189,22 @@ class _Writer:
         M = np.eye(4)
         M[:3, :3] *= step
         M[:3, 3] = lo
-        idx = np.indices(shape, dtype=np.float64).reshape(3, -1).T
-        x = idx * step + lo
-        y = T.map_points(x)
-        same_unit = T.src.unit == T.dst.unit
-        self.system(T.src)
-        vec = (y - x) if same_unit else y
-        path = self.field(vec.reshape(shape + (3,)), M, T.src.unit, "displacement" if same_unit else "coordinate")
         exact = {"kernel": T.kernel, "regularization": T.regularization,
                  "source_landmarks": T.src_points.tolist(), "target_landmarks": T.dst_points.tolist(),
                  "frame": np.asarray(T.frame, float).tolist(), "weights": np.asarray(T.weights, float).tolist(),
                  "affine_coeffs": np.asarray(T.affine_coeffs, float).tolist()}
-        return {"type": "displacements" if same_unit else "coordinates", "path": path, "interpolation": "linear",
-                "atlasreg": {"outside": "nan", "thinplatespline": exact}}
+        return self.sampled(T, M, shape, "nan", "thinplatespline", exact)
+
+    def bspline(self, T: BSplineTransform) -> dict:
+        # Sampled over the grid's inner region (where ITK's image domain lies), 8x the control density
+        # (4x, 2x, 1x for grids so large that 8x would pass BSPLINE_MAX_SAMPLES).
+        coeffs = self.field(T.coefficients, T.index_to_physical, T.src.unit, "displacement")
+        k = next((k for k in (8, 4, 2) if np.prod([k * (n - 3) + 1 for n in T.shape]) <= BSPLINE_MAX_SAMPLES), 1)
+        M = T.index_to_physical.copy()
+        M[:3, 3] = M[:3, :3] @ np.ones(3) + M[:3, 3]
+        M[:3, :3] = M[:3, :3] / k
+        shape = tuple(k * (n - 3) + 1 for n in T.shape)
+        return self.sampled(T, M, shape, T.outside, "bspline", {"path": coeffs, "outside": T.outside})
 
 
 def _has_own_inverse(T: Transform) -> bool:
