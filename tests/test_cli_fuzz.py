@@ -484,3 +484,20 @@ def test_warp_big_interpolates_like_warp(tmp_path):
     assert res.exit_code == 0, res.stderr
     out = ar.read_volume(tmp_path / "w.ome.zarr").numpy()
     assert out.dtype == np.uint32 and set(np.unique(out)) <= {0, 7, 100000}
+
+
+def test_warp_can_write_the_anatomical_direction(tmp_path):
+    """Issue 16, item 19 from the command line: `warp --anatomical-direction` writes a NIfTI whose axes nibabel
+    names by anatomy (asr -> P, I, L); without it the plain frame (L, P, S for the identity)."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    reg = _tiny_result(tmp_path / "reg")
+    img = sitk.GetImageFromArray(np.random.default_rng(0).random((22, 16, 20)).astype(np.float32))
+    img.SetSpacing((0.2, 0.2, 0.2))  # mm, as NIfTI/NRRD geometry is: 200 µm, the sample's grid
+    sitk.WriteImage(img, str(tmp_path / "ch2.nrrd"))  # written by SimpleITK, not atlasreg
+    for flag, codes in (([], ("L", "P", "S")), (["--anatomical-direction"], ("P", "I", "L"))):
+        out = tmp_path / f"w{len(flag)}.nii.gz"
+        res = run(["warp", reg, tmp_path / "ch2.nrrd", *flag, "-o", out])
+        assert res.exit_code == 0, res.stderr
+        assert nib.aff2axcodes(nib.load(str(out)).affine) == codes

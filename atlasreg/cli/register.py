@@ -174,6 +174,10 @@ def warp(
                                                    "the registration's sample or atlas space), e.g. ras for the "
                                                    "25 µm annotation TIFF; reoriented exactly."),
     interpolation: str = typer.Option("auto", "--interpolation", help="auto (nearest for labels), linear, nearest."),
+    anatomical_direction: bool = typer.Option(False, "--anatomical-direction",
+                                              help="Write the direction matrix the orientation code states, so "
+                                                   "NIfTI viewers name the axes by anatomy (a frame of its own: "
+                                                   "for viewing; the saved transforms keep the plain frame)."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT."),
 ) -> None:
     """Warp a volume with a saved registration, either way.
@@ -195,6 +199,8 @@ def warp(
     vol = res.read_input(volume, "moving" if to == "fixed" else "fixed", voxel_size=voxel_list(voxel_size),
                          orientation=orientation)
     w = res.warp(vol, interpolation) if to == "fixed" else res.warp_back(vol, interpolation)
+    if anatomical_direction:
+        w = w.with_anatomical_direction()
     write_volume(w, out, force=force)
     say(f"wrote {out}")
 
