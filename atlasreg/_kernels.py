@@ -553,7 +553,8 @@ def newton_inverse(kind, field, to_index, outside_nan, frame, centres, weights, 
     is defined). A point is done when ``|T(x) - y| <= tol``.
 
     ``status[k]``: :data:`CONVERGED`; :data:`OUTSIDE` (the solution lies off the domain of ``T``: the
-    full Newton step leaves it and no shorter one helps; the forward map is NaN there too);
+    full Newton step leaves it and no shorter one helps, or it leaves it three steps in a row; the
+    forward map is NaN there too);
     :data:`NOT_CONVERGED` (``max_iter`` steps, a singular Jacobian, or no decrease). ``out[k]`` is the
     last iterate (NaN when outside), ``residual[k]`` its ``|T(x) - y|`` (NaN when outside).
     """
@@ -597,10 +598,13 @@ def newton_inverse(kind, field, to_index, outside_nan, frame, centres, weights, 
                 e2 = r[3] - y2
                 res = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
                 first_off = False
+                pinned = 0  # consecutive steps whose full length left the domain
                 for _ in range(max_iter + 1):
                     if res <= tol:
                         st = CONVERGED
                         break
+                    if pinned >= 3:
+                        break  # pressed against the domain's edge: the solution lies beyond it
                     good, d0, d1, d2 = _newton_step(r, e0, e1, e2)
                     if not good:
                         break
@@ -630,6 +634,7 @@ def newton_inverse(kind, field, to_index, outside_nan, frame, centres, weights, 
                         alpha *= 0.5
                     if not moved:
                         break
+                    pinned = pinned + 1 if first_off else 0
                 if st == NOT_CONVERGED and first_off:
                     # the last full step wanted to leave the domain: the solution lies beyond its edge
                     st = OUTSIDE
