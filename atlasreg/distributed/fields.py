@@ -27,9 +27,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..spaces import Space
-from ..transforms.base import Sequence, Transform
+from ..transforms.base import NumericalInverse, Sequence, Transform
 from ..transforms.field import DisplacementField, GridFrame, InverseDisplacementField, grid_affine
-from ..transforms.inverse import MAX_ITER, InverseReport, NumericalInverse
+from ..transforms.inverse import MAX_ITER, InverseReport
 from ..volume import Grid, as_grid
 from . import _kernels as BK
 from ._job import Job, mark_done
@@ -218,10 +218,6 @@ class ChunkedInverseDisplacementField(NumericalInverse):
     grown by the largest displacement (plus two nodes), since ``|x - y| = |u(x)|``.
     """
 
-    def __init__(self, forward: ChunkedDisplacementField, tol: float | None = None, max_iter: int = MAX_ITER,
-                 on_fail: str = "nan"):
-        super().__init__(forward, tol if tol is not None else 1e-6 * float(forward.spacing.min()), max_iter, on_fail)
-
     def token(self) -> str:
         from dask.base import tokenize
 
@@ -250,10 +246,8 @@ class ChunkedInverseDisplacementField(NumericalInverse):
         if n_unread:  # points no box covers: off the grid, as the forward map's outside rule says
             report = report.merged(InverseReport(n_unread, 0, n_unread, 0, float("nan"), float("nan"), self.tol))
         self.last_report = report
+        self.last_residual = report.max_residual
         return out
-
-    def _inverse(self) -> ChunkedDisplacementField:
-        return self.forward
 
 
 # -- fields on disk ---------------------------------------------------------------------------------------

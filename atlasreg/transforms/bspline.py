@@ -18,10 +18,9 @@ import numpy as np
 
 from .. import _kernels as K
 from ..errors import InputError
-from .base import Transform
+from .base import NumericalInverse, Transform
 from .field import GridFrame, grid_affine
-from .inverse import MAX_ITER, NumericalInverse, solve_bspline_inverse
-
+from .inverse import finish, solve_bspline_inverse
 
 
 class BSplineTransform(GridFrame, Transform):
@@ -117,11 +116,10 @@ class InverseBSpline(NumericalInverse):
     True
     """
 
-    def __init__(self, forward: BSplineTransform, tol: float | None = None, max_iter: int = MAX_ITER,
-                 on_fail: str = "nan"):
-        super().__init__(forward, tol if tol is not None else 1e-6 * float(forward.spacing.min()), max_iter, on_fail)
-
     def _map(self, pts: np.ndarray) -> np.ndarray:
         f = self.forward
-        return self._finish(*solve_bspline_inverse(f.coefficients, f.physical_to_index, f.outside == "nan", pts,
-                                                   self.tol, self.max_iter))
+        x, res, status = solve_bspline_inverse(f.coefficients, f.physical_to_index, f.outside == "nan", pts,
+                                               self.tol, self.max_iter)
+        out, self.last_report = finish(x, res, status, self.tol, self.on_fail, f"inverse of {f!r}")
+        self.last_residual = self.last_report.max_residual
+        return out

@@ -5,8 +5,8 @@ import numpy as np
 
 from .. import _kernels as K
 from ..errors import InputError
-from .base import Affine, Transform, as_points
-from .inverse import MAX_ITER, NumericalInverse, solve_field_inverse
+from .base import Affine, NumericalInverse, Transform, as_points
+from .inverse import finish, solve_field_inverse
 
 
 def grid_affine(spacing, origin=None, direction=None) -> np.ndarray:
@@ -162,14 +162,13 @@ class InverseDisplacementField(NumericalInverse):
     True
     """
 
-    def __init__(self, forward: DisplacementField, tol: float | None = None, max_iter: int = MAX_ITER,
-                 on_fail: str = "nan"):
-        super().__init__(forward, tol if tol is not None else 1e-6 * float(forward.spacing.min()), max_iter, on_fail)
-
     def _map(self, pts: np.ndarray) -> np.ndarray:
         f = self.forward
-        return self._finish(*solve_field_inverse(f.displacement, f.physical_to_index, f.outside == "nan", pts,
-                                                 self.tol, self.max_iter))
+        x, res, status = solve_field_inverse(f.displacement, f.physical_to_index, f.outside == "nan", pts,
+                                             self.tol, self.max_iter)
+        out, self.last_report = finish(x, res, status, self.tol, self.on_fail, f"inverse of {f!r}")
+        self.last_residual = self.last_report.max_residual
+        return out
 
     def to_field(self, shape=None, spacing=None, origin=None, direction=None) -> DisplacementField:
         """Sample this inverse on a grid (by default the forward field's) as a DisplacementField."""

@@ -33,7 +33,6 @@ import numpy as np
 
 from .. import _kernels as K
 from ..errors import ConvergenceError, InputError
-from .base import Transform
 
 log = logging.getLogger(__name__)
 
@@ -175,33 +174,3 @@ def finish(x: np.ndarray, residual: np.ndarray, status: np.ndarray, tol: float, 
         x = x.copy()
         x[failed] = np.nan
     return x, rep
-
-
-class NumericalInverse(Transform):
-    """What every numerically solved inverse shares: ``tol``, ``max_iter``, the ``on_fail`` policy and the
-    report of its last call (``last_report``; ``last_residual`` is its worst residual of returned points).
-
-    Subclasses solve in ``_map`` and pass the solver's output through :meth:`_finish`.
-    """
-
-    is_numerical = True
-
-    def __init__(self, forward: Transform, tol: float, max_iter: int = MAX_ITER, on_fail: str = "nan"):
-        super().__init__(forward.dst, forward.src)
-        self.forward = forward
-        self.tol = float(tol)
-        self.max_iter = int(max_iter)
-        self.on_fail = check_on_fail(on_fail)
-        self.last_report = InverseReport.empty(self.tol)
-        self._explicit_inverse = forward
-
-    @property
-    def last_residual(self) -> float:
-        return self.last_report.max_residual
-
-    def _finish(self, x, residual, status) -> np.ndarray:
-        out, self.last_report = finish(x, residual, status, self.tol, self.on_fail, f"inverse of {self.forward!r}")
-        return out
-
-    def _inverse(self) -> Transform:
-        return self.forward

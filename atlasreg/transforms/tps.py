@@ -7,8 +7,8 @@ from scipy.spatial.distance import cdist
 
 from .. import _kernels as K
 from ..errors import InputError
-from .base import Transform, as_points
-from .inverse import MAX_ITER, NumericalInverse, solve_tps_inverse
+from .base import NumericalInverse, Transform, as_points
+from .inverse import MAX_ITER, finish, solve_tps_inverse
 
 KERNELS = ("r", "r2logr", "r3")
 
@@ -206,16 +206,23 @@ class InverseThinPlateSpline(NumericalInverse):
     counts them and ``last_residual`` is the worst residual of the points returned.
     """
 
+    @staticmethod
+    def default_tol(forward) -> float:
+        return 1e-10 * (float(np.abs(forward.dst_points).max()) or 1.0)
+
     def __init__(self, forward: ThinPlateSpline, tol: float | None = None, max_iter: int = MAX_ITER,
                  on_fail: str = "nan"):
-        scale = float(np.abs(forward.dst_points).max()) or 1.0
-        super().__init__(forward, tol if tol is not None else 1e-10 * scale, max_iter, on_fail)
+        super().__init__(forward, tol, max_iter, on_fail)
         self._guess = ThinPlateSpline(forward.dst_points, forward.src_points,
                                       regularization=max(forward.regularization, 1e-9),
                                       kernel=forward.kernel, src=forward.dst, dst=forward.src)
 
     def _map(self, pts: np.ndarray) -> np.ndarray:
         f = self.forward
-        return self._finish(*solve_tps_inverse(f.frame, f._q, f._w, f._a, f._kernel_id, pts, self._guess._map(pts),
-                                               self.tol, self.max_iter))
+        x0 = self._guess._map(pts)
+        x, res, status = solve_tps_inverse(f.frame, f._q, f._w, f._a, f._kernel_id, pts, x0, self.tol,
+                                           self.max_iter)
+        out, self.last_report = finish(x, res, status, self.tol, self.on_fail, f"inverse of {f!r}")
+        self.last_residual = self.last_report.max_residual
+        return out
 
