@@ -207,9 +207,10 @@ def _score_real_registration(run, atlas, sample: Volume, T, f: dict, st) -> None
     run.figure("Checkerboard of template and registered brain", qc.checkerboard_slices(fixed, moved),
                "checkerboard.png")
     back = warp(atlas.annotation, T, sample.grid, interpolation="nearest")
-    run.figure("CCF region boundaries drawn on the light-sheet brain (native grid)",
-               qc.boundary_slices(sample, back.numpy(), title="CCF boundaries on the sample"),
-               "boundaries_on_sample.png")
+    run.figure_variants("CCF region boundaries drawn on the light-sheet brain (native grid); the buttons switch "
+                        "the hierarchy level",
+                        qc.boundary_levels(sample, back.numpy(), atlas.ontology, title="CCF boundaries on the sample"),
+                        "boundaries_on_sample")
     run.figure("Jacobian determinant of the CCF -> sample map (folding in black)",
                qc.jacobian_slices(Volume(det, ref.voxel_size, space=CCF, orientation="asr"), mask=brain),
                "jacobian.png")
