@@ -5,7 +5,7 @@ Heavy parts (ANTs, SimpleITK, dask, the atlas) load on first use, so
 """
 from importlib import import_module
 
-from .errors import AtlasregError, InputError, NoPathError, OutputExistsError, SpaceMismatchError
+from .errors import AtlasregError, InputError, NoMatchError, NoPathError, OutputExistsError, SpaceMismatchError
 from .graph import SpaceGraph
 from .spaces import Space, nifti_to_origin, origin_to_nifti, reorient_points, unit_scale
 from .transforms import (Affine, DisplacementField, Sequence, ThinPlateSpline, Transform)
@@ -19,12 +19,15 @@ _LAZY = {
     "write_volume": "atlasreg.io.volumes",
     "save_transform": "atlasreg.transforms.files",
     "load_transform": "atlasreg.transforms.files",
+    "load_transforms": "atlasreg.transforms.files",
+    "BSplineTransform": "atlasreg.transforms.bspline",
     "load_ants_registration": "atlasreg.transforms.files",
     "Atlas": "atlasreg.atlas",
     "Ontology": "atlasreg.atlas",
     "register": "atlasreg.registration",
     "RegistrationResult": "atlasreg.registration",
     "fit_landmarks": "atlasreg.registration.landmarks",
+    "match_landmarks": "atlasreg.registration.matching",
     "tracings": "atlasreg.tracings",
     "qc": "atlasreg.qc",
     "distributed": "atlasreg.distributed",
@@ -34,7 +37,7 @@ _LAZY = {
 
 __all__ = ["Space", "Volume", "Grid", "warp", "SpaceGraph", "Transform", "Affine", "DisplacementField",
            "ThinPlateSpline", "Sequence", "unit_scale", "origin_to_nifti", "nifti_to_origin",
-           "reorient_points", "AtlasregError", "InputError", "NoPathError", "SpaceMismatchError",
+           "reorient_points", "AtlasregError", "InputError", "NoMatchError", "NoPathError", "SpaceMismatchError",
            "OutputExistsError", *_LAZY]
 
 

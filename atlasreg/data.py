@@ -15,7 +15,9 @@ Where files come from, in order:
 2. The download cache (``ATLASREG_CACHE``, default the OS cache folder ``atlasreg``):
    files fetched before, checked again against their recorded checksum.
 3. The public original, downloaded with pooch and checked against its recorded
-   sha256 (originals without one are downloaded with a warning saying so).
+   sha256 (originals without one are downloaded with a warning saying so). Only
+   :func:`fetch` (``atlasreg data fetch``) downloads; loading an atlas by name
+   (``Atlas.load("allen_mouse_25um")``) never does unless ``download=True`` is given.
 
 Examples
 --------
@@ -38,7 +40,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import InputError
+from .errors import DownloadError, InputError
+from .io.paths import check_name, inside, safe_file_name
 
 _PKG_MANIFESTS = Path(__file__).resolve().parent / "manifests"
 _REPO_MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
@@ -101,13 +104,20 @@ def _check_manifest(m, path) -> None:
             raise InputError(f"manifest lacks {k!r}", path=path, field=k)
         if not isinstance(m[k], str):
             raise InputError(f"{k!r} must be text, got {type(m[k]).__name__}", path=path, field=k)
+    # the name and the file ids become part of cache file names: plain tokens only
+    check_name(m["name"], source=path, field="name")
     files = m.get("files") or {}
     if not isinstance(files, dict):
         raise InputError("'files' must map file ids to entries", path=path, field="files")
     for fid, f in files.items():
+        check_name(fid, source=path, field=f"files.{fid}")
         if not isinstance(f, dict) or not (f.get("path") or (f.get("original") or {}).get("url")):
             raise InputError(f"file {fid!r} needs a mirror 'path' or an 'original' with a 'url'", path=path,
                              field=f"files.{fid}")
+        if f.get("path") and (not isinstance(f["path"], str) or os.path.isabs(f["path"])
+                              or ".." in Path(f["path"]).parts):
+            raise InputError(f"file {fid!r}: 'path' must be relative to the mirror folder, without '..', got "
+                             f"{f['path']!r}", path=path, field=f"files.{fid}.path")
         if f.get("path") and not f.get("sha256"):
             raise InputError(f"file {fid!r} is in the mirror but has no sha256", path=path, field=f"files.{fid}")
         for where, e in ((f"files.{fid}", f), (f"files.{fid}.original", f.get("original"))):
@@ -204,7 +214,7 @@ def _from_mirror(name: str, fid: str, entry: dict, mirror: Path) -> Path | None:
     rel = entry.get("path")
     if not rel:
         return None
-    p = mirror / rel
+    p = inside(mirror, rel, source=manifest(name)["_file"], field=f"files.{fid}.path")
     if not p.exists():
         return None
     got = sha256(p)
@@ -216,8 +226,8 @@ def _from_mirror(name: str, fid: str, entry: dict, mirror: Path) -> Path | None:
 
 
 def _cached_name(name: str, fid: str, url: str) -> str:
-    base = url.split("?")[0].rstrip("/").split("/")[-1] or fid
-    return f"{name}__{fid}__{base}"
+    base = safe_file_name(url.split("?")[0].split("#")[0].rstrip("/").split("/")[-1], fid)
+    return f"{check_name(name, field='name')}__{check_name(fid, field='files')}__{base}"
 
 
 def _from_cache_or_download(name: str, fid: str, entry: dict, download: bool) -> Path | None:
@@ -244,8 +254,15 @@ def _from_cache_or_download(name: str, fid: str, entry: dict, download: bool) ->
         if not known:
             warnings.warn(f"{name}/{fid}: no checksum is recorded for the original at {url}; downloading "
                           "unchecked (pooch logs the sha256 it finds - add it to the manifest)", stacklevel=3)
-        path = pooch.retrieve(url, known_hash=f"sha256:{known}" if known else None, fname=target.name,
-                              path=str(cache), progressbar=False)
+        if not url.startswith("https://"):
+            raise InputError(f"{name}/{fid}: the manifest's original is not on https ({url}); atlasreg downloads "
+                             "over https only", field="url")
+        try:
+            path = pooch.retrieve(url, known_hash=f"sha256:{known}" if known else None, fname=target.name,
+                                  path=str(cache), progressbar=False)
+        except Exception as exc:  # network (requests/urllib3) or checksum (ValueError): one line, named
+            raise DownloadError(f"{name}/{fid}: downloading {url} failed: {type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())[:300]}") from None
     return Path(path)
 
 
@@ -296,8 +313,11 @@ def fetch(name: str, files=None, download: bool | None = None) -> dict[str, Path
             out[fid] = r[0]
     if missing:
         where = f"the mirror {mirror_dir()}" if mirror_dir() else "the download cache"
-        how = ("unset ATLASREG_DATA or pass download=True (`atlasreg data fetch NAME --download`)"
-               if mirror_dir() else "check the network; the originals are listed in the manifest")
+        if download or (download is None and mirror_dir() is None):
+            how = "the manifest lists no public original for them"
+        else:
+            how = (f"fetch them first: `atlasreg data fetch {name} --download` (from Python: "
+                   f"atlasreg.data.fetch({name!r}, download=True))")
         raise InputError(f"{name}: file(s) {missing} are not in {where}; {how}", field="files")
     return out
 
@@ -332,8 +352,10 @@ def verify(names=None) -> list[dict]:
     return recs
 
 
-def atlas_files(name: str, download: bool | None = None) -> dict:
+def atlas_files(name: str, download: bool = False) -> dict:
     """What :meth:`atlasreg.Atlas.load` needs for an atlas manifest: local paths and geometry.
+
+    Nothing is downloaded unless ``download=True``: files come from the mirror or the cache.
 
     Optional roles (reference, hemispheres) that are not available locally are left out;
     the annotation and ontology must be found.

@@ -29,5 +29,17 @@ class NoPathError(AtlasregError, LookupError):
     """Two spaces are not connected in a SpaceGraph."""
 
 
+class DownloadError(AtlasregError):
+    """A download (``atlasreg data fetch``) failed: network, server or checksum."""
+
+
 class OutputExistsError(AtlasregError, FileExistsError):
     """Refusing to overwrite an existing output without ``force=True`` / ``--force``."""
+
+
+class NoMatchError(AtlasregError):
+    """Two point sets show no consistent correspondence (``match_landmarks``); ``.result`` holds what was found."""
+
+    def __init__(self, message: str, result: object | None = None):
+        self.result = result
+        super().__init__(message)

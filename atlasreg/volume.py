@@ -62,6 +62,12 @@ class Volume:
     orientation : str, optional
         BrainGlobe origin code of the array axes; stored on the space.
 
+    Attributes
+    ----------
+    atlas : Atlas or None
+        The atlas this volume is an image of (``Atlas.reference``, ``.annotation``), else None; lets
+        ``RegistrationResult.save`` find the atlas of a fixed template.
+
     Examples
     --------
     >>> v = Volume(np.zeros((270, 193, 271), np.uint16), voxel_size=(50, 40, 40), orientation="psl",
@@ -92,6 +98,7 @@ class Volume:
                     field="orientation")
             sp = Space(sp.name, sp.unit, orientation)
         self.space = sp
+        self.atlas = None
 
     # -- geometry -------------------------------------------------------------
     @property

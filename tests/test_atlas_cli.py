@@ -35,20 +35,24 @@ def cells(tmp_path):
 
 
 def test_query_adds_region_columns(env, atlas200, cells, tmp_path):
+    from atlasreg.tracings import annotate_table
+
     path, pts = cells
     out = tmp_path / "out.csv"
     r = CliRunner().invoke(app, ["query", str(path), "--atlas", "allen_mouse_200um", "--columns", "ap,dv,lr",
                                  "-o", str(out)], env=env)
     assert r.exit_code == 0, r.output
     t = pd.read_csv(out, keep_default_na=False)
-    assert list(t.columns) == ["cell", "ap", "dv", "lr", "region_id", "region_acronym", "region_name", "hemisphere"]
+    assert list(t.columns) == ["cell", "ap", "dv", "lr", "region_id", "acronym", "hemisphere"]
     ids = atlas200.region_of(pts)
     assert t["region_id"].tolist() == ids.tolist()
-    assert t["region_acronym"].tolist() == atlas200.ontology.acronyms(ids).tolist()
-    assert t.loc[3, "region_id"] == -1 and t.loc[3, "hemisphere"] == ""
-    hemi = atlas200.hemisphere_of(pts)
-    assert (t["hemisphere"][hemi == 2] == "right").all() and (t["hemisphere"][hemi == 1] == "left").all()
-    assert {"left", "right"} <= set(t["hemisphere"])
+    assert t.loc[ids > 0, "acronym"].tolist() == atlas200.ontology.acronyms(ids[ids > 0]).tolist()
+    assert t.loc[3, "region_id"] == -1 and t.loc[3, "hemisphere"] == -1
+    assert t["hemisphere"].tolist() == atlas200.hemisphere_of(pts).tolist()
+    # the CLI writes the table annotate_table returns from Python (issue 16, item 13)
+    py = tmp_path / "py.csv"
+    annotate_table(pd.read_csv(path), atlas200, columns=("ap", "dv", "lr")).to_csv(py, index=False)
+    pd.testing.assert_frame_equal(t, pd.read_csv(py, keep_default_na=False))
     # exists -> exit 4 without --force; --force overwrites
     r = CliRunner().invoke(app, ["query", str(path), "--atlas", "allen_mouse_200um", "--columns", "ap,dv,lr",
                                  "-o", str(out)], env=env)
@@ -57,8 +61,10 @@ def test_query_adds_region_columns(env, atlas200, cells, tmp_path):
                                  "-o", str(out), "--force", "--level", "3"], env=env)
     assert r.exit_code == 0, r.output
     t = pd.read_csv(out, keep_default_na=False)
-    assert t["voxel_region_id"].tolist() == ids.tolist()
-    assert t["region_id"].tolist() == atlas200.ontology.at_level(ids, 3).tolist()
+    assert t["region_id"].tolist() == ids.tolist()
+    assert t["rollup_id"].tolist() == atlas200.ontology.at_level(ids, 3).tolist()
+    annotate_table(pd.read_csv(path), atlas200, columns=("ap", "dv", "lr"), level=3).to_csv(py, index=False)
+    pd.testing.assert_frame_equal(t, pd.read_csv(py, keep_default_na=False))
 
 
 def test_query_units_orientation_and_errors(env, atlas200, cells, tmp_path):

@@ -39,8 +39,11 @@ VERBS = list(_leaves(typer.main.get_command(app)))
 
 
 @pytest.fixture(autouse=True)
-def _env(data_dir, monkeypatch, tmp_path):
-    monkeypatch.setenv("ATLASREG_DATA", str(data_dir))
+def _env(monkeypatch, tmp_path):
+    from conftest import _data_dir, data_available
+
+    # the real data when it is here (tests that need it take the data_dir fixture); never a download otherwise
+    monkeypatch.setenv("ATLASREG_DATA", str(_data_dir() if data_available() else tmp_path / "no_data"))
     monkeypatch.setenv("ATLASREG_CACHE", str(tmp_path / "cache"))  # never the user's cache, never the network
     monkeypatch.setenv("ATLASREG_LOCK_DIR", str(tmp_path / "locks"))
     monkeypatch.chdir(tmp_path)  # relative outputs land in the test's folder

@@ -104,7 +104,7 @@ def test_changed_or_missing_mirror_file_is_caught(data_dir, tmp_path, monkeypatc
     with pytest.raises(InputError, match="checksum mismatch"):
         data.fetch("allen_mouse_200um")
     status = {r["file"]: r["status"] for r in data.verify("allen_mouse_200um")}
-    assert status == {"volumes": "ok", "ontology": "mismatch", "licence": "missing"}
+    assert status == {"volumes": "ok", "ontology": "mismatch", "licence": "missing", "ontology_json": "missing"}
     assert {r["status"] for r in data.verify("zheng_ca3")} == {"missing"}
     res = CliRunner().invoke(app, ["data", "verify", "allen_mouse_200um"])
     assert res.exit_code == 2 and "mismatch" in res.output
@@ -167,3 +167,53 @@ def test_tree_digest_sees_every_file_and_never_follows_links(tmp_path):
     assert third != second
     (tmp_path / "secret").write_text("changed, still not read")
     assert data.sha256(tree) == third
+
+
+# -- downloads only when asked, over https (issue 16, item 8) -----------------------------------------------
+def test_every_manifest_original_is_https():
+    for f in sorted((REPO / "data_manifests").glob("*.yaml")):
+        text = f.read_text()
+        assert "http://" not in text, f"{f.name}: a plain-http URL"
+
+
+def test_loading_a_named_atlas_never_downloads(monkeypatch, tmp_path):
+    """`atlasreg atlas info allen_mouse_25um` with no mirror and an empty cache: no download, exit 2 with the
+    command that fetches it; `Atlas.load` likewise."""
+    import pooch
+
+    from atlasreg.atlas import Atlas
+
+    monkeypatch.delenv("ATLASREG_DATA", raising=False)
+    monkeypatch.setenv("ATLASREG_CACHE", str(tmp_path / "cache"))
+
+    def no_network(*a, **k):
+        raise AssertionError("downloaded without being asked")
+
+    monkeypatch.setattr(pooch, "retrieve", no_network)
+    res = CliRunner().invoke(app, ["atlas", "info", "allen_mouse_25um"])
+    assert res.exit_code == 2, res.output
+    err = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(err) == 1 and "atlasreg data fetch allen_mouse_25um --download" in err[0], res.stderr
+    assert "pass download=" not in err[0]
+    with pytest.raises(InputError, match="data fetch allen_mouse_25um"):
+        Atlas.load("allen_mouse_25um")
+
+
+def test_a_failed_download_is_one_line(monkeypatch, tmp_path):
+    """Offline: `atlasreg data fetch` ends in one `error:` line naming the dataset and URL, exit 1 (no urllib3
+    traceback)."""
+    import pooch
+
+    monkeypatch.delenv("ATLASREG_DATA", raising=False)
+    monkeypatch.setenv("ATLASREG_CACHE", str(tmp_path / "cache"))
+
+    def offline(url, **k):
+        raise ConnectionError(f"HTTPSConnectionPool(host='x', port=443): Max retries exceeded with url: {url}\n"
+                              "(Caused by NameResolutionError)")
+
+    monkeypatch.setattr(pooch, "retrieve", offline)
+    res = CliRunner().invoke(app, ["data", "fetch", "allen_mouse_25um", "--file", "template"])
+    assert res.exit_code == 1, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: allen_mouse_25um/template: downloading https://")
+    assert "Traceback" not in res.output

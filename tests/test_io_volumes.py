@@ -561,7 +561,9 @@ def test_pyramid_written_blockwise(brain, tmp_path):
 def test_atomic_path_contract(tmp_path):
     target = tmp_path / "sub" / "out.txt"
     with atomic_path(target) as tmp:
-        assert tmp.parent == target.parent and tmp.name.startswith(".out.txt.tmp-") and not target.exists()
+        # inside a private folder made for this write, hidden, in the target's folder (no cross-device rename)
+        assert tmp.parent.parent == target.parent and tmp.parent.name.startswith(".out.txt.tmp-")
+        assert tmp.name == "out.txt" and not target.exists() and not tmp.exists()
         tmp.write_text("one")
     assert target.read_text() == "one"
     with pytest.raises(OutputExistsError):

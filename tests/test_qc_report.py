@@ -211,8 +211,114 @@ def test_report_for_a_saved_registration(tmp_path, data_dir):
     assert text.count('style="display:none"') == 2
     # the sample file changed since the run: the report says so instead of drawing on the wrong image
     ar.write_volume(sample.with_data(sample.numpy()[::-1].copy()), path, force=True)
+    text = qc.render_report(out)  # save() drew the boundaries from the sample it was given: still right
+    assert text.count("data:image/png;base64,") == 7 and "changed since" not in text
+    for f in (out / "qc").glob("boundaries*"):  # a folder from before save() drew them: never the wrong image
+        f.unlink()
     text = qc.render_report(out)
     assert text.count("data:image/png;base64,") == 4 and "changed since the registration" in text
     (out / "COMPLETE").unlink()
     with pytest.raises(InputError, match="incomplete"):
         qc.render_report(out)
+
+
+# -- issue 16: the report reads right; Python and the CLI save the same result -------------------------------
+def test_qc_of_a_relative_result_folder(tmp_path, monkeypatch):
+    """`atlasreg qc reg/` with a relative folder (figure paths were joined to the folder twice)."""
+    from typer.testing import CliRunner
+
+    import atlasreg as ar
+    from atlasreg.cli import app
+    from atlasreg.registration import RegistrationResult
+
+    mg = ar.Grid((20, 16, 22), (200.0,) * 3, ar.Space("sample", "um", "asr"))
+    fg = ar.Grid((20, 16, 22), (200.0,) * 3, ar.Space("ccf", "um", "asr"))
+    RegistrationResult(ar.Affine(np.eye(4), src=mg.space, dst=fg.space), mg, fg, {}, {"preset": "t"},
+                       "test").save(tmp_path / "scratch" / "reg200")
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["qc", "scratch/reg200"])
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "scratch" / "reg200" / "report.html").read_text()
+    assert text.count("data:image/png;base64,") == 1  # the Jacobian (no sample given: no overlay)
+
+
+def test_overlay_colours_match_its_caption():
+    """Fixed is drawn magenta and moving green, and every caption says so (from one function)."""
+    rng = np.random.default_rng(0)
+    f = np.zeros((12, 12, 12), np.float32)
+    m = np.zeros_like(f)
+    f[2:6, 2:10, 2:10] = rng.uniform(1, 2, (4, 8, 8))   # only in fixed
+    m[7:11, 2:10, 2:10] = rng.uniform(1, 2, (4, 8, 8))  # only in moving
+    fig = qc.overlay_slices(Volume(f, 1.0, space="a", orientation="asr"), Volume(m, 1.0, space="a",
+                                                                               orientation="asr"),
+                            positions=(4, 6, 6), fixed_label="atlas", moving_label="sample")
+    rgb = np.asarray(fig.axes[1].images[0].get_array())  # the plane through axis 1: rows run along axis 0
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    only_fixed = (r > 0.2) & np.isclose(r, b) & (g == 0)    # magenta
+    only_moving = (g > 0.2) & (r == 0) & (b == 0)             # green
+    assert only_fixed.sum() > 10 and only_moving.sum() > 10
+    title = fig._suptitle.get_text()
+    assert "atlas magenta" in title and "sample green" in title
+    assert qc.overlay_key("atlas", "sample") in title
+
+
+def test_python_save_writes_what_the_cli_writes(tmp_path, data_dir, monkeypatch):
+    """`res.save(folder)` after `ar.register(sample, atlas.reference)` writes the overlay, checkerboard, warped
+    sample, annotation on the sample, region boundaries and region volumes, like `atlasreg register`; its report
+    never says the run was made without an atlas."""
+    import atlasreg as ar
+    from atlasreg.registration import RegistrationResult
+
+    monkeypatch.setenv("ATLASREG_DATA", str(data_dir))
+    atlas = ar.Atlas.load("allen_mouse_200um")
+    ref = atlas.reference
+    sample = Volume(ref.numpy(), ref.voxel_size, space=ar.Space("sample", "um", "asr"))
+    T = ar.Affine.from_translation([200.0, 0.0, 0.0], sample.space, atlas.space)
+    # what register() returns: the result remembers the volumes it was given
+    res = RegistrationResult(T, sample.grid, ref.grid, {"ncc_after": 0.9}, {"preset": "t"}, "ants",
+                             moving_volume=sample, fixed_volume=ref)
+    out = res.save(tmp_path / "py")
+    cli_files = {"warped_moving.nii.gz", "annotation_in_moving.nii.gz", "region_volumes.csv", "result.json",
+                 "metrics.json", "record.json", "COMPLETE", "qc/overlay.png", "qc/checkerboard.png",
+                 "qc/jacobian.png", "qc/boundaries.png", "qc/boundaries.json"}
+    have = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and "transforms" not in p.parts}
+    assert cli_files <= have, cli_files - have
+    text = qc.render_report(out)
+    assert "without an atlas" not in text and "no atlas boundaries" not in text
+    # overlay, checkerboard, boundaries at three hierarchy levels (the atlas's ontology), Jacobian, volumes
+    assert text.count("data:image/png;base64,") == 7 and ">major divisions</button>" in text
+    assert qc.overlay_key("fixed", "registered sample") in text or "fixed magenta" in text
+
+
+def test_region_volume_table_sorted_exact_acronyms_three_digits(data_dir, monkeypatch):
+    """Largest first; acronyms and names exactly as Allen's ontology file has them ("CUL4, 5", CSV-quoted);
+    volumes to 3 significant digits."""
+    import csv
+    import io as _io
+
+    import atlasreg as ar
+    from atlasreg.registration.result import region_volumes_csv
+
+    monkeypatch.setenv("ATLASREG_DATA", str(data_dir))
+    atlas = ar.Atlas.load("allen_mouse_200um")
+    ann = np.asarray(atlas.annotation.data)
+    lab = Volume(ann, 37.0, space="sample")
+    text = region_volumes_csv(lab, atlas)
+    rows = list(csv.DictReader(_io.StringIO(text)))
+    assert len(rows) > 100
+    vols = [float(r["volume_mm3"]) for r in rows]
+    vox = [int(r["voxels"]) for r in rows]
+    assert vox == sorted(vox, reverse=True)
+    assert all(float(f"{v:.3g}") == v for v in vols)
+    assert np.allclose(vols, np.asarray(vox) * 0.037 ** 3, rtol=5e-3)
+    # Allen's own JSON, read here without atlasreg: every row's acronym and name as Allen writes them
+    allen = {}
+    stack = list(json.loads((data_dir / "atlas" / "allen_ontology.json").read_text())["msg"])
+    while stack:
+        s = stack.pop()
+        allen[int(s["id"])] = (s["acronym"], s["name"])
+        stack.extend(s.get("children") or [])
+    for r in rows:
+        assert (r["acronym"], r["name"]) == allen[int(r["id"])], r
+        assert atlas.structures[r["acronym"]]["id"] == int(r["id"])
+    assert '"CUL4, 5"' in text  # id 1091 is in the 200 µm annotation

@@ -55,6 +55,18 @@ def test_mouselight_legacy_axes_follow_the_header(data_dir, atlas):
     np.testing.assert_allclose(m.points, n.points)
 
 
+def test_mouselight_legacy_swc_follows_its_header_too(data_dir):
+    """The same neuron exported as SWC carries the same header line: read alike, stated space or not."""
+    from atlasreg.tracings import read_swc
+
+    d = data_dir / "interop" / "mouselight_legacy"
+    ref = read_mouselight(d / "AA1506.json")[0]
+    for kw in ({}, {"space": "ccf", "unit": "um"}):
+        n = read_swc(d / "AA1506.swc", **kw)
+        assert n.space.name == "ccf" and n.space.unit == "um" and n.provenance["source_axes"] == "zyx"
+        np.testing.assert_allclose(n.points, ref.points, rtol=0, atol=1e-6)  # the SWC prints 6 decimals
+
+
 def _entry(annotation_space) -> dict:
     return {"idString": "X1", "annotationSpace": annotation_space,
             "axon": [{"sampleNumber": 1, "structureIdentifier": 1, "x": 1.0, "y": 2.0, "z": 3.0, "radius": 1.0,
@@ -86,3 +98,87 @@ def test_mouselight_ccfv3_axes_and_unknown_spaces(tmp_path):
     p.write_text(json.dumps({"neurons": [_entry(broken)]}))
     with pytest.raises(InputError, match="cannot read axis X"):
         read_mouselight(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# SWC: MorphIO's odd files with their roots marked by parent 0
+# ---------------------------------------------------------------------------------------------
+def _swc_rows(path):
+    return [ln.split("#")[0].split() for ln in path.read_text().splitlines()
+            if ln.split("#")[0].strip()]
+
+
+@pytest.mark.parametrize("name", ["no_soma.swc", "disconnected_neurite.swc", "three_point_soma.swc",
+                                  "simple-all-types.swc"])
+def test_swc_parent_zero_roots_read_alike_in_any_order(data_dir, tmp_path, name):
+    from atlasreg.tracings import read_swc
+
+    ref = read_swc(data_dir / "interop" / "swc_morphio" / name, space="x", unit="um")
+    rows = _swc_rows(data_dir / "interop" / "swc_morphio" / name)
+    zero = [r[:6] + ["0" if int(r[6]) < 0 else r[6]] for r in rows]
+    shuffled = [zero[i] for i in np.random.default_rng(5).permutation(len(zero))]
+    for label, table in (("id order", zero), ("shuffled", shuffled)):
+        p = tmp_path / f"{label.replace(' ', '_')}_{name}"
+        p.write_text("".join(" ".join(r) + "\n" for r in table))
+        n = read_swc(p, space="x", unit="um")
+        order = np.argsort(n.nodes["id"].to_numpy())
+        np.testing.assert_array_equal(n.nodes["parent"].to_numpy()[order], ref.nodes["parent"].to_numpy())
+        np.testing.assert_array_equal(n.points[order], ref.points)
+        assert len(n.roots) == len(ref.roots) >= 1, label
+        np.testing.assert_array_equal(n.soma, ref.soma)
+        assert n.provenance["root_parent"] == 0
+    # With a node 0 in the file, parent 0 is that node, in any order.
+    ids0 = [[str(int(r[0]) - 1), r[1], *r[2:6], str(int(r[6]) - 1) if int(r[6]) > 0 else "-1"] for r in rows]
+    p = tmp_path / f"from0_{name}"
+    p.write_text("".join(" ".join(r) + "\n" for r in ids0[::-1]))
+    n = read_swc(p, space="x", unit="um")
+    assert len(n.roots) == len(ref.roots) and "root_parent" not in n.provenance
+
+
+def test_parent_rows_treats_a_missing_parent_zero_alike_in_any_order():
+    from atlasreg.tracings.neuron import parent_rows
+
+    ids = np.array([1, 2, 3, 4])
+    parents = np.array([0, 1, 2, 1])
+    np.testing.assert_array_equal(parent_rows(ids, parents), [-2, 0, 1, 0])
+    perm = np.array([2, 0, 3, 1])
+    got = parent_rows(ids[perm], parents[perm])
+    np.testing.assert_array_equal(got, [3, -2, 1, 1])
+
+
+# ---------------------------------------------------------------------------------------------
+# BigWarp: its JSON settings and its 2-D CSVs
+# ---------------------------------------------------------------------------------------------
+def test_bigwarp_json_landmarks_equal_its_csv(data_dir):
+    from atlasreg.io.landmarks import read_landmarks
+
+    d = data_dir / "interop" / "bigwarp"
+    js = read_landmarks(d / "settings_expected.json", src_unit="um", dst_unit="um", include_inactive=True)
+    csv_pairs = read_landmarks(d / "landmarks.csv", src_unit="um", dst_unit="um", include_inactive=True)
+    doc = (d / "settings_expected.json").read_text()
+    lm = json.loads(doc[doc.index("*/") + 2:])["Transform"]["landmarks"]
+    assert len(js) == len(lm["movingPoints"]) == 5
+    np.testing.assert_array_equal(js.src_points, np.array(lm["movingPoints"]))
+    np.testing.assert_array_equal(js.dst_points, np.array(lm["fixedPoints"]))
+    assert js.names == lm["names"] and js.active.tolist() == lm["active"]
+    assert (js.src.name, js.dst.name) == ("moving", "fixed")
+    # BigWarp's CSV export of the same session: the same points, names in the same order.
+    n = min(len(js), len(csv_pairs))
+    assert js.names[:n] == csv_pairs.names[:n]
+    np.testing.assert_allclose(js.src_points[:n], csv_pairs.src_points[:n], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(js.dst_points[:n], csv_pairs.dst_points[:n], rtol=0, atol=1e-9)
+    with pytest.raises(InputError, match="unit"):
+        read_landmarks(d / "settings_expected.json")  # BigWarp records no unit
+
+
+def test_bigwarp_2d_csv_is_refused_for_its_real_reason(data_dir, tmp_path):
+    from atlasreg.io.landmarks import read_landmarks
+
+    with pytest.raises(InputError, match="6 fields.*2-D images.*no z") as exc:
+        read_landmarks(data_dir / "interop" / "bigwarp" / "landmarks2d-blobs.csv", src_unit="um", dst_unit="um")
+    assert "landmarks2d-blobs.csv" in str(exc.value) and "column" not in str(exc.value)
+    doc = {"type": "BigWarpLandmarks", "numDimensions": 2, "movingPoints": [[1.0, 2.0]], "fixedPoints": [[3.0, 4.0]],
+           "active": [True], "names": ["Pt-0"]}
+    (tmp_path / "lm2d.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="2-D images"):
+        read_landmarks(tmp_path / "lm2d.json", src_unit="um", dst_unit="um")

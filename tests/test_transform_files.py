@@ -435,10 +435,11 @@ def test_wrong_dimension_and_unsupported_types(tmp_path):
     sitk.WriteTransform(t2, str(tmp_path / "2d.tfm"))
     with pytest.raises(InputError, match="3-D"):
         load_transform(tmp_path / "2d.tfm")
-    bs = sitk.BSplineTransform(3)
-    sitk.WriteTransform(bs, str(tmp_path / "bspline.tfm"))
-    with pytest.raises(InputError, match="BSpline"):
-        load_transform(tmp_path / "bspline.tfm")
+    (tmp_path / "tps.tfm").write_text("#Insight Transform File V1.0\n#Transform 0\nTransform: "
+                                      "ThinPlateSplineKernelTransform_double_3_3\nParameters: 1 2 3\n"
+                                      "FixedParameters: 0 0 0\n")
+    with pytest.raises(InputError, match="ThinPlateSplineKernelTransform"):  # ITK itself cannot create it
+        load_transform(tmp_path / "tps.tfm")
     img = sitk.GetImageFromArray(np.zeros((4, 5, 6, 2)), isVector=True)
     sitk.WriteImage(img, str(tmp_path / "two_components.nii.gz"))
     with pytest.raises(InputError, match="3 vector components"):

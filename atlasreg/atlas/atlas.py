@@ -59,7 +59,7 @@ class Atlas:
     def load(cls, source=None, *, annotation=None, ontology=None, reference=None, hemispheres=None,
              voxel_size=None, resolution=None, file_orientation: str | None = None, orientation: str | None = None,
              unit: str = "um", space: Space | str | None = None, name: str | None = None,
-             keys: dict | None = None) -> "Atlas":
+             keys: dict | None = None, download: bool = False) -> "Atlas":
         """Load an atlas from a BrainGlobe folder, Allen-style files, an npz, a dict or a manifest name.
 
         Parameters
@@ -87,6 +87,9 @@ class Atlas:
             Name of the atlas space; default ``"ccf"`` for Allen mouse atlases, else the atlas
             name. When ``orientation`` differs from the atlas's native one, the default name gets a
             suffix (``"ccf_psl"``): flipped coordinates are a different frame.
+        download : bool
+            For a manifest name: download public originals missing from the mirror and the cache. Default
+            False: nothing is downloaded implicitly (``atlasreg data fetch NAME`` does it explicitly).
 
         Examples
         --------
@@ -99,7 +102,7 @@ class Atlas:
         return loaders.load(source, annotation=annotation, ontology=ontology, reference=reference,
                             hemispheres=hemispheres, voxel_size=voxel_size, resolution=resolution,
                             file_orientation=file_orientation, orientation=orientation, unit=unit, space=space,
-                            name=name, keys=keys)
+                            name=name, keys=keys, download=download)
 
     @classmethod
     def from_arrays(cls, annotation: np.ndarray, ontology: Ontology, voxel_size, orientation: str,
@@ -159,7 +162,9 @@ class Atlas:
             return None
         key = "_vol_" + role
         if key not in self._cache:
-            self._cache[key] = Volume(data, self.voxel_size, space=self.space)
+            v = Volume(data, self.voxel_size, space=self.space)
+            v.atlas = self
+            self._cache[key] = v
         return self._cache[key]
 
     @property

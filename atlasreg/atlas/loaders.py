@@ -656,11 +656,12 @@ def load_folder(folder: Path, **kw):
                       kw.pop("hemispheres", hemi), **kw)
 
 
-def load_manifest(name: str, orientation: str | None = None, space=None, download: bool | None = None):
-    """An atlas named by a data manifest (``allen_mouse_25um``), resolved through :mod:`atlasreg.data`."""
+def load_manifest(name: str, orientation: str | None = None, space=None, download: bool = False):
+    """An atlas named by a data manifest (``allen_mouse_25um``), resolved through :mod:`atlasreg.data`
+    (mirror or cache; downloads only with ``download=True``)."""
     from .. import data
 
-    spec = data.atlas_files(name, download)
+    spec = data.atlas_files(name, download=download)
     native = spec.get("orientation") or spec["file_orientation"]
     space = _suffixed_space(space, spec.get("space") or _default_space_name(name), native, orientation)
     return load_files(spec["annotation"], spec["ontology"], spec.get("reference"), spec.get("hemispheres"),
@@ -671,7 +672,8 @@ def load_manifest(name: str, orientation: str | None = None, space=None, downloa
 
 
 def load(source=None, *, annotation=None, ontology=None, reference=None, hemispheres=None, voxel_size=None,
-         resolution=None, file_orientation=None, orientation=None, unit="um", space=None, name=None, keys=None):
+         resolution=None, file_orientation=None, orientation=None, unit="um", space=None, name=None, keys=None,
+         download=False):
     """Dispatch on what ``source`` is; see :meth:`atlasreg.Atlas.load`."""
     if voxel_size is not None and resolution is not None:
         raise InputError("give voxel_size or resolution, not both", field="resolution")
@@ -741,9 +743,9 @@ def load(source=None, *, annotation=None, ontology=None, reference=None, hemisph
         installed = find_installed_brainglobe(source)
         if installed is not None:
             return _load_installed(installed, orientation, space, name)
-        return load_manifest(source, orientation=orientation, space=space)
+        return load_manifest(source, orientation=orientation, space=space, download=download)
     if isinstance(source, str) and source in data.list_datasets():
-        return load_manifest(source, orientation=orientation, space=space)
+        return load_manifest(source, orientation=orientation, space=space, download=download)
     if isinstance(source, str):
         installed = find_installed_brainglobe(source)
         if installed is not None:

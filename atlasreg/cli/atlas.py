@@ -13,7 +13,8 @@ atlas_app = typer.Typer(help="Atlases: list the known ones, describe one.", no_a
 app.add_typer(atlas_app, name="atlas")
 
 
-def load_atlas(atlas: str, ontology: Optional[Path] = None, voxel_size=None, file_orientation: Optional[str] = None):
+def load_atlas(atlas: str, ontology: Optional[Path] = None, voxel_size=None, file_orientation: Optional[str] = None,
+               download: bool = False):
     """An Atlas from a manifest name, a BrainGlobe folder, a folder/npz/file of Allen-style data.
 
     ``voxel_size`` is the value of a ``--voxel-size`` option (a float, three floats or None).
@@ -21,7 +22,7 @@ def load_atlas(atlas: str, ontology: Optional[Path] = None, voxel_size=None, fil
     from ..atlas import Atlas
 
     return Atlas.load(atlas, ontology=ontology, voxel_size=voxel_size,
-                      file_orientation=file_orientation)
+                      file_orientation=file_orientation, download=download)
 
 
 @atlas_app.command("list")
@@ -58,6 +59,8 @@ def info(
     file_orientation: Optional[str] = typer.Option(None, "--file-orientation",
                                                    help="Orientation code of the stored arrays, e.g. 'asr'."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    download: bool = typer.Option(False, "--download", help="Download the public originals of a named atlas "
+                                                            "that are neither in ATLASREG_DATA nor in the cache."),
 ) -> None:
     """Describe an atlas: space, unit, orientation, shape, voxel size, structures, memory.
 
@@ -67,7 +70,7 @@ def info(
 
       atlasreg atlas info annotation_25.nrrd --ontology structures.csv --voxel-size 25 --file-orientation asr
     """
-    a = load_atlas(atlas, ontology, voxel_size, file_orientation)
+    a = load_atlas(atlas, ontology, voxel_size, file_orientation, download)
     d = a.info()
     if as_json:
         typer.echo(json.dumps(d, indent=2, default=str))

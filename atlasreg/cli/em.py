@@ -36,7 +36,8 @@ def _lengths(text: Optional[str], flag: str, default_unit: Optional[str] = None)
 @em_app.command("pyramid")
 @run_cli
 def pyramid(
-    source: Path = typer.Argument(..., help="EM volume: OME-Zarr store, HDF5 file (--dataset) or TIFF stack."),
+    source: str = typer.Argument(..., help="EM volume: OME-Zarr store, HDF5 file (--dataset), TIFF stack, or "
+                                 "neuroglancer precomputed (a folder, or precomputed://file:///..., gs://, https://)."),
     output: Path = output_option("Output OME-Zarr (.ome.zarr)."),
     voxel_size: Optional[str] = voxel_size_option("Voxel size per array axis (z,y,x), e.g. 33 4 4 or 33,4,4; "
                                                   "required where the file records none."),
@@ -81,8 +82,9 @@ def pyramid(
 @em_app.command("crop")
 @run_cli
 def crop(
-    em: Path = typer.Argument(..., help="EM volume or pyramid (only its geometry is read)."),
-    lightsheet: Path = typer.Argument(..., help="Light-sheet volume."),
+    em: str = typer.Argument(..., help="EM volume or pyramid (only its geometry is read); also neuroglancer "
+                             "precomputed (a folder or precomputed://...)."),
+    lightsheet: str = typer.Argument(..., help="Light-sheet volume (any format read_volume reads)."),
     transform: Path = typer.Option(..., "-t", "--transform", help="Transform EM -> light-sheet (or back), e.g. "
                                    "from 'atlasreg landmarks fit'."),
     output: Path = output_option("Output volume (.nii.gz, .tif, .ome.zarr, ...)."),

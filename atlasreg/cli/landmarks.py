@@ -1,4 +1,4 @@
-"""``atlasreg landmarks fit|apply|report``: transforms from landmark pairs, chosen and checked by cross-validation."""
+"""``atlasreg landmarks fit|match|apply|report``: transforms from landmark pairs, chosen and checked by cross-validation."""
 from __future__ import annotations
 
 import json
@@ -94,6 +94,57 @@ def fit(
     say(f"{pairs.src} -> {pairs.dst}: {len(pairs)} pairs from {landmarks}")
     say(T.report.summary())
     say(f"wrote {output} and {rep}")
+
+
+@landmarks_app.command("match")
+@run_cli
+def match(
+    src_points: Path = typer.Argument(..., help="Source points (e.g. EM soma centroids): CSV with x, y, z columns "
+                                                "(x_nm, ... names carry the unit)."),
+    dst_points: Path = typer.Argument(..., help="Destination points (e.g. light-sheet / two-photon cells)."),
+    output: Path = output_option("Transform file (.json keeps spaces and units)."),
+    src_unit: Optional[str] = typer.Option(None, "--src-unit", help="Unit of the source coordinates: nm, um, mm "
+                                           "(unless the column names say it)."),
+    dst_unit: Optional[str] = typer.Option(None, "--dst-unit", help="Unit of the destination coordinates."),
+    src_space: str = typer.Option("em", "--src-space", help="Name of the source space."),
+    dst_space: str = typer.Option("lm", "--dst-space", help="Name of the destination space."),
+    prior: Optional[Path] = typer.Option(None, "--prior", help="An approximate source -> destination transform "
+                                                               "file to start from (default: search all "
+                                                               "rotations, mirror images included)."),
+    max_rotation: Optional[float] = typer.Option(None, "--max-rotation", help="Search only rotations within this "
+                                                                              "many degrees of the identity."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="BigWarp CSV of the matched pairs (default: "
+                                                              "<output>.pairs.csv)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Report JSON (default: <output>.report.json)."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="PNG of the matches (default: "
+                                                                "<output>.matches.png)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the subsamples and random rotations."),
+    force: bool = typer.Option(False, "--force", help="Overwrite outputs."),
+) -> None:
+    """Match two UNPAIRED point clouds (no hand-picked pairs, no starting guess) and fit the transform.
+
+    Writes the transform, the pairs as a BigWarp CSV, a JSON report (rotations tried, pairs, confidence and
+    residual per pair, held-out error) and a PNG with the matches drawn. Refuses (exit 1) when the clouds show
+    no consistent correspondence.
+
+    Example:
+
+      atlasreg landmarks match em_somata_nm.csv lm_somata_um.csv --src-unit nm --dst-unit um -o em_to_lm.json
+    """
+    from ..io.landmarks import read_points
+    from ..registration.matching import match_landmarks, write_match
+    from ..spaces import Space
+    from ..transforms.files import load_transform
+
+    s, su = read_points(src_points, src_unit)
+    d, du = read_points(dst_points, dst_unit)
+    src, dst = Space(src_space, su), Space(dst_space, du)
+    pr = load_transform(prior) if prior is not None else (
+        {"rotation_deg": max_rotation} if max_rotation is not None else None)
+    res = match_landmarks(s, d, src=src, dst=dst, prior=pr, seed=seed)
+    paths = write_match(res, s, d, output, pairs_path=pairs, report_path=report, figure_path=figure, force=force)
+    say(res.summary())
+    say("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 @landmarks_app.command("apply")

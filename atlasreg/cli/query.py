@@ -9,9 +9,6 @@ import typer
 from ._app import app, output_option, run_cli, say, voxel_size_option
 from .atlas import load_atlas
 
-_HEMI = {1: "left", 2: "right", 0: "", -1: ""}
-
-
 @app.command()
 @run_cli
 def query(
@@ -40,11 +37,12 @@ def query(
                                                    help="Orientation code of the atlas arrays as stored."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT."),
 ) -> None:
-    """Add region_id, region_acronym, region_name and hemisphere columns to a table of points.
+    """Add region_id, acronym and hemisphere columns to a table of points (atlasreg.tracings.annotate_table).
 
-    region_id 0 means inside the atlas volume but on no structure; -1 means outside the volume
-    (or a missing coordinate). With --level, region_* are the ancestors at that depth and
-    voxel_region_id keeps the structure of the voxel itself.
+    region_id 0 means inside the atlas volume but on no structure (acronym "(none)"); -1 means
+    outside the volume or a missing coordinate ("(outside)"). hemisphere: 1 left, 2 right, 0
+    unassigned, -1 outside. With --level, rollup_id and rollup_acronym are the ancestors at that
+    depth. The table is the one annotate_table returns from Python.
 
     Examples:
 
@@ -60,6 +58,7 @@ def query(
     from ..errors import InputError
     from ..io.atomic import atomic_path, check_writable
     from ..spaces import Space
+    from ..tracings import annotate_table
 
     check_writable(out, force)
     try:
@@ -76,7 +75,7 @@ def query(
         raise InputError(f"columns {missing} not in the table (it has {list(table.columns)}); use --columns",
                          path=points, field="--columns")
     try:
-        xyz = table[cols].to_numpy(dtype=float)
+        table[cols].to_numpy(dtype=float)
     except (TypeError, ValueError):
         raise InputError(f"columns {cols} must be numbers", path=points, field="--columns") from None
     a = load_atlas(atlas, ontology, voxel_size, file_orientation)
@@ -93,19 +92,10 @@ def query(
             sp = graph.spaces[name]
         else:
             sp = Space(name, unit or a.unit, orientation or (a.orientation if name == a.space.name else None))
-    ids = a.region_of(xyz, space=sp, graph=graph, nearest_within=nearest_within)
-    hemi = a.hemisphere_of(xyz, space=sp, graph=graph)
-    onto = a.ontology
-    shown = onto.at_level(ids, level) if level is not None else ids
-    out_t = table.copy()
-    if level is not None:
-        out_t["voxel_region_id"] = ids
-    out_t["region_id"] = shown
-    out_t["region_acronym"] = onto.acronyms(shown)
-    out_t["region_name"] = onto.names(shown)
-    out_t["hemisphere"] = [_HEMI.get(int(h), "") for h in hemi]
+    out_t = annotate_table(table, a, space=sp, columns=tuple(cols), level=level, graph=graph,
+                           nearest_within=nearest_within)
     with atomic_path(out, force, suffix=".csv") as tmp:
         out_t.to_csv(tmp, index=False)
-    placed = int(np.sum(ids > 0))
-    say(f"{placed} of {len(ids)} points in a structure, {int(np.sum(ids == 0))} on none, "
-               f"{int(np.sum(ids == -1))} outside the atlas -> {out}", err=True)
+    ids = out_t["region_id"].to_numpy()
+    say(f"{int(np.sum(ids > 0))} of {len(ids)} points in a structure, {int(np.sum(ids == 0))} on none, "
+        f"{int(np.sum(ids == -1))} outside the atlas -> {out}", err=True)

@@ -43,8 +43,9 @@ def _load_one(path: Path, load_transform):
 @app.command("warp-big")
 @run_cli
 def warp_big(
-    moving: Path = typer.Argument(..., help="Volume to warp (OME-Zarr and HDF5 are read lazily, block by block)."),
-    reference: Path = typer.Argument(..., help="Volume whose grid the output takes (only its geometry is read)."),
+    moving: str = typer.Argument(..., help="Volume to warp (OME-Zarr, HDF5 and neuroglancer precomputed - a "
+                                 "folder or precomputed://... - are read lazily, block by block)."),
+    reference: str = typer.Argument(..., help="Volume whose grid the output takes (only its geometry is read)."),
     out: Path = output_option("Output .ome.zarr (multiscale, written blockwise)."),
     transform: List[Path] = typer.Option(..., "--transform", "-t",
                                          help="Transform file(s) linking the two spaces, either direction "

@@ -316,8 +316,8 @@ def _score_registration(run, ph, T, ref: Volume, st) -> None:
     run.table("Dice per region (true sample labels carried into the atlas)", tab, "dice_per_region.csv")
     fixed = Volume(ref.numpy(), ref.voxel_size, space=ATLAS, orientation="asr")
     moved = Volume(warped.numpy(), ref.voxel_size, space=ATLAS, orientation="asr")
-    run.figure("Atlas (magenta) and registered sample (green): grey where they agree",
-               qc.overlay_slices(fixed, moved), "overlay.png")
+    run.figure(f"Overlay: {qc.overlay_key('atlas', 'registered sample')}",
+               qc.overlay_slices(fixed, moved, fixed_label="atlas", moving_label="registered sample"), "overlay.png")
     run.figure("Checkerboard of atlas and registered sample", qc.checkerboard_slices(fixed, moved),
                "checkerboard.png")
     back = warp(Volume(ann, ref.voxel_size, space=ATLAS), T, ph.sample.grid, interpolation="nearest")

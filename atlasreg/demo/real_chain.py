@@ -202,7 +202,8 @@ def _score_real_registration(run, atlas, sample: Volume, T, f: dict, st) -> None
                "inside the brain")
     fixed = Volume(ref.numpy(), ref.voxel_size, space=CCF, orientation="asr")
     moved = Volume(warped.numpy(), ref.voxel_size, space=CCF, orientation="asr")
-    run.figure("CCF template (magenta) and registered light-sheet brain (green)", qc.overlay_slices(fixed, moved),
+    run.figure(f"Overlay: {qc.overlay_key('CCF template', 'registered light-sheet brain')}",
+               qc.overlay_slices(fixed, moved, fixed_label="CCF template", moving_label="registered light-sheet brain"),
                "overlay.png")
     run.figure("Checkerboard of template and registered brain", qc.checkerboard_slices(fixed, moved),
                "checkerboard.png")

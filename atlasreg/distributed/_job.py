@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError, OutputExistsError
+from ..io.atomic import move_into_place, write_atomic
 
 
 class Job:
@@ -64,6 +65,12 @@ class Job:
             raise InputError("another atlasreg job is writing this output right now (lock file "
                              f"{self.work}.lock); wait for it or remove the lock if that job died",
                              path=self.output) from None
+        w = self.work
+        if w.is_symlink() or (w.exists() and (not w.is_dir() or (hasattr(os, "getuid")
+                                                                  and w.stat().st_uid != os.getuid()))):
+            self.release()
+            raise InputError("the job's work folder is a symlink, not a folder, or belongs to another user; "
+                             "not writing through it (remove it if it is yours)", path=w)
         if self.work.exists():
             old = None
             try:
@@ -80,9 +87,8 @@ class Job:
     def started(self) -> None:
         """Record the job's fingerprint: from now on an interrupted run resumes here."""
         meta = self.work / "job.json"
-        tmp = meta.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"token": self.token, "kind": self.kind, "started": time.time()}))
-        os.replace(tmp, meta)
+        write_atomic(meta, json.dumps({"token": self.token, "kind": self.kind, "started": time.time()}),
+                     force=True, lock=False)
 
     # -- per block -------------------------------------------------------------------------------
     def done_keys(self) -> set[str]:
@@ -94,19 +100,10 @@ class Job:
     # -- the end -----------------------------------------------------------------------------------
     def publish(self) -> Path:
         """Move the finished output into place atomically (replacing an old one if allowed)."""
-        trash = None
-        if self.output.exists():
-            if not self.overwrite:
-                raise OutputExistsError(f"{self.output} appeared while the job ran; not replacing it")
-            trash = self.output.with_name(self.output.name + f".old-{os.getpid()}")
-            os.replace(self.output, trash)
-        os.replace(self.target, self.output)
+        if (self.output.exists() or self.output.is_symlink()) and not self.overwrite:
+            raise OutputExistsError(f"{self.output} appeared while the job ran; not replacing it")
+        move_into_place(self.target, self.output, self.overwrite)
         shutil.rmtree(self.work, ignore_errors=True)
-        if trash is not None:
-            if trash.is_dir():
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                trash.unlink(missing_ok=True)
         return self.output
 
     def release(self) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..graph import SpaceGraph
+from ..io.atomic import atomic_path
 from ..transforms.base import Transform, as_points
 from ._job import Job, mark_done
 from .engine import open_engine, run_tasks
@@ -305,17 +306,16 @@ def _map_table_chunk(df, ctx: dict, i: int) -> int:
         out[ctx["region_column"]] = ids
     table = pa.Table.from_pandas(out, preserve_index=False)
     final = os.path.join(ctx["parts_dir"], _part_name(i, ctx["out_fmt"]))
-    tmp = final + ".tmp"
-    if ctx["out_fmt"] == "csv":
-        import pyarrow.csv as pacsv
+    with atomic_path(final, force=True, lock=False) as tmp:
+        if ctx["out_fmt"] == "csv":
+            import pyarrow.csv as pacsv
 
-        pacsv.write_csv(table, tmp, pacsv.WriteOptions(include_header=False))
-    else:
-        import pyarrow.ipc as ipc
+            pacsv.write_csv(table, str(tmp), pacsv.WriteOptions(include_header=False))
+        else:
+            import pyarrow.ipc as ipc
 
-        with ipc.new_file(tmp, table.schema) as writer:
-            writer.write_table(table)
-    os.replace(tmp, final)
+            with ipc.new_file(str(tmp), table.schema) as writer:
+                writer.write_table(table)
     mark_done(ctx["done_dir"], f"P-{i}")
     return len(out)
 

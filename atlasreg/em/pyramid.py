@@ -157,14 +157,16 @@ def _open_source(source, voxel_size, space, unit, dataset, level) -> Volume:
         return vol
     import dask
 
+    from ..io.precomputed import precomputed_source
     from ..io.volumes import read_volume, volume_format
 
     if not isinstance(source, (str, os.PathLike)):
         raise InputError(f"source must be a Volume or a path, got {type(source).__name__}", field="source")
-    p = Path(source).expanduser()
-    if p.exists() and volume_format(p) not in ("ome-zarr", "hdf5", "tiff", "tiff-folder"):
-        raise InputError("an EM pyramid reads a chunked volume (OME-Zarr, HDF5) or a TIFF stack; convert this "
-                         "file first", path=p, field="source")
+    pre = precomputed_source(source)
+    p = pre if pre is not None else Path(source).expanduser()
+    if pre is None and p.exists() and volume_format(p) not in ("ome-zarr", "hdf5", "tiff", "tiff-folder"):
+        raise InputError("an EM pyramid reads a chunked volume (OME-Zarr, HDF5, precomputed) or a TIFF stack; "
+                         "convert this file first", path=p, field="source")
     # dask's default 128 MiB blocks would make a copy task hold 128 MiB per thread: read in small blocks.
     with dask.config.set({"array.chunk-size": READ_BLOCK_BYTES}):
         return read_volume(p, voxel_size=voxel_size, space=space, unit=unit, dataset=dataset, level=level)

@@ -1,11 +1,16 @@
 """Atomic outputs: a file or folder appears under its final name only once it is complete.
 
-Every atlasreg writer goes through :func:`atomic_path`. The writer fills a
-temporary sibling (same folder, so the final rename never crosses file
-systems); on success the temporary is renamed onto the final name with
-``os.replace``; on any error it is deleted. A crash in the middle therefore
-leaves at most a hidden ``.<name>.tmp-<pid>-<token>`` sibling, never a
-half-written file under the name a user or a pipeline looks for.
+Every atlasreg writer goes through :func:`atomic_path` (or :func:`write_atomic`
+for a small file written in one go). The writer fills a temporary path inside
+a private folder that is created exclusively, mode 0700, in the target
+folder (``mkdir`` never follows a symlink and fails if the name exists), so
+no other user can plant a symlink or a file where the writer writes, and the
+final rename never crosses file systems. On success the temporary is renamed
+onto the final name with ``os.replace`` (which replaces a symlink at the final
+name, never what it points to); on any error the private folder is deleted.
+A crash in the middle therefore leaves at most a hidden ``.<name>.tmp-*``
+folder, never a half-written file under the name a user or a pipeline looks
+for. There are no fixed temporary names (``<out>.part``, ``<out>.tmp``).
 
 Existing outputs are never overwritten unless ``force=True``
 (:class:`atlasreg.errors.OutputExistsError` otherwise), checked both before
@@ -23,15 +28,15 @@ Examples
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import AtlasregError, InputError, OutputExistsError
 
-__all__ = ["atomic_path", "check_writable", "remove_path"]
+__all__ = ["atomic_path", "check_writable", "move_into_place", "remove_path", "write_atomic"]
 
 
 def remove_path(path: Path) -> None:
@@ -65,7 +70,8 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, force: bool = False, *, suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, force: bool = False, *, suffix: str = "",
+                lock: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling path to write; move it onto ``path`` when the block ends cleanly.
 
     Works for files and folders alike (an ``.ome.zarr`` store is a folder):
@@ -118,23 +124,53 @@ def atomic_path(path: str | os.PathLike, force: bool = False, *, suffix: str = "
     except OSError as exc:
         raise InputError(f"cannot create the output folder {final.parent}: {exc.strerror or exc}", path=final,
                          field="output") from None
-    token = secrets.token_hex(4)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{token}{suffix}")
+    try:
+        # mkdtemp: os.mkdir(name, 0o700) with a random name, retried on a clash; never follows a symlink
+        private = Path(tempfile.mkdtemp(prefix=f".{final.name[:100]}.tmp-", dir=final.parent))
+    except OSError as exc:
+        raise InputError(f"cannot create a temporary folder in {final.parent}: {exc.strerror or exc}", path=final,
+                         field="output") from None
+    inner = final.name if final.name.lower().endswith(suffix.lower()) else final.name + suffix
+    tmp = private / inner
     try:
         yield tmp
         if not (tmp.exists() or tmp.is_symlink()):
-            raise AtlasregError(f"{final}: the writer produced no output (nothing at {tmp.name})")
+            raise AtlasregError(f"{final}: the writer produced no output (nothing at {tmp})")
         if tmp.is_file():
             _fsync_file(tmp)
-        from .locks import locked
+        if lock:
+            from .locks import locked
 
-        # Concurrent writers of one output take turns at the rename: the loser then sees the
-        # winner's complete output (OutputExistsError, or a clean replace with force).
-        with locked(final):
-            _move_into_place(tmp, final, force)
-    except BaseException:
-        remove_path(tmp)
-        raise
+            # Concurrent writers of one output take turns at the rename: the loser then sees the
+            # winner's complete output (OutputExistsError, or a clean replace with force).
+            with locked(final):
+                move_into_place(tmp, final, force)
+        else:
+            move_into_place(tmp, final, force)
+    finally:
+        remove_path(private)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str, force: bool = True, *, lock: bool = True) -> Path:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically; return the path.
+
+    The one way atlasreg writes a small file whole (a report, a fingerprint, a marker): through
+    :func:`atomic_path`, so never via a fixed temporary name and never through a symlink.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = write_atomic(pathlib.Path(tempfile.mkdtemp()) / "done", "12.5\\n")
+    >>> p.read_text()
+    '12.5\\n'
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    with atomic_path(path, force, lock=lock) as tmp:
+        # the private folder is ours alone: O_EXCL | O_NOFOLLOW only make that explicit
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+    return Path(path)
 
 
 def _fsync_file(p: Path) -> None:
@@ -152,7 +188,12 @@ def _fsync_file(p: Path) -> None:
         os.close(fd)
 
 
-def _move_into_place(tmp: Path, final: Path, force: bool) -> None:
+def move_into_place(tmp: Path, final: Path, force: bool) -> None:
+    """Rename the finished ``tmp`` (file or folder) onto ``final``, replacing an old output only with ``force``.
+
+    A symlink at ``final`` is replaced, never followed. A folder cannot be swapped atomically on POSIX:
+    the old output is renamed aside (to a fresh random name), the new one renamed in, then the old deleted.
+    """
     exists = final.exists() or final.is_symlink()
     if exists and not force:
         # Someone else created it while we were writing.
@@ -164,11 +205,13 @@ def _move_into_place(tmp: Path, final: Path, force: bool) -> None:
         os.replace(tmp, final)  # atomic swap of one file for another
         return
     # A folder (or a file replacing a folder, or the reverse): move the old one aside first.
-    aside = final.with_name(f".{final.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+    aside_dir = Path(tempfile.mkdtemp(prefix=f".{final.name[:100]}.old-", dir=final.parent))
+    aside = aside_dir / "old"
     os.replace(final, aside)
     try:
         os.replace(tmp, final)
     except BaseException:
         os.replace(aside, final)  # put the old output back
+        remove_path(aside_dir)
         raise
-    remove_path(aside)
+    remove_path(aside_dir)

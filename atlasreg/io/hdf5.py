@@ -31,6 +31,12 @@ Two layouts are read:
   sits beside the file, otherwise from the caller (for level 0). Level ``L``
   with factor ``f`` has spacing ``f * s0`` and its voxel 0 at ``(f - 1) / 2 * s0``
   (the centre of the block it averages, as BDV places it).
+
+Files are untrusted: HDF5 lets a dataset keep its bytes in other files
+(external storage, virtual datasets) and a name point into another file
+(external links), so a crafted ``.h5`` could make ``read_volume`` return any
+file on disk. Such datasets and links are refused (:func:`check_self_contained`);
+atlasreg reads only bytes stored in the file named.
 """
 from __future__ import annotations
 
@@ -67,6 +73,75 @@ class _Dataset:
 
         with h5py.File(self.path, "r") as f:
             return f[self.name][idx]
+
+
+def check_self_contained(f, path, name: str | None = None, _depth: int = 0) -> None:
+    """Refuse HDF5 content that reads bytes from other files.
+
+    With ``name``: that dataset (every link on its path is checked too). Without: every object and
+    link of the open file ``f``. Raises :class:`InputError` for an external link, a virtual dataset
+    or a dataset with external raw storage.
+
+    Examples
+    --------
+    >>> import h5py, tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.h5"
+    >>> with h5py.File(p, "w") as f:
+    ...     f["v"] = h5py.ExternalLink("/etc/hostname", "/")
+    >>> with h5py.File(p, "r") as f:
+    ...     check_self_contained(f, p)
+    Traceback (most recent call last):
+    ...
+    atlasreg.errors.InputError: ...external link...
+    """
+    import h5py
+
+    def refuse(what: str, obj_name: str):
+        raise InputError(f"{obj_name!r} is {what}: its data would be read from another file. atlasreg reads "
+                         "only data stored in the file itself; copy the data in (h5repack) first", path=path,
+                         field="dataset")
+
+    def check_link(group, key: str, full: str):
+        link = group.get(key, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            refuse(f"an external link (to {link.filename!r}:{link.path!r})", full)
+        return link
+
+    def check_dataset(d, full: str):
+        if d.is_virtual:
+            refuse("a virtual dataset", full)
+        if d.external:
+            refuse("a dataset with external storage", full)
+
+    if name is not None:
+        parts = [p for p in name.strip("/").split("/") if p]
+        g = f
+        for i, key in enumerate(parts):
+            full = "/".join(parts[:i + 1])
+            link = check_link(g, key, full)
+            if isinstance(link, h5py.SoftLink):
+                if _depth > 16:
+                    raise InputError(f"{full!r}: soft links nest deeper than 16 (a loop?)", path=path,
+                                     field="dataset")
+                check_self_contained(f, path, link.path, _depth + 1)
+            g = g[key]
+        if isinstance(g, h5py.Dataset):
+            check_dataset(g, name)
+        return
+
+    def visit(group, prefix: str):
+        for key in group.keys():
+            full = f"{prefix}/{key}" if prefix else key
+            link = check_link(group, key, full)
+            if isinstance(link, h5py.SoftLink):
+                continue  # the object it names is visited under its own hard link
+            obj = group[key]
+            if isinstance(obj, h5py.Dataset):
+                check_dataset(obj, full)
+            elif isinstance(obj, h5py.Group):
+                visit(obj, full)
+
+    visit(f, "")
 
 
 def _open_file(path: Path):
@@ -142,6 +217,7 @@ def read_hdf5(path: Path, dataset: str | None, level: int, allow_nonfinite: bool
 def _read_plain(f, path: Path, name: str, level: int, allow_nonfinite: bool) -> RawVolume:
     import h5py
 
+    check_self_contained(f, path, name)
     d = f[name]
     if not isinstance(d, h5py.Dataset):
         raise InputError(f"{name!r} is a group, not a dataset (it holds: {list(d.keys())[:20]}); pass the "
@@ -185,6 +261,7 @@ def _read_bdv(f, path: Path, tp: str, setup: str, level: int, allow_nonfinite: b
 
     if f"{setup}/resolutions" not in f:
         raise InputError(f"BigDataViewer setup {setup!r} has no 'resolutions' table", path=path, field="dataset")
+    check_self_contained(f, path, f"{setup}/resolutions")
     res = np.asarray(f[f"{setup}/resolutions"][()], np.float64)
     if res.ndim != 2 or res.shape[1] != 3 or not np.all(np.isfinite(res)) or np.any(res <= 0):
         raise InputError(f"{setup}/resolutions must be an (levels, 3) table of positive factors, got shape "
@@ -195,6 +272,7 @@ def _read_bdv(f, path: Path, tp: str, setup: str, level: int, allow_nonfinite: b
     name = f"{tp}/{setup}/{level}/cells"
     if name not in f or not isinstance(f[name], h5py.Dataset):
         raise InputError(f"BigDataViewer dataset {name!r} is missing", path=path, field="dataset")
+    check_self_contained(f, path, name)
     d = f[name]
     check_shape(d.shape, path, name)
     stored = check_dtype(d.dtype, path, name)

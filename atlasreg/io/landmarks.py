@@ -9,7 +9,11 @@ Formats
 -------
 BigWarp (``format="bigwarp"``)
     No header; one row per landmark: ``name, active, moving x, y, z, fixed x, y, z``
-    (BigWarp quotes every field). The moving image's points are the source,
+    (BigWarp quotes every field). BigWarp's JSON (a landmarks export, or its
+    settings file holding ``Transform.landmarks``: ``movingPoints``,
+    ``fixedPoints``, ``active``, ``names``) is read the same way. 2-D BigWarp
+    landmarks (6 fields per row, ``numDimensions`` 2) are refused: a 2-D image
+    gives no z. The moving image's points are the source,
     the fixed (target) image's the destination. BigWarp writes coordinates in
     each image's calibrated unit, which the file does not record: pass
     ``src_unit`` and ``dst_unit``.
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import csv
 import io as _io
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -51,6 +56,8 @@ from .atomic import atomic_path
 __all__ = ["LandmarkPairs", "read_landmarks", "write_landmarks"]
 
 _AXES = ("x", "y", "z")
+#: Largest landmark file read (a few million pairs).
+MAX_BYTES = 256 * 1024 * 1024
 _UNIT_TOKENS = {"nm", "um", "µm", "μm", "mm", "micron", "microns", "nanometers", "nanometres", "millimeters",
                 "millimetres", "micrometers", "micrometres"}
 _TRUE = {"true", "t", "1", "yes", "y"}
@@ -147,15 +154,23 @@ def read_landmarks(path: str | os.PathLike, src: Space | str | None = None, dst:
     p = Path(path)
     if not p.is_file():
         raise InputError("landmark file not found", path=p)
+    if format not in ("auto", "bigwarp", "csv"):
+        raise InputError(f"unknown landmark format {format!r}; use 'auto', 'bigwarp' or 'csv'", field="format")
+    size = p.stat().st_size
+    if size > MAX_BYTES:
+        raise InputError(f"the landmark file is {size} bytes, more than the {MAX_BYTES} atlasreg reads", path=p)
     try:
         text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read landmark file as text: {exc}", path=p) from None
-    rows = [r for r in csv.reader(_io.StringIO(text)) if r and any(c.strip() for c in r)]
+    if p.suffix.lower() == ".json" or text.lstrip().startswith(("{", "/*")):
+        if format == "csv":
+            raise InputError("format='csv' was given for a JSON file", path=p, field="format")
+        rows, format = _bigwarp_json_rows(text, p), "bigwarp"
+    else:
+        rows = [r for r in csv.reader(_io.StringIO(text)) if r and any(c.strip() for c in r)]
     if not rows:
         raise InputError("landmark file is empty", path=p)
-    if format not in ("auto", "bigwarp", "csv"):
-        raise InputError(f"unknown landmark format {format!r}; use 'auto', 'bigwarp' or 'csv'", field="format")
     if format == "auto":
         format = "bigwarp" if _looks_bigwarp(rows[0]) else "csv"
     if format == "bigwarp":
@@ -227,8 +242,52 @@ def read_landmarks(path: str | os.PathLike, src: Space | str | None = None, dst:
                          str(p))
 
 
+def _bigwarp_json_rows(text: str, p) -> list[list[str]]:
+    """The landmarks of a BigWarp JSON file (a landmarks export, or settings holding
+    ``Transform.landmarks``) as BigWarp CSV rows (numbers written exactly)."""
+    body = text.lstrip()
+    while body.startswith("/*"):  # a leading block comment (BigWarp's own test files carry a licence)
+        end = body.find("*/")
+        if end < 0:
+            raise InputError("the JSON file opens a /* comment that is never closed", path=p)
+        body = body[end + 2:].lstrip()
+    try:
+        doc = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not a JSON file: {exc}", path=p) from None
+    lm = doc
+    if isinstance(doc, dict) and isinstance(doc.get("Transform"), dict):
+        lm = doc["Transform"].get("landmarks")
+    if not isinstance(lm, dict) or "movingPoints" not in lm or "fixedPoints" not in lm:
+        raise InputError("not a BigWarp landmark file: no movingPoints / fixedPoints (expected a landmarks "
+                         "export or BigWarp settings with Transform.landmarks)", path=p, field="landmarks")
+    mov, fix = lm["movingPoints"], lm["fixedPoints"]
+    if not isinstance(mov, list) or not isinstance(fix, list) or len(mov) != len(fix):
+        raise InputError("BigWarp movingPoints and fixedPoints must be lists of the same length", path=p,
+                         field="landmarks")
+    n = len(mov)
+    names = lm.get("names") if isinstance(lm.get("names"), list) else [f"Pt-{i}" for i in range(n)]
+    active = lm.get("active") if isinstance(lm.get("active"), list) else [True] * n
+    if len(names) != n or len(active) != n:
+        raise InputError(f"BigWarp landmarks: {n} points but {len(names)} names and {len(active)} active flags",
+                         path=p, field="landmarks")
+    dims = lm.get("numDimensions", 3)
+    rows = []
+    for i, (a, b) in enumerate(zip(mov, fix)):
+        if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b):
+            raise InputError(f"BigWarp landmark {i} ({names[i]}): moving and fixed points must be lists of "
+                             "the same length", path=p, field="landmarks")
+        if len(a) != dims:
+            raise InputError(f"BigWarp landmark {i} ({names[i]}) has {len(a)} coordinates, numDimensions says "
+                             f"{dims}", path=p, field="numDimensions")
+        rows.append([str(names[i]), "true" if active[i] is True else "false" if active[i] is False else str(active[i]),
+                     *(repr(v) if isinstance(v, (int, float)) else str(v) for v in (*a, *b))])
+    return rows
+
+
 def _looks_bigwarp(row) -> bool:
-    if len(row) != 8 or row[1].strip().lower() not in _TRUE | _FALSE:
+    # 8 fields for 3-D landmarks, 6 for BigWarp's 2-D ones (refused by _bigwarp_table with the reason).
+    if len(row) not in (6, 8) or row[1].strip().lower() not in _TRUE | _FALSE:
         return False
     try:
         [float(c) for c in row[2:]]
@@ -240,8 +299,10 @@ def _looks_bigwarp(row) -> bool:
 def _bigwarp_table(rows, p):
     for i, r in enumerate(rows):
         if len(r) == 6:
-            raise InputError(f"row {i + 1} has {len(r)} fields: a 2-D BigWarp file; atlasreg landmarks are 3-D",
-                             path=p)
+            raise InputError(f"row {i + 1} has 6 fields (name, active, moving x, y, fixed x, y): landmarks "
+                             "BigWarp placed on 2-D images. atlasreg's landmarks are 3-D points in physical "
+                             "space and a 2-D image has no z to give them; export the landmarks from BigWarp "
+                             "on the 3-D images (8 fields per row)", path=p, field="dimensions")
         if len(r) != 8:
             raise InputError(f"row {i + 1} has {len(r)} fields; a 3-D BigWarp row has 8 (name, active, "
                              "moving x, y, z, fixed x, y, z)", path=p)
@@ -333,6 +394,96 @@ def _resolve_space(sp, unit, gname, gunit, side, p) -> Space:
     if isinstance(sp, Space):
         return sp
     return Space(str(sp) if sp is not None else gname, u)
+
+
+#: Largest point table read_points accepts (bytes): 10⁷ points of three numbers.
+MAX_POINTS_BYTES = 1 << 30
+
+
+def read_points(path: str | os.PathLike, unit: str | None = None, columns=None) -> tuple[np.ndarray, str]:
+    """Read an unpaired point table (CSV): ``x, y, z`` columns, optionally with the unit in their names.
+
+    Columns are found by name (``x``, ``y``, ``z``; ``x_nm``; ``em_x_um``) unless ``columns`` names three.
+    The unit comes from the column names or ``unit``; when both are given they must agree, and with neither
+    an :class:`InputError` says so (a unit is never assumed).
+
+    Returns
+    -------
+    points : (N, 3) float array
+    unit : str
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "somata.csv"
+    >>> _ = f.write_text("x_nm,y_nm,z_nm\n1,2,3\n4,5,6\n")
+    >>> pts, unit = read_points(f)
+    >>> pts.shape, unit
+    ((2, 3), 'nm')
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("point file not found", path=p)
+    if p.stat().st_size > MAX_POINTS_BYTES:
+        raise InputError(f"point file is {p.stat().st_size} bytes, more than the {MAX_POINTS_BYTES} read_points "
+                         "accepts", path=p)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read point file as text: {exc}", path=p) from None
+    rows = [r for r in csv.reader(_io.StringIO(text)) if r and any(c.strip() for c in r)]
+    if len(rows) < 2:
+        raise InputError("point file has no rows below its header", path=p)
+    header = [h.strip() for h in rows[0]]
+    if columns is not None:
+        cols = [str(c).strip() for c in columns]
+        if len(cols) != 3:
+            raise InputError(f"columns must name 3 columns, got {columns!r}", path=p, field="columns")
+        missing = [c for c in cols if c not in header]
+        if missing:
+            raise InputError(f"no column(s) {missing} (columns: {header})", path=p, field=missing[0])
+        idx = [header.index(c) for c in cols]
+        units = {None}
+    else:
+        found: dict[str, tuple[int, str | None]] = {}
+        for i, h in enumerate(header):
+            if h.lower() in _AXES:
+                found.setdefault(h.lower(), (i, None))
+                continue
+            sn = _split_name(h)
+            toks = [t for t in re.split(r"[_\s.\-]+", h) if t]
+            if sn is None and len(toks) == 2 and toks[0].lower() in _AXES and toks[1].lower() in _UNIT_TOKENS:
+                sn = ("", toks[0].lower(), toks[1])
+            if sn is not None:
+                found.setdefault(sn[1], (i, sn[2]))
+        if set(found) != set(_AXES):
+            raise InputError(f"cannot find x, y, z columns in {header}; name them x, y, z (optionally x_nm, ...) "
+                             "or say which columns hold them", path=p, field="columns")
+        idx = [found[a][0] for a in _AXES]
+        units = {found[a][1] for a in _AXES}
+    col_units = {normalize_unit(u) for u in units if u is not None}
+    if len(col_units) > 1:
+        raise InputError(f"the coordinate columns name different units {sorted(col_units)}", path=p, field="unit")
+    file_unit = col_units.pop() if col_units else None
+    if unit is not None and file_unit is not None and normalize_unit(unit) != file_unit:
+        raise InputError(f"the unit {unit!r} was given but the column names say {file_unit!r}", path=p, field="unit")
+    unit = normalize_unit(unit) if unit is not None else file_unit
+    if unit is None:
+        raise InputError("the file does not say the unit of its coordinates (columns like x_nm would): "
+                         "state it (nm, um or mm)", path=p, field="unit")
+    pts = np.empty((len(rows) - 1, 3))
+    for r, row in enumerate(rows[1:]):
+        for j, c in enumerate(idx):
+            try:
+                pts[r, j] = float(row[c])
+            except (ValueError, IndexError):
+                raise InputError(f"row {r + 1}: {header[c]} is {row[c] if c < len(row) else ''!r}, not a number",
+                                 path=p, field=header[c]) from None
+    bad = np.flatnonzero(~np.isfinite(pts).all(1))
+    if bad.size:
+        raise InputError(f"{bad.size} row(s) have NaN or inf coordinates (first: row {bad[0] + 1})", path=p,
+                         field=header[idx[0]])
+    return pts, unit
 
 
 # ----------------------------------------------------------------------------------------------

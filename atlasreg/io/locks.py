@@ -12,9 +12,16 @@ Where the lock file lives:
 - ``beside=True`` (shared caches): ``<folder>/.<name>.lock`` next to the
   guarded path, so processes on different machines sharing the folder over a
   network file system see the same lock.
-- ``beside=False`` (outputs): a per-user folder of lock files
-  (``ATLASREG_LOCK_DIR``, default ``<tmp>/atlasreg-locks-<user>``), named by a
+- ``beside=False`` (outputs): a per-user folder of lock files, named by a
   hash of the absolute path, so nothing extra appears next to a user's outputs.
+  It is ``ATLASREG_LOCK_DIR`` if set, else ``$XDG_RUNTIME_DIR/atlasreg-locks``
+  (the per-user runtime folder), else ``locks`` in the user's cache folder
+  (``~/.cache/atlasreg/locks`` on Linux). Never a predictable name in the shared
+  temporary folder: another user could create it first and plant symlinks.
+  The folder is created mode 0700; an existing one must be a real folder (not
+  a symlink) owned by the user, and the default ones must not be writable by
+  anyone else (a too-open folder of our own is tightened to 0700), otherwise
+  :class:`atlasreg.errors.AtlasregError` says why.
 
 Examples
 --------
@@ -27,18 +34,17 @@ Examples
 """
 from __future__ import annotations
 
-import getpass
 import hashlib
 import logging
 import os
-import tempfile
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import AtlasregError
 
-__all__ = ["locked", "lock_file_for", "LockTimeoutError"]
+__all__ = ["locked", "lock_file_for", "private_dir", "LockTimeoutError"]
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +53,53 @@ class LockTimeoutError(AtlasregError, TimeoutError):
     """Another process held a lock longer than the caller was willing to wait."""
 
 
+def _default_lock_dir() -> Path:
+    run = os.environ.get("XDG_RUNTIME_DIR")
+    if run and os.path.isabs(run) and os.path.isdir(run):
+        return Path(run) / "atlasreg-locks"
+    import pooch  # its os_cache is platformdirs' user cache folder (~/.cache, ~/Library/Caches, %LOCALAPPDATA%)
+
+    return Path(pooch.os_cache("atlasreg")) / "locks"
+
+
+def private_dir(path: Path, strict: bool = True) -> Path:
+    """Create ``path`` (mode 0700) or check an existing one is the user's own real folder; return it.
+
+    ``strict``: also refuse a folder others can write (tightening one of the user's own to 0700).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, stat
+    >>> d = private_dir(pathlib.Path(tempfile.mkdtemp()) / "locks")
+    >>> oct(stat.S_IMODE(d.stat().st_mode))
+    '0o700'
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(path, 0o700)  # never follows a symlink at the name; fails if anything is there
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise AtlasregError(f"cannot create the lock folder {path} ({exc.strerror or exc}); make its parent "
+                            "writable or set ATLASREG_LOCK_DIR") from None
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise AtlasregError(f"the lock folder {path} is a symlink or not a folder; refusing to use it "
+                            "(remove it, or set ATLASREG_LOCK_DIR to a folder of your own)")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise AtlasregError(f"the lock folder {path} belongs to user id {st.st_uid}, not to you; refusing to "
+                            "use it (set ATLASREG_LOCK_DIR to a folder of your own)")
+    if strict and stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
 def _lock_dir() -> Path:
     env = os.environ.get("ATLASREG_LOCK_DIR")
-    if env:
-        return Path(env)
-    try:
-        user = getpass.getuser()
-    except Exception:  # no user name in some containers
-        user = str(os.getuid()) if hasattr(os, "getuid") else "user"
-    return Path(tempfile.gettempdir()) / f"atlasreg-locks-{user}"
+    if env:  # the user's choice (maybe shared on purpose): created 0700, checked, not tightened
+        return private_dir(Path(env).expanduser(), strict=False)
+    return private_dir(_default_lock_dir())
 
 
 def lock_file_for(path: str | os.PathLike, beside: bool = False) -> Path:
@@ -116,7 +160,8 @@ def locked(path: str | os.PathLike, timeout: float | None = None, *, beside: boo
 
     lf = lock_file_for(path, beside)
     try:
-        lf.parent.mkdir(parents=True, exist_ok=True)
+        if beside:
+            lf.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(lf), is_singleton=True)
     except OSError as exc:
         raise AtlasregError(f"{path}: cannot create the lock file {lf} ({exc}); make its folder writable "

@@ -1,4 +1,5 @@
-"""Read and write volumes: NIfTI, NRRD, TIFF (file or slice folder), HDF5 (incl. BigDataViewer), OME-Zarr.
+"""Read and write volumes: NIfTI, NRRD, TIFF (file or slice folder), HDF5 (incl. BigDataViewer), OME-Zarr,
+neuroglancer precomputed.
 
 The geometry follows CONVENTIONS.md exactly:
 
@@ -8,6 +9,8 @@ The geometry follows CONVENTIONS.md exactly:
 * TIFF, HDF5 and plain arrays: the array as read, origin 0, identity
   direction, spacing = the caller's voxel size (required: a TIFF has none).
 * OME-Zarr: NGFF ``scale``/``translation`` per array axis; identity direction.
+* Neuroglancer precomputed: axes x, y, z; voxel centre ``(voxel_offset + i + 0.5) * resolution`` nm
+  (see :mod:`atlasreg.io.precomputed`); identity direction.
 * Writing keeps the frame: what atlasreg writes, it (and SimpleITK, for
   NIfTI/NRRD) reads back with the same voxel positions. Outputs are written
   atomically (:mod:`atlasreg.io.atomic`) and never overwrite without ``force``.
@@ -41,20 +44,27 @@ FORMATS = {
     "tiff": (".tif", ".tiff"),
     "hdf5": (".h5", ".hdf5", ".hdf", ".he5"),
     "ome-zarr": (".ome.zarr", ".zarr"),
+    "precomputed": (".precomputed",),
 }
 _SITK_IO = {"nifti": "NiftiImageIO", "nrrd": "NrrdImageIO"}
 DEFAULT_CHUNKS = {"hdf5": 64, "ome-zarr": 128}
 
 
 def volume_format(path: str | os.PathLike, reading: bool = True) -> str:
-    """The format a path is read or written as: ``nifti``, ``nrrd``, ``tiff``, ``tiff-folder``, ``hdf5``, ``ome-zarr``.
+    """The format a path is read or written as: ``nifti``, ``nrrd``, ``tiff``, ``tiff-folder``, ``hdf5``, ``ome-zarr``,
+    ``precomputed``.
 
-    Chosen by suffix (case-insensitive); when reading, a folder without a known
-    suffix is a Zarr store if it holds Zarr metadata, else a folder of TIFF slices.
+    Chosen by suffix (case-insensitive), or ``precomputed`` for a ``precomputed://`` URL; when reading, a
+    folder without a known suffix is a Zarr store if it holds Zarr metadata, a neuroglancer precomputed
+    dataset if its ``info`` file has ``scales``, else a folder of TIFF slices.
 
     >>> volume_format("brain.nii.gz", reading=False)
     'nifti'
     """
+    from .precomputed import precomputed_source
+
+    if isinstance(path, str) and path.lower().startswith("precomputed:"):
+        return "precomputed"
     p = Path(path)
     name = p.name.lower()
     for fmt, sufs in FORMATS.items():
@@ -65,6 +75,8 @@ def volume_format(path: str | os.PathLike, reading: bool = True) -> str:
     if reading and p.is_dir():
         if any((p / m).exists() for m in ("zarr.json", ".zgroup", ".zarray", ".zattrs")):
             return "ome-zarr"
+        if precomputed_source(p) is not None:
+            return "precomputed"
         return "tiff-folder"
     supported = ", ".join(s for sufs in FORMATS.values() for s in sufs)
     raise InputError(f"unknown volume format {p.suffix or '(no suffix)'!r}; use one of {supported}"
@@ -84,7 +96,10 @@ def read_volume(path: str | os.PathLike, voxel_size=None, orientation: str | Non
         ``.nii``, ``.nii.gz``, ``.nrrd``/``.nhdr``, ``.tif``/``.tiff`` (a stack,
         or a folder of 2-D slices sorted by the numbers in their names),
         ``.h5``/``.hdf5`` (see :mod:`atlasreg.io.hdf5`), ``.ome.zarr``/``.zarr``
-        (OME-NGFF 0.4 or 0.5, Zarr v2 or v3; see :mod:`atlasreg.io.ome_zarr`).
+        (OME-NGFF 0.4 or 0.5, Zarr v2 or v3; see :mod:`atlasreg.io.ome_zarr`),
+        neuroglancer precomputed: ``precomputed://file:///...``, ``precomputed://gs://...``,
+        ``precomputed://https://...`` or a local precomputed folder (see :mod:`atlasreg.io.precomputed`;
+        needs ``pip install 'atlasreg[precomputed]'``).
     voxel_size : float or 3 floats, optional
         Voxel spacing per array axis, in the space's unit, of the full
         resolution (level 0). Required where the file records none (TIFF,
@@ -110,7 +125,8 @@ def read_volume(path: str | os.PathLike, voxel_size=None, orientation: str | Non
         ``t00000/s00``, or the only 3-D dataset. OME-Zarr: path of the
         multiscale group (or of a plain array) inside the store.
     level : int
-        Pyramid level to read (HDF5 BigDataViewer and OME-Zarr); 0 is full resolution.
+        Pyramid level to read (HDF5 BigDataViewer, OME-Zarr, the scale index of a precomputed volume);
+        0 is full resolution.
     override : bool
         Let ``voxel_size`` / ``orientation`` replace what the file records.
     allow_nonfinite : bool
@@ -119,7 +135,7 @@ def read_volume(path: str | os.PathLike, voxel_size=None, orientation: str | Non
     Returns
     -------
     Volume
-        HDF5, OME-Zarr and TIFF slice folders hold a lazy dask array
+        HDF5, OME-Zarr, precomputed and TIFF slice folders hold a lazy dask array
         (``vol.data``); slicing it reads only the blocks needed, and
         ``vol.numpy()`` loads it. Lazy float data larger than 64 MiB is checked
         for NaN/inf block by block as it is computed.
@@ -138,9 +154,13 @@ def read_volume(path: str | os.PathLike, voxel_size=None, orientation: str | Non
     >>> vol.index_to_physical([[10, 0, 5]])                                 # doctest: +SKIP
     array([[500.,   0., 200.]])
     """
-    p = Path(path).expanduser()
-    check_exists(p)
-    fmt = volume_format(p)
+    from .precomputed import precomputed_source
+
+    src = precomputed_source(path)
+    p = Path(src.display) if src is not None else Path(path).expanduser()
+    if src is None:
+        check_exists(p)
+    fmt = "precomputed" if src is not None else volume_format(p)
     vs = None if voxel_size is None else check_voxel_size(voxel_size, p)
     orient = None if orientation is None else _arg(validate_orientation, orientation, p)
     if unit is not None:
@@ -150,7 +170,7 @@ def read_volume(path: str | os.PathLike, voxel_size=None, orientation: str | Non
     level = int(level)
     if dataset is not None and fmt not in ("hdf5", "ome-zarr"):
         raise InputError(f"dataset= only applies to HDF5 and OME-Zarr, not {fmt}", path=p, field="dataset")
-    if level and fmt not in ("hdf5", "ome-zarr"):
+    if level and fmt not in ("hdf5", "ome-zarr", "precomputed"):
         raise InputError(f"a {fmt} file has a single resolution level; level={level} does not exist", path=p,
                          field="level")
     if fmt in ("nifti", "nrrd"):
@@ -169,6 +189,11 @@ def read_volume(path: str | os.PathLike, voxel_size=None, orientation: str | Non
         if p.is_dir():
             raise InputError("an HDF5 file is expected but this is a folder", path=p)
         raw = read_hdf5(p, dataset, level, allow_nonfinite)
+    elif fmt == "precomputed":
+        from .precomputed import read_precomputed
+
+        raw = read_precomputed(src, level, allow_nonfinite)
+        p = src.display
     else:
         from .ome_zarr import read_ome_zarr
 
@@ -425,7 +450,9 @@ def write_volume(vol: Volume, path: str | os.PathLike, force: bool = False, chun
         description, which only atlasreg reads), ``.h5``/``.hdf5`` (one
         chunked gzip dataset with geometry attributes, see
         :mod:`atlasreg.io.hdf5`), ``.ome.zarr``/``.zarr`` (OME-NGFF pyramid,
-        see :mod:`atlasreg.io.ome_zarr`).
+        see :mod:`atlasreg.io.ome_zarr`), ``.precomputed`` or ``precomputed://file:///...`` (a neuroglancer
+        precomputed folder, see :func:`atlasreg.io.precomputed.write_precomputed`; ``downsample="nearest"``
+        makes it a segmentation).
         Every format keeps the data type, except that NIfTI/NRRD store bool as
         uint8 and float16 as float32 (ITK has neither), values unchanged.
     force : bool
@@ -450,6 +477,16 @@ def write_volume(vol: Volume, path: str | os.PathLike, force: bool = False, chun
     if not isinstance(vol, Volume):
         raise InputError(f"write_volume needs a Volume, got {type(vol).__name__}; wrap arrays with "
                          "atlasreg.Volume(data, voxel_size=...)", field="vol")
+    if volume_format(path if isinstance(path, str) else Path(path), reading=False) == "precomputed":
+        from .precomputed import write_precomputed
+
+        check_shape(vol.shape, path, "the volume")
+        check_dtype(vol.dtype, path, "the volume")
+        if downsample not in ("mean", "nearest"):
+            raise InputError(f"downsample must be 'mean' or 'nearest', got {downsample!r}", path=path,
+                             field="downsample")
+        return write_precomputed(vol, path, force, chunks=64 if chunks is None else chunks,
+                                 levels=32 if levels is None else levels, segmentation=downsample == "nearest")
     p = Path(path).expanduser()
     fmt = volume_format(p, reading=False)
     check_shape(vol.shape, p, "the volume")

@@ -4,10 +4,12 @@
   folding fraction of a transform on a grid, similarity (normalised cross-correlation, mutual information).
 - :mod:`atlasreg.qc.figures` — matplotlib (Agg) figures: overlay and checkerboard slices in three
   planes, atlas boundaries drawn on a sample, Jacobian map with folding marked, landmark residuals,
-  per-region counts. Every function returns a ``matplotlib.figure.Figure``; :func:`figure_png` turns
+  matched point clouds, per-region counts. Every function returns a ``matplotlib.figure.Figure``; :func:`figure_png` turns
   one into PNG bytes.
 - :mod:`atlasreg.qc.report` — :func:`write_report`: one self-contained HTML file (figures embedded as
   PNG data URIs, numbers in a table) for a saved result folder or a dict of figures and numbers.
+- :mod:`atlasreg.qc.neuroglancer` — a neuroglancer state (JSON) opening precomputed layers (EM block,
+  light-sheet, atlas regions with names, point annotations) in one view.
 
 Examples
 --------
@@ -25,11 +27,15 @@ _LAZY = {
     "point_errors": "metrics", "tre": "metrics", "dice": "metrics", "jacobian_determinant": "metrics",
     "folding_fraction": "metrics", "ncc": "metrics", "mutual_information": "metrics",
     # figures
-    "figure_png": "figures", "overlay_slices": "figures", "checkerboard_slices": "figures",
-    "boundary_slices": "figures", "boundary_levels": "figures", "roll_labels": "figures", "jacobian_slices": "figures", "landmark_residuals": "figures",
-    "region_counts_bar": "figures", "registration_figures": "figures", "tracings_projection": "figures",
+    "figure_png": "figures", "overlay_slices": "figures", "overlay_key": "figures", "checkerboard_slices": "figures",
+    "boundary_slices": "figures", "boundary_levels": "figures", "roll_labels": "figures",
+    "jacobian_slices": "figures", "landmark_residuals": "figures",
+    "region_counts_bar": "figures", "matched_points": "figures", "registration_figures": "figures", "tracings_projection": "figures",
     # report
     "write_report": "report", "render_report": "report",
+    # neuroglancer
+    "neuroglancer_state": "neuroglancer", "write_neuroglancer_state": "neuroglancer",
+    "neuroglancer_url": "neuroglancer",
 }
 
 __all__ = list(_LAZY)

@@ -141,13 +141,30 @@ def _norm(arr: np.ndarray, mask=None) -> np.ndarray:
 
 
 # -- figures ------------------------------------------------------------------------------------------
-def overlay_slices(fixed, moving, positions=None, title: str | None = None):
+def overlay_key(fixed_label: str = "fixed", moving_label: str = "moving") -> str:
+    """The colour key of :func:`overlay_slices`, the one place it is said (captions quote it).
+
+    Example
+    -------
+    >>> overlay_key("atlas", "registered sample")
+    'atlas magenta, registered sample green, grey where they agree'
+    """
+    return f"{fixed_label} magenta, {moving_label} green, grey where they agree"
+
+
+OVERLAY_KEY = overlay_key()
+
+
+def overlay_slices(fixed, moving, positions=None, title: str | None = None, fixed_label: str = "fixed",
+                   moving_label: str = "moving"):
     """Fixed (magenta) and moving (green) in three planes: grey where they agree, colour where not.
 
     Parameters
     ----------
     fixed, moving : Volume or array, same grid (warp ``moving`` into ``fixed`` first)
     positions : 3 voxel indices, optional (default: the centre)
+    title : str, optional; the colour key (:func:`overlay_key` of the labels) is always added to it
+    fixed_label, moving_label : what the two images are, for the key
 
     Example
     -------
@@ -166,7 +183,8 @@ def overlay_slices(fixed, moving, positions=None, title: str | None = None):
         ax.imshow(rgb, aspect=_aspect(vs, a, code), interpolation="nearest")
         ax.set_title(_plane_title(a, pos[a], code), fontsize=9)
         _axis_labels(ax, a, code)
-    fig.suptitle(title or "overlay: fixed magenta, moving green (grey = agreement)", fontsize=10)
+    key = overlay_key(fixed_label, moving_label)
+    fig.suptitle(f"{title}: {key}" if title else f"overlay: {key}", fontsize=10)
     return fig
 
 
@@ -405,6 +423,75 @@ def landmark_residuals(predicted, truth, labels=None, unit: str = "\u00b5m", tit
     return fig
 
 
+def matched_points(mapped_src, dst, pairs, confidence=None, unit: str = "\u00b5m", title: str | None = None,
+                   truth=None):
+    """Two matched point clouds in the destination frame: both clouds, a line per pair, and the residuals.
+
+    Parameters
+    ----------
+    mapped_src : (N, 3) source points mapped into the destination space
+    dst : (M, 3) destination points
+    pairs : (K, 2) int rows ``(src_row, dst_row)``
+    confidence : (K,) optional, colours the pairs
+    truth : (T, 2) int rows of known true pairs, optional: pairs among them are drawn green, others that
+        involve a row of ``truth`` red (for checking a result on validation pairs)
+
+    Example
+    -------
+    >>> fig = matched_points(res.transform.map_points(em), lm, res.pairs, res.confidence)   # doctest: +SKIP
+    """
+    m = np.asarray(mapped_src, float)
+    d = np.asarray(dst, float)
+    pr = np.asarray(pairs, int).reshape(-1, 2)
+    if m.ndim != 2 or m.shape[1] != 3 or d.ndim != 2 or d.shape[1] != 3:
+        raise InputError(f"mapped_src and dst must be (N, 3) and (M, 3); got {m.shape} and {d.shape}",
+                         field="mapped_src")
+    if len(pr) and (pr[:, 0].max() >= len(m) or pr[:, 1].max() >= len(d) or pr.min() < 0):
+        raise InputError("pairs index outside the point sets", field="pairs")
+    from matplotlib.collections import LineCollection
+
+    fig, axes = _new_figure(1, 3, size=(4.6, 4.2))
+    spread = np.std(d, axis=0)
+    order = np.argsort(spread)[::-1]
+    planes = [(order[0], order[1]), (order[0], order[2])]
+    good = bad = None
+    if truth is not None:
+        t = np.asarray(truth, int).reshape(-1, 2)
+        tset = {tuple(r) for r in t.tolist()}
+        s_rows, d_rows = set(t[:, 0].tolist()), set(t[:, 1].tolist())
+        good = np.array([tuple(r) in tset for r in pr.tolist()], bool)
+        bad = np.array([(not g) and (a in s_rows or b in d_rows) for g, (a, b) in zip(good, pr.tolist())], bool)
+    for ax, (a, b) in zip(axes[0, :2], planes):
+        ax.scatter(d[:, a], d[:, b], s=4, c="tab:orange", alpha=0.5, lw=0, label=f"destination ({len(d)})")
+        ax.scatter(m[:, a], m[:, b], s=4, c="tab:blue", alpha=0.5, lw=0, label=f"source, mapped ({len(m)})")
+        seg = np.stack([m[pr[:, 0]][:, [a, b]], d[pr[:, 1]][:, [a, b]]], 1)
+        if good is not None:
+            for sel, col, lab in ((good, "tab:green", "validation pair found"), (bad, "tab:red", "wrong pair")):
+                if sel.any():
+                    ax.add_collection(LineCollection(seg[sel], colors=col, linewidths=1.6, label=lab))
+                    ax.scatter(d[pr[sel, 1], a], d[pr[sel, 1], b], s=16, facecolors="none", edgecolors=col, lw=0.8)
+        else:
+            ax.add_collection(LineCollection(seg, colors="k", linewidths=0.6, label=f"{len(pr)} pairs"))
+        ax.set_xlabel(f"axis {a} ({unit})")
+        ax.set_ylabel(f"axis {b} ({unit})")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.legend(fontsize=7, loc="upper right", markerscale=2)
+    ax = axes[0, 2]
+    res = np.linalg.norm(m[pr[:, 0]] - d[pr[:, 1]], axis=1) if len(pr) else np.zeros(0)
+    if len(res):
+        ax.hist(res, bins=40, color="tab:blue")
+        med = float(np.median(res))
+        ax.axvline(med, color="k", ls="--", lw=1, label=f"median {med:.3g} {unit}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel(f"residual of matched pairs ({unit})")
+    ax.set_ylabel("pairs")
+    if confidence is not None and len(res):
+        c = np.asarray(confidence, float)
+        ax.set_title(f"{int((c >= 0.5).sum())} of {len(c)} pairs with confidence >= 0.5", fontsize=9)
+    fig.suptitle(title or f"{len(pr)} matched pairs", fontsize=10)
+    return fig
+
+
 def region_counts_bar(counts, ontology=None, top: int = 20, title: str | None = None, xlabel: str = "count"):
     """Horizontal bar chart of the largest per-region counts.
 
@@ -495,7 +582,8 @@ def registration_figures(fixed, moved, annotation=None, jacobian=None, positions
     >>> figs = registration_figures(atlas.reference, result.warp(sample), atlas.annotation)  # doctest: +SKIP
     """
     figs = {
-        "Overlay of the registered image on the target": overlay_slices(fixed, moved, positions),
+        f"Overlay: {overlay_key('target', 'registered image')}": overlay_slices(
+            fixed, moved, positions, fixed_label="target", moving_label="registered image"),
         "Checkerboard of target and registered image": checkerboard_slices(fixed, moved, 8, positions),
     }
     if annotation is not None:

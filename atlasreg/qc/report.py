@@ -33,8 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputExistsError
+from ..io.paths import inside
+from .figures import OVERLAY_KEY
+
+REGION_ROWS_SHOWN = 40  # rows of the region-volume table in the report; the CSV holds them all
 
 SUMMARY_FILE = "summary.json"
+#: Largest figure file embedded (a QC figure is a few hundred kB).
+MAX_FIGURE_BYTES = 64 * 2**20
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
@@ -88,8 +94,12 @@ def _png_bytes(obj, base: Path | None) -> bytes:
         p = Path(obj)
         if base is not None and not p.is_absolute():
             p = base / p
-        if not p.exists():
+        if not p.is_file():
             raise InputError("figure file not found", path=p)
+        size = p.stat().st_size
+        if size > MAX_FIGURE_BYTES:
+            raise InputError(f"figure file is {size} bytes, more than the {MAX_FIGURE_BYTES} a QC figure may have",
+                             path=p)
         data = p.read_bytes()
     elif hasattr(obj, "savefig"):
         from .figures import figure_png
@@ -161,18 +171,23 @@ def _load_folder(folder: Path) -> dict:
             data = json.loads(summ.read_text())
         except json.JSONDecodeError as exc:
             raise InputError(f"not valid JSON ({exc})", path=summ) from None
+        if not isinstance(data, dict):
+            raise InputError("summary.json must hold a JSON object", path=summ)
         data["_base"] = folder
-        tables = []
-        for cap, f in _items(data.get("tables")):
-            import pandas as pd
+        # summary.json is a file like any other: the files it names must lie inside its folder
+        try:
+            data["figures"] = [(cap, inside(folder, f, source=summ, field="figures"))
+                               for cap, f in _items(data.get("figures"))]
+            tables = []
+            for cap, f in _items(data.get("tables")):
+                import pandas as pd
 
-            p = folder / f if isinstance(f, str) else f
-            if isinstance(p, Path):
-                if not p.exists():
+                p = inside(folder, f, source=summ, field="tables")
+                if not p.is_file():
                     raise InputError("table file named in summary.json not found", path=p)
                 tables.append((cap, pd.read_csv(p)))
-            else:
-                tables.append((cap, f))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"'figures'/'tables' must map captions to file names ({exc})", path=summ) from None
         data["tables"] = tables
         return data
     return _load_registration(folder)
@@ -219,12 +234,18 @@ def _load_registration(folder: Path) -> dict:
     rows.append({"section": "registration", "name": "TRE", "value": None, "unit": "µm",
                  "note": "needs landmarks: atlasreg landmarks fit / report"})
     figs = []
-    for name, cap in (("overlay", "Fixed image and registered sample (three planes)"),
+    for name, cap in (("overlay", f"Fixed image and registered sample, three planes: {OVERLAY_KEY}"),
                       ("checkerboard", "Checkerboard of fixed image and registered sample"),
                       ("jacobian", "Jacobian determinant of the fixed -> moving map (folding in black)")):
         if (folder / "qc" / f"{name}.png").is_file():
-            figs.append((cap, folder / "qc" / f"{name}.png"))
-    boundary, why = _boundaries_on_sample(folder, grids[0])
+            figs.append((cap, Path("qc") / f"{name}.png"))  # relative to the folder (the report's base)
+    levels = _boundary_index(folder)
+    if levels:  # drawn by save() when it had the sample and the atlas, one file per hierarchy level
+        boundary, why = levels, None
+    elif (folder / "qc" / "boundaries.png").is_file():
+        boundary, why = Path("qc") / "boundaries.png", None
+    else:
+        boundary, why = _boundaries_on_sample(folder, grids[0])
     notes = [why] if why else []
     if boundary is not None:
         figs.insert(2, ("Atlas region boundaries drawn on the sample (native sample grid); the buttons switch "
@@ -245,13 +266,36 @@ def _load_registration(folder: Path) -> dict:
         if counts:
             figs.append(("Region volumes in the sample (largest)",
                          region_counts_bar(counts, top=20, title="region volume in the sample", xlabel="mm³")))
-            tables.append(("Region volumes in the sample (mm³)", vols))
+            vols = vols.sort_values("volume_mm3", ascending=False, kind="stable")  # older folders: by id
+            shown = vols.head(REGION_ROWS_SHOWN)
+            more = len(vols) - len(shown)
+            tables.append((f"Region volumes in the sample (mm³), largest first"
+                           + (f": {len(shown)} of {len(vols)} regions (all in region_volumes.csv)" if more else ""),
+                           shown))
     m, f = grids[0]["space"]["name"], grids[1]["space"]["name"]
     return {"title": f"atlasreg registration: {m} -> {f}", "_base": folder, "metrics": rows, "figures": figs,
             "tables": tables, "notes": notes, "subtitle": f"{doc.get('backend', '?')} backend, preset "
                                           f"{(doc.get('params') or {}).get('preset', '?')}",
             "summary": f"Registration result in {folder}. Similarity and inverse consistency are measured on "
                        "the working grid; the Jacobian on the fixed grid."}
+
+
+def _boundary_index(folder: Path) -> dict:
+    """``{level label: qc/<file>.png}`` from the ``qc/boundaries.json`` save() writes ({} if absent)."""
+    f = folder / "qc" / "boundaries.json"
+    if not f.is_file():
+        return {}
+    try:
+        index = json.loads(f.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc})", path=f) from None
+    out = {}
+    for label, name in (index.items() if isinstance(index, dict) else []):
+        p = Path(str(name))
+        if p.name != str(name) or not (folder / "qc" / p.name).is_file():  # a bare file name inside qc/ only
+            raise InputError(f"boundary figure {name!r} is not a file in qc/", path=f)
+        out[str(label)] = Path("qc") / p.name
+    return out
 
 
 def _sha256(path: Path) -> str:
@@ -271,7 +315,8 @@ def _boundaries_on_sample(folder: Path, moving_grid: dict):
 
     ann_file = folder / "annotation_in_moving.nii.gz"
     if not ann_file.is_file():
-        return None, "no atlas boundaries on the sample: the registration was made without an atlas (--fixed)"
+        return None, ("no atlas boundaries on the sample: no atlas annotation was saved with this registration "
+                      "(registered to a fixed image that is not an atlas's)")
     try:
         rec = json.loads((folder / "record.json").read_text())
         sample = Path(rec["inputs"]["sample"]["path"])
@@ -434,8 +479,6 @@ def write_report(result, out_html, force: bool = False) -> Path:
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists")
     text = render_report(result)  # fully rendered before anything is written
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    from ..io.atomic import write_atomic
+
+    return write_atomic(out, text, force=force)

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import AtlasregError
+from ..io.atomic import write_atomic
 from ..transforms.base import Affine, Transform
 from ..volume import Volume
 
@@ -165,6 +166,4 @@ def register_ants(fixed: Volume, moving: Volume, init: Affine, params: dict, wor
 
 
 def _atomic_done(path: Path, seconds: float) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{seconds:.3f}\n")
-    os.replace(tmp, path)
+    write_atomic(path, f"{seconds:.3f}\n", force=True)

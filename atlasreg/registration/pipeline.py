@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError
+from ..io.atomic import write_atomic
 from ..spaces import Space
 from ..transforms.base import Affine, Sequence
 from ..volume import Volume
@@ -206,7 +207,7 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     log.info("registered %s -> %s in %.1f s", moving.space.name, fixed.space.name, metrics["seconds"])
     return RegistrationResult(T, moving.grid, fixed.grid, metrics, params, backend,
                               {"moving_orientation": moving.orientation, "fixed_orientation": fixed.orientation},
-                              qc_images=(f_n, m_n))
+                              qc_images=(f_n, m_n), moving_volume=moving, fixed_volume=fixed)
 
 
 def _prepare_workdir(work: Path, backend: str, params: dict, f_n: Volume, m_n: Volume, init: Affine) -> None:
@@ -236,9 +237,7 @@ def _prepare_workdir(work: Path, backend: str, params: dict, f_n: Volume, m_n: V
         for child in work.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     work.mkdir(parents=True, exist_ok=True)
-    tmpf = fp.with_name(fp.name + ".tmp")
-    tmpf.write_text(json.dumps(key, indent=1))
-    os.replace(tmpf, fp)
+    write_atomic(fp, json.dumps(key, indent=1), force=True)
 
 
 def _metrics(T, f_n: Volume, m_n: Volume, f_mask, core, init, C) -> dict:

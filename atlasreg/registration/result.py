@@ -111,10 +111,15 @@ class RegistrationResult:
     params : dict
         The preset row with overrides, as used.
     backend : str
+    moving_volume, fixed_volume : Volume or None
+        The two volumes :func:`atlasreg.register` was given (kept in memory, not saved): :meth:`save` draws its
+        figures and warps the sample from them, so ``res.save("out/")`` writes what ``atlasreg register`` does.
+        None after :meth:`load`.
     """
 
     def __init__(self, transform: Transform, moving_grid: Grid, fixed_grid: Grid, metrics: dict, params: dict,
-                 backend: str, info: dict | None = None, qc_images=None):
+                 backend: str, info: dict | None = None, qc_images=None, moving_volume: Volume | None = None,
+                 fixed_volume: Volume | None = None):
         self.transform = transform
         self.moving_grid = moving_grid
         self.fixed_grid = fixed_grid
@@ -123,6 +128,8 @@ class RegistrationResult:
         self.backend = backend
         self.info = info or {}
         self._qc_images = qc_images
+        self.moving_volume = moving_volume
+        self.fixed_volume = fixed_volume
 
     @property
     def inverse(self) -> Transform:
@@ -165,14 +172,26 @@ class RegistrationResult:
              progress=None) -> Path:
         """Write the output folder (see the module docstring); returns its path.
 
-        ``moving``: the sample, to write it warped into the fixed grid and draw QC figures. ``fixed``: the
-        fixed image for the figures. ``atlas``: an :class:`atlasreg.Atlas` on the fixed grid, to write its
-        annotation on the sample and per-region volumes. ``inputs``: ``{role: path}`` recorded with sha256.
-        An existing complete folder needs ``force=True``.
+        ``moving``: the sample, to write it warped into the fixed grid and draw QC figures (default: the volume
+        :func:`atlasreg.register` was given). ``fixed``: the fixed image for the figures (default: likewise).
+        ``atlas``: an :class:`atlasreg.Atlas` of the fixed space (any of its grids), to write its annotation on
+        the sample, the region boundaries on the sample and per-region volumes (default: the atlas the fixed
+        volume came from, e.g. ``Atlas.reference``). ``inputs``: ``{role: path}`` recorded with sha256.
+        An existing complete folder needs ``force=True``. From Python and from ``atlasreg register`` the same
+        files are written.
+
+        Example
+        -------
+        >>> res = ar.register(sample, ar.Atlas.load("allen_mouse_200um").reference)   # doctest: +SKIP
+        >>> res.save("result/")   # transforms, warped sample, annotation on the sample, region volumes, QC
         """
         from ..transforms.files import save_transform
 
         out = Path(folder)
+        moving = self.moving_volume if moving is None else moving
+        fixed = self.fixed_volume if fixed is None else fixed
+        if atlas is None:
+            atlas = getattr(fixed, "atlas", None)
         if (out / COMPLETE).exists() and not force:
             raise OutputExistsError(f"{out}: holds a complete registration already; choose another folder or "
                                     "pass force=True / --force")
@@ -214,6 +233,7 @@ class RegistrationResult:
             warped = self.warp(moving, "linear")
             write_volume(warped, out / "warped_moving.nii.gz", force=True)
             note("warp sample", "done")
+        on_sample = None
         if atlas is not None:
             note("annotation on sample", "start")
             ann = atlas.annotation
@@ -224,12 +244,13 @@ class RegistrationResult:
             note("annotation on sample", "done")
         if figures:
             note("qc figures", "start")
-            self._figures(out / "qc", warped, fixed, atlas)
+            self._figures(out / "qc", warped, fixed, moving, on_sample, getattr(atlas, "ontology", None))
             note("qc figures", "done")
         _write_text(out / COMPLETE, datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds") + "\n")
         return out
 
-    def _figures(self, qdir: Path, warped: Volume | None, fixed: Volume | None, atlas) -> None:
+    def _figures(self, qdir: Path, warped: Volume | None, fixed: Volume | None, moving: Volume | None = None,
+                 labels_on_sample: Volume | None = None, ontology=None) -> None:
         from .. import qc
 
         qdir.mkdir(exist_ok=True)
@@ -248,8 +269,20 @@ class RegistrationResult:
         jv = Volume(jac.astype(np.float32), coarse.spacing, coarse.origin, coarse.direction, g.space)
         figs = {"jacobian": qc.jacobian_slices(jv, title="Jacobian determinant (fixed -> moving)")}
         if f is not None and m is not None:
-            figs["overlay"] = qc.overlay_slices(f, m, title="registered sample (magenta) on fixed (green)")
+            figs["overlay"] = qc.overlay_slices(f, m, title="overlay", fixed_label="fixed",
+                                                moving_label="registered sample")
             figs["checkerboard"] = qc.checkerboard_slices(f, m)
+        if moving is not None and labels_on_sample is not None:
+            code = moving.orientation or self.moving_grid.space.orientation
+            img = Volume(moving.numpy(), moving.voxel_size, space=moving.space.name, orientation=code)
+            # one figure per hierarchy level (major divisions first); boundaries.json says which file is which
+            levels = qc.boundary_levels(img, labels_on_sample.numpy(), ontology, title="atlas boundaries on the sample")
+            index = {}
+            for j, (label, fig) in enumerate(levels.items()):
+                name = "boundaries" if j == 0 else f"boundaries_{j}"
+                figs[name] = fig
+                index[label] = f"{name}.png"
+            _write_json(qdir / "boundaries.json", index)
         for name, fig in figs.items():
             from ..io.atomic import atomic_path
 
@@ -282,7 +315,9 @@ def _interp(volume: Volume, interpolation: str) -> str:
 
 
 def region_volumes_csv(labels_on_sample: Volume, atlas=None) -> str:
-    """Per-region volumes (mm³) of a label volume on the sample grid, with names from the atlas ontology."""
+    """Per-region volumes (mm³) of a label volume on the sample grid, largest first, with acronyms and names
+    exactly as the atlas ontology has them (CSV-quoted where they hold commas, e.g. ``"CUL4, 5"``); volumes to
+    3 significant digits, voxel counts exact."""
     import pandas as pd
 
     from ..spaces import unit_scale
@@ -290,8 +325,10 @@ def region_volumes_csv(labels_on_sample: Volume, atlas=None) -> str:
     lab = np.asarray(labels_on_sample.numpy()).ravel()
     ids, counts = np.unique(lab[lab > 0], return_counts=True)
     voxel_mm3 = float(np.prod(labels_on_sample.voxel_size * unit_scale(labels_on_sample.unit, "mm")))
+    order = np.lexsort((ids, -counts))  # largest first; ties by id
+    ids, counts = ids[order], counts[order]
     df = pd.DataFrame({"id": ids.astype(np.int64), "voxels": counts.astype(np.int64),
-                       "volume_mm3": counts * voxel_mm3})
+                       "volume_mm3": [float(f"{v:.3g}") for v in counts * voxel_mm3]})
     onto = getattr(atlas, "ontology", None)
     if onto is not None:
         acr, names = [], []

@@ -14,6 +14,8 @@ from .combine import (EMBlock, block_from_neurons, bounds_of, combine, find_pass
                       write_collection)
 from .mouselight import read_mouselight, write_mouselight
 from .neuron import NODE_COLUMNS, Neuron, NeuronList
+from .precomputed import (read_precomputed_lines, read_precomputed_points, read_precomputed_skeleton,
+                          read_precomputed_skeletons, write_precomputed_lines, write_precomputed_points)
 from .swc import read_swc, write_swc
 from .tables import PointTable, annotate_table, attach_synapses, read_table, write_table
 from .transform import transform_neuron, transform_neurons, transform_table
@@ -22,4 +24,6 @@ __all__ = ["Neuron", "NeuronList", "NODE_COLUMNS", "read_swc", "write_swc", "rea
            "PointTable", "read_table", "write_table", "attach_synapses", "annotate_table", "transform_neuron",
            "transform_neurons", "transform_table", "EMBlock", "block_from_neurons", "bounds_of", "place_block", "combine",
            "find_passing", "write_collection", "read_collection", "annotate_points", "annotate_neuron",
-           "soma_regions", "segment_regions", "projection_matrix", "synapse_counts", "rollup_matrix"]
+           "soma_regions", "segment_regions", "projection_matrix", "synapse_counts", "rollup_matrix",
+           "read_precomputed_skeletons", "read_precomputed_skeleton", "read_precomputed_points",
+           "read_precomputed_lines", "write_precomputed_points", "write_precomputed_lines"]

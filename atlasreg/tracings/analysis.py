@@ -46,9 +46,10 @@ def _check_space(space: Space, atlas, what: str) -> None:
                                  f"atlas space first (transform_neuron(n, graph, dst={a.name!r}))")
 
 
-def _region_ids(atlas, pts: np.ndarray, space: Space | None) -> np.ndarray:
+def _region_ids(atlas, pts: np.ndarray, space: Space | None, nearest_within: float | None = None) -> np.ndarray:
     # Same space name, maybe another unit: region_of rescales (and checks) units itself.
-    return np.asarray(atlas.region_of(pts, space=space, on_invalid="warn"), dtype=np.int64)
+    return np.asarray(atlas.region_of(pts, space=space, on_invalid="warn", nearest_within=nearest_within),
+                      dtype=np.int64)
 
 
 def _labels(onto, ids: np.ndarray) -> np.ndarray:
@@ -70,11 +71,13 @@ def _rolled(onto, ids: np.ndarray, level: int | None, parents) -> np.ndarray:
 
 
 def annotate_points(points, atlas, space: Space | str | None = None, level: int | None = None,
-                    parents=None, graph=None) -> pd.DataFrame:
+                    parents=None, graph=None, nearest_within: float | None = None) -> pd.DataFrame:
     """Region and hemisphere of each point.
 
-    Points are in the atlas space (default), in ``space`` (same name, another unit: rescaled), or in
-    any space ``graph`` (a :class:`~atlasreg.SpaceGraph`) links to the atlas.
+    Points are in the atlas space (default), in ``space`` (same name, another unit or orientation code:
+    converted), or in any space ``graph`` (a :class:`~atlasreg.SpaceGraph`) links to the atlas.
+    ``nearest_within``: a point on no structure takes the nearest labelled voxel within this distance
+    (atlas unit), as :meth:`atlasreg.Atlas.region_of`.
 
     Returns a DataFrame with ``region_id`` (0 no structure, -1 outside), ``acronym``,
     ``hemisphere`` (1 left, 2 right, 0 unassigned, -1 outside) and, with ``level`` or ``parents``,
@@ -97,7 +100,7 @@ def annotate_points(points, atlas, space: Space | str | None = None, level: int 
         else:
             sp = space if isinstance(space, Space) else Space(name, atlas.space.unit, atlas.space.orientation)
             _check_space(sp, atlas, "the points")
-    ids = _region_ids(atlas, pts, sp)
+    ids = _region_ids(atlas, pts, sp, nearest_within)
     onto = atlas.ontology
     inv, u = pd.factorize(ids)  # label the few distinct ids, not every point (hashing, no sort)
     u = np.asarray(u, dtype=np.int64)

@@ -69,7 +69,7 @@ def parent_rows(ids: np.ndarray, parents: np.ndarray) -> np.ndarray:
     # Fast path: ids 1..N in order (most SWC files).
     if ids[0] == 1 and ids[-1] == n and np.array_equal(ids, np.arange(1, n + 1)):
         p = parents[has]
-        ok = p <= n
+        ok = (p >= 1) & (p <= n)  # parent 0 is not a node here: missing, as on the general path
         r = np.where(ok, p - 1, -2)
         out[has] = r
         return out
@@ -321,9 +321,16 @@ class Neuron:
 
     @property
     def soma_row(self) -> int:
-        """Row of the soma: the first node of SWC type 1, else the first root."""
-        t = np.flatnonzero(self.nodes["type"].to_numpy() == 1)
-        return int(t[0]) if t.size else int(self.roots[0])
+        """Row of the soma: the root of SWC type 1 (the lowest id if several), else the type-1 node of
+        lowest id, else the root of lowest id — the same node whatever the order of the rows."""
+        ids = self.nodes["id"].to_numpy()
+        is_soma = self.nodes["type"].to_numpy() == 1
+        is_root = self.nodes["parent"].to_numpy() < 0
+        for pick in (is_soma & is_root, is_soma, is_root):
+            rows = np.flatnonzero(pick)
+            if rows.size:
+                return int(rows[np.argmin(ids[rows])])
+        raise InputError(f"neuron {self.name!r} has no root (every node has a parent)")
 
     @property
     def soma(self) -> np.ndarray:

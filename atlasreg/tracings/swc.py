@@ -8,6 +8,15 @@ writes::
     {"format": "atlasreg-swc-sidecar", "version": 1, "space": "ccf", "unit": "um",
      "orientation": "asr", "voxel_size": null, "name": "...", "provenance": {...}}
 
+MouseLight's SWC exports say their space in the header (``# Annotation Space:
+CCFv2.5 (ML legacy) Axes> Z: Anterior-Posterior; ...``): as for their JSON
+(:func:`~atlasreg.tracings.read_mouselight`), ``x, y, z`` are reordered into the
+CCF's AP, DV, LR as the header says, and the space defaults to ``ccf`` in µm.
+
+Roots have parent -1 (any negative number is read as -1); a file with no node 0
+whose roots have parent 0 (some writers number from 1 and use 0 for "none") is
+read the same way whatever the order of its lines.
+
 ``voxel_size`` (in ``unit`` per voxel, one value or one per axis) converts voxel
 coordinates to physical ones; radii scale by the geometric mean of the voxel
 size (exact for isotropic voxels; a sphere has no single radius otherwise).
@@ -23,6 +32,7 @@ import pandas as pd
 
 from ..errors import InputError, OutputExistsError
 from ..spaces import Space, known_space, normalize_unit, validate_orientation
+from .mouselight import ccf_axes
 from .neuron import Neuron, make_space, validate_structure
 
 SIDECAR_FORMAT = "atlasreg-swc-sidecar"
@@ -112,6 +122,20 @@ def _parse_swc_text(text: str, path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return ints, floats, lines_a, header
 
 
+def _annotation_space(text: str) -> str | None:
+    """The ``Annotation Space:`` line of a MouseLight SWC header (None when the header has none)."""
+    for line in text[:65536].splitlines():
+        s = line.strip()
+        if not s:
+            continue
+        if not s.startswith("#"):
+            return None
+        key, sep, rest = s[1:].partition(":")
+        if sep and key.strip().lower() == "annotation space":
+            return rest.strip()
+    return None
+
+
 def _parse_fast(text: str):
     """C-speed parse of a well-formed SWC; None when anything looks wrong (then the slow path explains)."""
     try:
@@ -197,6 +221,17 @@ def read_swc(path, space: Space | str | None = None, unit: str | None = None, vo
         raise InputError(f"voxel_size={voxel_size!r} was given but the sidecar says {meta.get('voxel_size')!r}",
                          path=sc, field="voxel_size")
     vs = vs_given if vs_given is not None else vs_stored
+    try:
+        text = p.read_text()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not a text SWC file ({exc})", path=p) from None
+    ml_space = _annotation_space(text)
+    perm = None
+    if ml_space is not None:
+        stated = space is not None and unit is not None
+        perm = ccf_axes({"description": ml_space}, p, unknown="keep" if stated else "raise")
+        if perm is not None and space is None and unit is None:
+            space, unit = "ccf", "um"  # MouseLight: CCF micrometres
     if space is None or unit is None:
         raise InputError(
             "SWC carries no units or space: pass space= and unit= (and voxel_size= if the coordinates are "
@@ -206,22 +241,22 @@ def read_swc(path, space: Space | str | None = None, unit: str | None = None, vo
         sp = make_space(space, unit, orientation)
     except InputError as exc:  # a bad unit or orientation: name the file it came with
         raise InputError(str(exc), path=sc if meta else p) from None
-    try:
-        text = p.read_text()
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not a text SWC file ({exc})", path=p) from None
     parsed = _parse_fast(text)
     if parsed is None:  # something is off: the careful parser finds and names the line
         parsed = _parse_swc_text(text, p)[:2]
     ints, floats = parsed
-    ids, types, parents = ints[:, 0], ints[:, 1], np.where(ints[:, 2] < 0, -1, ints[:, 2])
+    ids, types = ints[:, 0], ints[:, 1]
+    # Roots: parent -1 (the standard), any negative, or 0 in a file with no node 0 (writers whose ids
+    # start at 1 use 0 for "no parent"), wherever the lines stand.
+    zero_roots = (ints[:, 2] == 0) & (not (ids == 0).any())
+    parents = np.where((ints[:, 2] < 0) | zero_roots, -1, ints[:, 2])
     try:
         validate_structure(ids, parents, p)
     except InputError:
         # Re-run with line numbers so the message points into the file.
         validate_structure(ids, parents, p, _parse_swc_text(text, p)[2])
         raise
-    xyz = floats[:, :3]
+    xyz = floats[:, :3] if perm is None else floats[:, list(perm)]
     rad = floats[:, 3]
     if vs is not None:
         xyz = xyz * vs[None, :]
@@ -233,6 +268,11 @@ def read_swc(path, space: Space | str | None = None, unit: str | None = None, vo
         prov = {"format": "swc", "source_file": str(p.resolve()), "source_space": sp.name,
                 "source_unit": sp.unit, "source_orientation": sp.orientation,
                 "voxel_size": None if vs is None else [float(v) for v in vs], "transforms": []}
+    if perm is not None and not isinstance(meta.get("provenance"), dict):
+        prov["source_axes"] = "".join("xyz"[a] for a in perm)  # file axes taken as the space's axes 0, 1, 2
+        prov["annotation_space"] = ml_space
+    if zero_roots.any():
+        prov["root_parent"] = 0  # the file marked its roots with parent 0 (written back as -1)
     if kind is not None:
         prov["kind"] = kind
     nm = name if name is not None else meta.get("name", p.name[:-4] if p.name.lower().endswith(".swc") else p.stem)

@@ -264,13 +264,14 @@ def attach_synapses(neuron: Neuron, synapses: PointTable | pd.DataFrame, node_co
 
 def annotate_table(df: pd.DataFrame | PointTable, atlas, space: Space | str | None = None,
                    columns: tuple[str, str, str] = ("x", "y", "z"), level: int | None = None,
-                   prefix: str = "", parents=None, graph=None) -> pd.DataFrame:
+                   prefix: str = "", parents=None, graph=None, nearest_within: float | None = None) -> pd.DataFrame:
     """Add atlas annotations to a cell / synapse table (coordinates in the atlas space, or in ``space``
     linked to it by ``graph``).
 
     Adds ``region_id`` (0 = no structure, -1 = outside the annotation volume), ``acronym``,
     ``hemisphere`` and, with ``level`` or ``parents``, ``rollup_id`` / ``rollup_acronym`` (each
-    column name prefixed with ``prefix``). The table itself is not changed.
+    column name prefixed with ``prefix``). The table itself is not changed. ``atlasreg query`` writes
+    exactly this table. ``nearest_within``: see :func:`atlasreg.tracings.analysis.annotate_points`.
     See :func:`atlasreg.tracings.analysis.annotate_points` for the lookup itself.
 
     Examples
@@ -292,7 +293,8 @@ def annotate_table(df: pd.DataFrame | PointTable, atlas, space: Space | str | No
     if missing:
         raise InputError(f"table lacks coordinate column(s) {missing}; pass columns=(...)", field=missing[0])
     pts = frame[list(columns)].to_numpy(np.float64)
-    ann = annotate_points(pts, atlas, space=space, level=level, parents=parents, graph=graph)
+    ann = annotate_points(pts, atlas, space=space, level=level, parents=parents, graph=graph,
+                          nearest_within=nearest_within)
     out = frame.copy()
     for c in ann.columns:
         out[prefix + c] = ann[c].to_numpy()

@@ -3,8 +3,11 @@
 ============================  ============================================================
 suffix                        format
 ============================  ============================================================
-``.h5`` ``.tfm`` ``.txt``     ITK transform file (affine, displacement field, composite)
-``.mat``                      ITK/ANTs affine (``0GenericAffine.mat``)
+``.h5`` ``.tfm`` ``.txt``     ITK transform file (affine, B-spline, displacement field, composite;
+                              a list of transforms: :func:`load_transforms`)
+``.mat``                      ITK/ANTs affine (``0GenericAffine.mat``) or B-spline
+``.txt`` ``(Key value)``      elastix ``TransformParameters.*.txt`` (read; with its initial
+                              transforms)
 ``.nii.gz`` ``.nii`` ``.nrrd`` displacement field image (ANTs ``1Warp.nii.gz``)
 ``.json``                     OME-NGFF 0.6 coordinateTransformations (all transform kinds,
                               spaces and units kept; fields in ``<name>_fields.zarr``)
@@ -38,10 +41,11 @@ from .base import Sequence, Transform
 from .ants_lists import load_ants_registration, read_ants_list
 from .field_image import read_displacement_field, write_displacement_field
 from .fileutil import FIELD_SUFFIXES, TRANSFORM_SUFFIXES, suffix_of
-from .itk import read_itk, write_itk
+from .elastix import is_elastix_file, read_elastix
+from .itk import read_itk, read_itk_list, write_itk
 from .ngff import read_ngff, write_ngff
 
-__all__ = ["save_transform", "load_transform", "load_ants_registration"]
+__all__ = ["save_transform", "load_transform", "load_transforms", "load_ants_registration"]
 
 _SUPPORTED = ", ".join(TRANSFORM_SUFFIXES + FIELD_SUFFIXES + (".json",))
 
@@ -157,11 +161,39 @@ def load_transform(path_or_list, src: Space | str | None = None, dst: Space | st
             raise InputError("NGFF files state their units; file_unit= applies to ITK/ANTs files only",
                              path=p, field="file_unit")
         return read_ngff(p, src, dst, outside)
+    if suf == ".txt" and p.is_file() and is_elastix_file(p):
+        return read_elastix(p, src, dst, file_unit=file_unit, outside=outside or "zero")
     if suf in TRANSFORM_SUFFIXES:
         return read_itk(p, src, dst, file_unit=file_unit, outside=outside or "zero")
     if suf in FIELD_SUFFIXES:
         return read_displacement_field(p, src, dst, file_unit=file_unit, outside=outside or "zero")
     raise InputError(f"unknown transform file type {suf!r}; use one of {_SUPPORTED}", path=p, field="suffix")
+
+
+def load_transforms(path: str | os.PathLike, src: Space | str | None = None, dst: Space | str | None = None, *,
+                    file_unit: str | None = None, outside: str | None = None) -> list[Transform]:
+    """Every transform a file holds, as a list of transforms ``src -> dst``.
+
+    An ITK transform file may hold a list of separate transforms rather than one
+    chain (fMRIPrep's head-motion ``.tfm``: one affine per volume, each mapping
+    the same two spaces). :func:`load_transform` refuses such a file, saying how
+    many it holds; this returns them all, in file order. Any other file gives a
+    list of the one transform :func:`load_transform` reads.
+
+    Examples
+    --------
+    >>> motion = load_transforms("sub-01_desc-hmc_xfm.tfm", src="boldref", dst="bold")  # doctest: +SKIP
+    >>> len(motion), motion[0].map_points([[0.0, 0, 0]])                                 # doctest: +SKIP
+    """
+    if outside is not None and outside not in ("zero", "nan"):
+        raise InputError("outside must be 'zero' or 'nan'", field="outside")
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"expected a file path, got {type(path).__name__}", field="path")
+    p = Path(path)
+    suf = suffix_of(p)
+    if suf in TRANSFORM_SUFFIXES and not (suf == ".txt" and p.is_file() and is_elastix_file(p)):
+        return read_itk_list(p, src, dst, file_unit=file_unit, outside=outside or "zero")
+    return [load_transform(p, src, dst, file_unit=file_unit, outside=outside)]
 
 
 def _load_mixed_list(items, src, dst, file_unit, outside) -> Transform:

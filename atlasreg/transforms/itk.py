@@ -31,14 +31,70 @@ from ..spaces import Space, as_space, normalize_unit
 from .base import Affine, LazyTransform, Sequence, Transform, resolved
 from .field import DisplacementField
 from .fileutil import chain_space, existing_file, itk_error_text, suffix_of, wrap_units
-from .sitk_bridge import affine_to_sitk, field_from_sitk_image, field_to_sitk_image, linear_matrix
+from .bspline import BSplineTransform
+from .sitk_bridge import (affine_to_sitk, bspline_from_sitk, bspline_to_sitk, field_from_sitk_image,
+                          field_to_sitk_image, linear_matrix)
 
 _META_KEY = "atlasreg"  # HDF5 root attribute / text comment holding the spaces atlasreg wrote
+
+
+def transform_types(path: Path) -> list[str]:
+    """The ITK transform type of each entry of a ``.tfm``/``.txt``/``.h5`` file, in file order ([] for ``.mat``).
+
+    A file whose first entry is a ``CompositeTransform`` holds one chain (its
+    other entries are the chain's parts); otherwise each entry is a transform of
+    its own (an ITK transform list, e.g. one head-motion affine per volume).
+    """
+    suf = suffix_of(path)
+    if suf in (".tfm", ".txt"):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"not a text ITK transform file ({exc})", path=path) from None
+        if lines and not lines[0].startswith("#Insight Transform File"):
+            raise InputError(f"not an ITK transform file: it starts with {lines[0][:60]!r}, not "
+                             "'#Insight Transform File' (a symbolic link checked out as a text file?)",
+                             path=path)
+        return [ln.partition(":")[2].strip() for ln in lines if ln.partition(":")[0].strip() == "Transform"]
+    if suf in (".h5", ".hdf5"):
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                group = f.get("TransformGroup")
+                if not isinstance(group, h5py.Group):
+                    return []
+                keys = sorted(group.keys(), key=lambda k: int(k) if k.isdigit() else -1)
+                out = []
+                for k in keys:
+                    raw = group[k].get("TransformType") if isinstance(group[k], h5py.Group) else None
+                    v = raw[()] if isinstance(raw, h5py.Dataset) else b""
+                    v = v[0] if isinstance(v, np.ndarray) and v.size else v
+                    out.append(v.decode() if isinstance(v, bytes) else str(v))
+                return out
+        except Exception as exc:
+            raise InputError(f"not a readable HDF5 transform file (truncated or damaged): {exc}",
+                             path=path) from None
+    return []
+
+
+def count_transforms(path) -> int:
+    """How many separate transforms an ITK file holds (1 for one transform or one composite chain)."""
+    p = existing_file(path)
+    types = transform_types(p)
+    if not types or types[0].startswith("CompositeTransform"):
+        return 1
+    return len(types)
 
 
 def read_sitk_transform(path: Path):
     import SimpleITK as sitk
 
+    n = count_transforms(path)
+    if n > 1:
+        raise InputError(f"the file holds a list of {n} separate transforms (an ITK transform list, e.g. one "
+                         f"per volume), not one chain: one of them must be chosen, by its position 0 to {n - 1} "
+                         "(in Python, load_transforms reads the list)", path=path, field="transforms")
     declared = _precheck_transform_file(path)
     try:
         tx = sitk.ReadTransform(str(path))
@@ -137,9 +193,14 @@ def convert_sitk(t, s: Space, d: Space, outside: str, path) -> Transform:
         if s.unit != d.unit:
             raise InputError("a displacement field maps within one unit; pass file_unit=", path=path)
         return field_from_sitk_image(t.GetDisplacementField(), s, d, outside, path)
+    if isinstance(t, sitk.BSplineTransform):
+        if s.unit != d.unit:
+            raise InputError("a B-spline maps within one unit; pass file_unit=", path=path)
+        return bspline_from_sitk(t, s, d, outside, path)
     raise InputError(f"unsupported ITK transform type {t.GetName()!r}: atlasreg reads linear transforms "
                      "(Affine, Euler3D, Similarity3D, VersorRigid3D, Scale, Translation, ...), "
-                     "DisplacementFieldTransform and composites of them", path=path, field="transform")
+                     "BSplineTransform, DisplacementFieldTransform and composites of them", path=path,
+                     field="transform")
 
 
 def _read_meta(p: Path) -> dict:
@@ -233,6 +294,61 @@ def read_itk(path, src: Space | str | None = None, dst: Space | str | None = Non
     return result
 
 
+def read_itk_list(path, src: Space | str | None = None, dst: Space | str | None = None,
+                  file_unit: str | None = None, outside: str = "zero") -> list[Transform]:
+    """Every transform of an ITK file, as a list of transforms ``src -> dst`` (one for a single transform).
+
+    ITK transform files may hold a list of separate transforms (fMRIPrep's
+    head-motion ``.tfm``: one affine per volume; ``itk.transformwrite`` of a
+    list). Each entry is read by ITK's own reader as if it were a file of its
+    own, in file order. A file holding one transform or one composite chain
+    gives a list of one.
+
+    Examples
+    --------
+    >>> motion = read_itk_list("sub-01_from-orig_to-boldref_mode-image_xfm.tfm", "bold", "boldref")  # doctest: +SKIP
+    >>> motion[3].map_points(p)                                                                # doctest: +SKIP
+    """
+    import tempfile
+
+    p = existing_file(path)
+    n = count_transforms(p)
+    if n == 1:
+        return [read_itk(p, src, dst, file_unit=file_unit, outside=outside)]
+    meta = _read_meta(p)
+    src = as_space(src) if src is not None else (_meta_space(meta, "src") or as_space(None, "src"))
+    dst = as_space(dst) if dst is not None else (_meta_space(meta, "dst") or as_space(None, "dst"))
+    out = []
+    with tempfile.TemporaryDirectory(prefix="atlasreg-itk-list-") as tmp:
+        for i in range(n):
+            part = Path(tmp) / f"entry{i}{suffix_of(p)}"
+            _write_entry(p, i, part)
+            try:
+                out.append(read_itk(part, src, dst, file_unit=file_unit, outside=outside, attach_inverse=False))
+            except InputError as exc:
+                msg = str(exc).replace(f"{part}: ", "").replace(str(part), "")
+                raise InputError(f"transform {i} of {n}: {msg}", path=p, field="transforms") from None
+    return out
+
+
+def _write_entry(path: Path, i: int, out: Path) -> None:
+    """Entry ``i`` of an ITK transform list as a file of its own (ITK's reader then reads it as it is)."""
+    if suffix_of(path) in (".h5", ".hdf5"):
+        import h5py
+
+        with h5py.File(path, "r") as f, h5py.File(out, "w") as g:
+            for k in f.keys():
+                if k != "TransformGroup":
+                    f.copy(f[k], g, name=k)
+            f.copy(f["TransformGroup"][str(i)], g.require_group("TransformGroup"), name="0")
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    starts = [j for j, ln in enumerate(lines) if ln.partition(":")[0].strip() == "Transform"]
+    end = starts[i + 1] if i + 1 < len(starts) else len(lines)
+    body = [ln for ln in lines[starts[i]:end] if not ln.startswith("#")]
+    out.write_text("#Insight Transform File V1.0\n#Transform 0\n" + "\n".join(body) + "\n")
+
+
 def composite_partner(path: Path) -> Path | None:
     """The inverse composite ANTs wrote beside a composite (``PComposite.h5`` <-> ``PInverseComposite.h5``)."""
     name = path.name
@@ -266,11 +382,14 @@ def _to_sitk(T: Transform, path):
             out.append(affine_to_sitk(t.matrix))
         elif isinstance(t, DisplacementField):
             out.append(sitk.DisplacementFieldTransform(field_to_sitk_image(t, np.float64)))
+        elif isinstance(t, BSplineTransform):
+            out.append(bspline_to_sitk(t))
         else:
             raise InputError(
-                f"ITK files hold affines and displacement fields, not a {type(t).__name__} (an inverse "
-                "solved numerically or a spline has no exact ITK form). Save it as .json (NGFF, exact), "
-                "or sample it first (InverseDisplacementField.to_field())", path=path, field="transform")
+                f"ITK files hold affines, B-splines and displacement fields, not a {type(t).__name__} (an "
+                "inverse solved numerically or a thin-plate spline has no exact ITK form). Save it as .json "
+                "(NGFF, exact), or sample it first (InverseDisplacementField.to_field())", path=path,
+                field="transform")
     if len(out) == 1:
         return out[0]
     # sitk.CompositeTransform([a, b]) maps x to a(b(x)): list the steps last-applied first.
@@ -311,9 +430,9 @@ def write_itk(T: Transform, path, force: bool = False) -> Path:
     if W is not T:
         file_unit = T.dst.unit
     tx = _to_sitk(W, path)
-    if suffix == ".mat" and not isinstance(tx, sitk.AffineTransform):
-        raise InputError(f"an ANTs/ITK .mat file holds one affine, not a {type(T).__name__} with fields; "
-                         "use .h5 for chains", path=path, field="transform")
+    if suffix == ".mat" and not isinstance(tx, (sitk.AffineTransform, sitk.BSplineTransform)):
+        raise InputError(f"an ITK .mat file holds one affine or one B-spline, not a {type(T).__name__} with "
+                         "fields or several steps; use .h5 for chains", path=path, field="transform")
     meta = json.dumps({
         "src": {"name": T.src.name, "unit": T.src.unit, "orientation": T.src.orientation},
         "dst": {"name": T.dst.name, "unit": T.dst.unit, "orientation": T.dst.orientation},

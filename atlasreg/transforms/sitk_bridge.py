@@ -1,4 +1,4 @@
-"""SimpleITK objects <-> atlasreg transforms: affines, displacement-field images, sampled transforms.
+"""SimpleITK objects <-> atlasreg transforms: affines, B-splines, displacement-field images, sampled transforms.
 
 Fields: SimpleITK holds a 3-component vector image whose array transposes to
 atlasreg's ``(X, Y, Z, 3)`` (kept in ITK's memory order, no copy).
@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..spaces import Space
+from .bspline import BSplineTransform
 from .field import DisplacementField
 
 
@@ -83,3 +84,42 @@ def linear_matrix(t) -> np.ndarray | None:
             m[:3, a] = np.asarray(t.TransformPoint(tuple(e)), float) - offset
     m[:3, 3] = offset
     return m
+
+
+def bspline_from_sitk(t, src: Space, dst: Space, outside: str = "zero", path=None) -> BSplineTransform:
+    """A SimpleITK ``BSplineTransform`` (cubic) as a :class:`BSplineTransform` mapping points the same way."""
+    order = t.GetOrder() if hasattr(t, "GetOrder") else 3
+    if order != 3:
+        raise InputError(f"atlasreg reads cubic B-splines; this one has order {order}", path=path, field="order")
+    fixed = np.asarray(t.GetFixedParameters(), float)
+    if fixed.size != 18:
+        raise InputError(f"a 3-D BSplineTransform has 18 fixed parameters (grid size, origin, spacing, "
+                         f"direction), this one {fixed.size}", path=path, field="FixedParameters")
+    size = fixed[:3]
+    if np.any(size != np.round(size)) or np.any(size < 4):
+        raise InputError(f"B-spline grid size {size.tolist()} is not a whole number >= 4 per axis", path=path,
+                         field="FixedParameters")
+    size = size.astype(int)
+    params = np.asarray(t.GetParameters(), float)
+    if params.size != 3 * int(np.prod(size)):
+        raise InputError(f"a B-spline grid of {size.tolist()} takes {3 * int(np.prod(size))} coefficients, the "
+                         f"file holds {params.size}", path=path, field="Parameters")
+    # ITK: all x coefficients, then y, then z; each in index order with x fastest.
+    w = params.reshape(3, size[2], size[1], size[0]).transpose(3, 2, 1, 0)
+    try:
+        return BSplineTransform(w, spacing=fixed[6:9], origin=fixed[3:6], direction=fixed[9:18].reshape(3, 3),
+                                src=src, dst=dst, outside=outside)
+    except InputError as exc:
+        raise InputError(str(exc), path=path, field="transform") from None
+
+
+def bspline_to_sitk(T: BSplineTransform):
+    """A :class:`BSplineTransform` as a SimpleITK ``BSplineTransform`` (``TransformPoint`` == ``map_points``
+    for ``outside="zero"``)."""
+    import SimpleITK as sitk
+
+    b = sitk.BSplineTransform(3, 3)
+    fixed = [*map(float, T.shape), *map(float, T.origin), *map(float, T.spacing), *map(float, T.direction.ravel())]
+    b.SetFixedParameters(fixed)
+    b.SetParameters(tuple(float(v) for v in T.coefficients.transpose(3, 2, 1, 0).ravel()))
+    return b
