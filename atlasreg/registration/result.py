@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import InputError, OutputExistsError
 from ..spaces import Space
-from ..transforms.base import Transform
+from ..transforms.base import LazyTransform, Transform
 from ..volume import Grid, Volume, resolve_interpolation, warp
 
 COMPLETE = "COMPLETE"
@@ -304,7 +304,10 @@ class RegistrationResult:
         doc = json.loads((d / "result.json").read_text())
         mg, fg = _grid_from(doc["moving_grid"]), _grid_from(doc["fixed_grid"])
         fwd = load_transform(d / doc["transforms"]["moving_to_fixed"], mg.space, fg.space)
-        inv = load_transform(d / doc["transforms"]["fixed_to_moving"], fg.space, mg.space)
+        # the inverse is read when first used: mapping sample points (atlasreg points) never pays for it
+        inv_path = d / doc["transforms"]["fixed_to_moving"]
+        inv = LazyTransform(lambda: load_transform(inv_path, fg.space, mg.space), fg.space, mg.space,
+                            f"the saved fixed -> moving transform ({inv_path.name})")
         fwd.with_inverse(inv)
         params = doc["params"]
         return cls(fwd, mg, fg, doc.get("metrics", {}), params, doc["backend"], doc.get("info", {}))
