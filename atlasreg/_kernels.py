@@ -249,71 +249,16 @@ def count_nonfinite(flat):
     return bad
 
 
-@nb.njit(**_PAR)
-def invert_field_points(points, field, to_index, outside_nan, max_iter, tol, out, residual):
-    """Solve x + u(x) = y for each y by fixed-point iteration x <- y - u(x).
-
-    ``residual[k]`` receives |x + u(x) - y| at the end (NaN where x left the grid).
-    Converges where |grad u| < 1, which holds for any diffeomorphic smooth field.
-    """
-    n = points.shape[0]
-    nx, ny, nz = field.shape[0], field.shape[1], field.shape[2]
-    for k in nb.prange(n):
-        yx = points[k, 0]
-        yy = points[k, 1]
-        yz = points[k, 2]
-        xx = yx
-        xy = yy
-        xz = yz
-        res = np.inf
-        ok = True
-        for _ in range(max_iter):
-            cx, cy, cz = _apply(to_index, xx, xy, xz)
-            if _on_grid(cx, cy, cz, nx, ny, nz):
-                ux, uy, uz = _trilinear_vec(field, cx, cy, cz, nx, ny, nz)
-            elif outside_nan:
-                ok = False
-                break
-            else:
-                ux = 0.0
-                uy = 0.0
-                uz = 0.0
-            ex = xx + ux - yx
-            ey = xy + uy - yy
-            ez = xz + uz - yz
-            res = np.sqrt(ex * ex + ey * ey + ez * ez)
-            if res <= tol:
-                break
-            xx = yx - ux
-            xy = yy - uy
-            xz = yz - uz
-        if ok:
-            out[k, 0] = xx
-            out[k, 1] = xy
-            out[k, 2] = xz
-            residual[k] = res
-        else:
-            out[k, 0] = np.nan
-            out[k, 1] = np.nan
-            out[k, 2] = np.nan
-            residual[k] = np.nan
-
-
 @nb.njit(inline="always")
 def trilinear(data, cx, cy, cz, nx, ny, nz):
     """Trilinear value of a 3-D array at a continuous index inside [-0.5, n - 0.5] (edges clamped).
 
-    Shared by the in-memory resampler and the blockwise one (:mod:`atlasreg.distributed`), so both
-    give bit-identical values."""
-    x0 = min(max(int(np.floor(cx)), 0), nx - 1)
-    y0 = min(max(int(np.floor(cy)), 0), ny - 1)
-    z0 = min(max(int(np.floor(cz)), 0), nz - 1)
-    x1 = min(x0 + 1, nx - 1)
-    y1 = min(y0 + 1, ny - 1)
-    z1 = min(z0 + 1, nz - 1)
-    fx = min(max(cx - x0, 0.0), 1.0)
-    fy = min(max(cy - y0, 0.0), 1.0)
-    fz = min(max(cz - z0, 0.0), 1.0)
+    Neighbours, weights and edge clamping come from the same rule as the displacement-field kernels
+    (:func:`_axis`); shared by the in-memory resampler and the blockwise one (:mod:`atlasreg.distributed`),
+    so both give bit-identical values."""
+    x0, x1, fx = _axis(cx, nx)
+    y0, y1, fy = _axis(cy, ny)
+    z0, z1, fz = _axis(cz, nz)
     c00 = data[x0, y0, z0] * (1 - fx) + data[x1, y0, z0] * fx
     c01 = data[x0, y0, z1] * (1 - fx) + data[x1, y0, z1] * fx
     c10 = data[x0, y1, z0] * (1 - fx) + data[x1, y1, z0] * fx
@@ -332,8 +277,7 @@ def sample_linear(data, cidx, fill, out):
         cx = cidx[k, 0]
         cy = cidx[k, 1]
         cz = cidx[k, 2]
-        if not ((cx >= -0.5) and (cx <= nx - 0.5) and (cy >= -0.5) and (cy <= ny - 0.5)
-                and (cz >= -0.5) and (cz <= nz - 0.5)):
+        if not _on_grid(cx, cy, cz, nx, ny, nz):
             out[k] = fill
             continue
         out[k] = trilinear(data, cx, cy, cz, nx, ny, nz)
@@ -356,3 +300,276 @@ def sample_nearest(data, cidx, fill, out):
         iy = int(np.floor(cy + 0.5))
         iz = int(np.floor(cz + 0.5))
         out[k] = data[ix, iy, iz]
+
+
+# -- the numerical inverse: ONE damped-Newton solver for every non-linear transform -------------------------
+#: Status codes of :func:`newton_inverse` (per point).
+CONVERGED, OUTSIDE, NOT_CONVERGED = 0, 1, 2
+#: Kinds of forward map :func:`newton_inverse` evaluates.
+FIELD, TPS = 0, 1
+
+
+@nb.njit(inline="always")
+def _lerp3_jac(field, c, x0, x1, y0, y1, z0, z1, fx, fy, fz, ax, ay, az):
+    # component c of the trilinear interpolant and its derivatives along the three index axes
+    gx = 1.0 - fx
+    gy = 1.0 - fy
+    gz = 1.0 - fz
+    v000 = field[x0, y0, z0, c]
+    v001 = field[x0, y0, z1, c]
+    v010 = field[x0, y1, z0, c]
+    v011 = field[x0, y1, z1, c]
+    v100 = field[x1, y0, z0, c]
+    v101 = field[x1, y0, z1, c]
+    v110 = field[x1, y1, z0, c]
+    v111 = field[x1, y1, z1, c]
+    a00 = gz * v000 + fz * v001
+    a01 = gz * v010 + fz * v011
+    a10 = gz * v100 + fz * v101
+    a11 = gz * v110 + fz * v111
+    b0 = gy * a00 + fy * a01
+    b1 = gy * a10 + fy * a11
+    return (gx * b0 + fx * b1, ax * (b1 - b0), ay * (gx * (a01 - a00) + fx * (a11 - a10)),
+            az * (gx * (gy * (v001 - v000) + fy * (v011 - v010)) + fx * (gy * (v101 - v100) + fy * (v111 - v110))))
+
+
+@nb.njit(cache=True, nogil=True)
+def _trilinear_vec_jac(field, cx, cy, cz, nx, ny, nz):
+    # u at a continuous index (the interpolant of _trilinear_vec, clamp-to-edge) and its derivative
+    # du_c/dindex_a (zero along an axis in its outer half voxel), as (u0, u1, u2, D00, D01, ..., D22).
+    x0, x1, fx = _axis(cx, nx)
+    y0, y1, fy = _axis(cy, ny)
+    z0, z1, fz = _axis(cz, nz)
+    ax = 1.0 if (cx > 0.0 and cx < nx - 1) else 0.0
+    ay = 1.0 if (cy > 0.0 and cy < ny - 1) else 0.0
+    az = 1.0 if (cz > 0.0 and cz < nz - 1) else 0.0
+    u0, d00, d01, d02 = _lerp3_jac(field, 0, x0, x1, y0, y1, z0, z1, fx, fy, fz, ax, ay, az)
+    u1, d10, d11, d12 = _lerp3_jac(field, 1, x0, x1, y0, y1, z0, z1, fx, fy, fz, ax, ay, az)
+    u2, d20, d21, d22 = _lerp3_jac(field, 2, x0, x1, y0, y1, z0, z1, fx, fy, fz, ax, ay, az)
+    return (u0, u1, u2, d00, d01, d02, d10, d11, d12, d20, d21, d22)
+
+
+@nb.njit(cache=True, nogil=True)
+def tps_point(q0, q1, q2, centres, weights, coeffs, kernel, jac):
+    """A thin-plate spline at one point ``q`` of its normalised frame: ``(y0, y1, y2, D00, ..., D22)``.
+
+    ``D[j, a] = dy_j/dq_a`` (zeros unless ``jac``). ``coeffs`` rows are the constant and the x, y, z
+    terms; ``kernel`` 0 is ``-r``, 1 is ``0.5 r² log r²``, 2 is ``r³``.
+    """
+    o0 = coeffs[0, 0] + coeffs[1, 0] * q0 + coeffs[2, 0] * q1 + coeffs[3, 0] * q2
+    o1 = coeffs[0, 1] + coeffs[1, 1] * q0 + coeffs[2, 1] * q1 + coeffs[3, 1] * q2
+    o2 = coeffs[0, 2] + coeffs[1, 2] * q0 + coeffs[2, 2] * q1 + coeffs[3, 2] * q2
+    d00, d01, d02 = coeffs[1, 0], coeffs[2, 0], coeffs[3, 0]
+    d10, d11, d12 = coeffs[1, 1], coeffs[2, 1], coeffs[3, 1]
+    d20, d21, d22 = coeffs[1, 2], coeffs[2, 2], coeffs[3, 2]
+    for k in range(centres.shape[0]):
+        dx = q0 - centres[k, 0]
+        dy = q1 - centres[k, 1]
+        dz = q2 - centres[k, 2]
+        r2 = dx * dx + dy * dy + dz * dz
+        if kernel == 0:
+            rr = np.sqrt(r2)
+            u = -rr
+            g = -1.0 / rr if rr > 0 else 0.0  # dU/dq = g * (q - c)
+        elif kernel == 1:
+            if r2 > 0:
+                lg = np.log(r2)
+                u = 0.5 * r2 * lg
+                g = lg + 1.0
+            else:
+                u = 0.0
+                g = 0.0
+        else:
+            rr = np.sqrt(r2)
+            u = r2 * rr
+            g = 3.0 * rr
+        w0 = weights[k, 0]
+        w1 = weights[k, 1]
+        w2 = weights[k, 2]
+        o0 += w0 * u
+        o1 += w1 * u
+        o2 += w2 * u
+        if jac:
+            d00 += w0 * g * dx
+            d01 += w0 * g * dy
+            d02 += w0 * g * dz
+            d10 += w1 * g * dx
+            d11 += w1 * g * dy
+            d12 += w1 * g * dz
+            d20 += w2 * g * dx
+            d21 += w2 * g * dy
+            d22 += w2 * g * dz
+    return (o0, o1, o2, d00, d01, d02, d10, d11, d12, d20, d21, d22)
+
+
+@nb.njit(**_PAR)
+def tps_eval(q, centres, weights, coeffs, kernel, out):
+    """Thin-plate spline values at points ``q`` of its normalised frame (see :func:`tps_point`)."""
+    for i in nb.prange(q.shape[0]):
+        t = tps_point(q[i, 0], q[i, 1], q[i, 2], centres, weights, coeffs, kernel, False)
+        out[i, 0] = t[0]
+        out[i, 1] = t[1]
+        out[i, 2] = t[2]
+
+
+@nb.njit(cache=True, nogil=True)
+def _forward_jac(kind, x0, x1, x2, field, to_index, outside_nan, frame, centres, weights, coeffs, kernel):
+    # (ok, T(x) (3), dT/dx row-major (9)) in physical units; ok False where T(x) is undefined.
+    if kind == FIELD:
+        nx, ny, nz = field.shape[0], field.shape[1], field.shape[2]
+        cx, cy, cz = _apply(to_index, x0, x1, x2)
+        m = to_index
+        if _on_grid(cx, cy, cz, nx, ny, nz):
+            t = _trilinear_vec_jac(field, cx, cy, cz, nx, ny, nz)
+        elif outside_nan:
+            return (False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        else:
+            t = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        f0 = x0 + t[0]
+        f1 = x1 + t[1]
+        f2 = x2 + t[2]
+        one = 1.0
+    else:
+        m = frame
+        q0, q1, q2 = _apply(frame, x0, x1, x2)
+        t = tps_point(q0, q1, q2, centres, weights, coeffs, kernel, True)
+        f0 = t[0]
+        f1 = t[1]
+        f2 = t[2]
+        one = 0.0
+    # chain rule through the 3x3 part of m (index or normalised frame), plus I for a field
+    return (True, f0, f1, f2,
+            one + t[3] * m[0, 0] + t[4] * m[1, 0] + t[5] * m[2, 0],
+            t[3] * m[0, 1] + t[4] * m[1, 1] + t[5] * m[2, 1],
+            t[3] * m[0, 2] + t[4] * m[1, 2] + t[5] * m[2, 2],
+            t[6] * m[0, 0] + t[7] * m[1, 0] + t[8] * m[2, 0],
+            one + t[6] * m[0, 1] + t[7] * m[1, 1] + t[8] * m[2, 1],
+            t[6] * m[0, 2] + t[7] * m[1, 2] + t[8] * m[2, 2],
+            t[9] * m[0, 0] + t[10] * m[1, 0] + t[11] * m[2, 0],
+            t[9] * m[0, 1] + t[10] * m[1, 1] + t[11] * m[2, 1],
+            one + t[9] * m[0, 2] + t[10] * m[1, 2] + t[11] * m[2, 2])
+
+
+@nb.njit(inline="always")
+def _newton_step(r, e0, e1, e2):
+    # dx with J @ dx = -e for J = r[4:13] (Cramer's rule); ok False for a (numerically) singular J.
+    a, b, c = r[4], r[5], r[6]
+    d, f, g = r[7], r[8], r[9]
+    h, i, k = r[10], r[11], r[12]
+    A = f * k - g * i
+    B = g * h - d * k
+    C = d * i - f * h
+    det = a * A + b * B + c * C
+    scale = abs(a) + abs(b) + abs(c) + abs(d) + abs(f) + abs(g) + abs(h) + abs(i) + abs(k)
+    if not (abs(det) > 1e-12 * scale * scale * scale):
+        return False, 0.0, 0.0, 0.0
+    inv = -1.0 / det
+    return (True, inv * (A * e0 + (c * i - b * k) * e1 + (b * g - c * f) * e2),
+            inv * (B * e0 + (a * k - c * h) * e1 + (c * d - a * g) * e2),
+            inv * (C * e0 + (b * h - a * i) * e1 + (a * f - b * d) * e2))
+
+
+@nb.njit(**_PAR)
+def newton_inverse(kind, field, to_index, outside_nan, frame, centres, weights, coeffs, kernel,
+                   y, x0, field_start, tol, max_iter, out, residual, status):
+    """Solve ``T(x) = y`` per point by damped Newton on ``T``'s exact Jacobian.
+
+    ``kind`` selects the forward map: :data:`FIELD` (``x + u(x)``, ``u`` trilinear in ``field`` with
+    ``to_index`` its physical -> index 3x4 matrix) or :data:`TPS` (the spline of ``frame``, ``centres``,
+    ``weights``, ``coeffs``, ``kernel``; see :func:`tps_point`). The start is ``x0[k]``, or with
+    ``field_start`` one fixed-point step ``y - u(y)`` (``y`` clamped onto the grid). Each step solves
+    ``J dx = y - T(x)`` and halves ``dx`` until ``|T(x) - y|`` decreases (and ``x`` stays where ``T``
+    is defined). A point is done when ``|T(x) - y| <= tol``.
+
+    ``status[k]``: :data:`CONVERGED`; :data:`OUTSIDE` (the solution lies off the domain of ``T``: the
+    full Newton step leaves it and no shorter one helps; the forward map is NaN there too);
+    :data:`NOT_CONVERGED` (``max_iter`` steps, a singular Jacobian, or no decrease). ``out[k]`` is the
+    last iterate (NaN when outside), ``residual[k]`` its ``|T(x) - y|`` (NaN when outside).
+    """
+    n = y.shape[0]
+    nx, ny, nz = field.shape[0], field.shape[1], field.shape[2]
+    for k in nb.prange(n):
+        y0 = y[k, 0]
+        y1 = y[k, 1]
+        y2 = y[k, 2]
+        st = NOT_CONVERGED
+        res = np.nan
+        p0 = p1 = p2 = np.nan
+        if not (np.isfinite(y0) and np.isfinite(y1) and np.isfinite(y2)):
+            st = OUTSIDE
+        else:
+            if field_start:
+                cx, cy, cz = _apply(to_index, y0, y1, y2)
+                cx = min(max(cx, -0.5), nx - 0.5)
+                cy = min(max(cy, -0.5), ny - 0.5)
+                cz = min(max(cz, -0.5), nz - 0.5)
+                ux, uy, uz = _trilinear_vec(field, cx, cy, cz, nx, ny, nz)
+                p0 = y0 - ux
+                p1 = y1 - uy
+                p2 = y2 - uz
+            else:
+                p0 = x0[k, 0]
+                p1 = x0[k, 1]
+                p2 = x0[k, 2]
+            r = _forward_jac(kind, p0, p1, p2, field, to_index, outside_nan, frame, centres, weights, coeffs,
+                             kernel)
+            if not r[0] and field_start:
+                # the fixed-point start left the grid: start from y itself
+                p0, p1, p2 = y0, y1, y2
+                r = _forward_jac(kind, p0, p1, p2, field, to_index, outside_nan, frame, centres, weights,
+                                 coeffs, kernel)
+            if not r[0]:
+                st = OUTSIDE
+            else:
+                e0 = r[1] - y0
+                e1 = r[2] - y1
+                e2 = r[3] - y2
+                res = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
+                first_off = False
+                for _ in range(max_iter + 1):
+                    if res <= tol:
+                        st = CONVERGED
+                        break
+                    good, d0, d1, d2 = _newton_step(r, e0, e1, e2)
+                    if not good:
+                        break
+                    alpha = 1.0
+                    moved = False
+                    first_off = False
+                    for t in range(40):
+                        q0 = p0 + alpha * d0
+                        q1 = p1 + alpha * d1
+                        q2 = p2 + alpha * d2
+                        rn = _forward_jac(kind, q0, q1, q2, field, to_index, outside_nan, frame, centres, weights,
+                                          coeffs, kernel)
+                        if rn[0]:
+                            f0 = rn[1] - y0
+                            f1 = rn[2] - y1
+                            f2 = rn[3] - y2
+                            rr = np.sqrt(f0 * f0 + f1 * f1 + f2 * f2)
+                            if rr < res:
+                                p0, p1, p2 = q0, q1, q2
+                                e0, e1, e2 = f0, f1, f2
+                                res = rr
+                                r = rn
+                                moved = True
+                                break
+                        elif t == 0:
+                            first_off = True
+                        alpha *= 0.5
+                    if not moved:
+                        break
+                if st == NOT_CONVERGED and first_off:
+                    # the last full step wanted to leave the domain: the solution lies beyond its edge
+                    st = OUTSIDE
+        status[k] = st
+        if st == OUTSIDE:
+            residual[k] = np.nan
+            out[k, 0] = np.nan
+            out[k, 1] = np.nan
+            out[k, 2] = np.nan
+        else:
+            residual[k] = res
+            out[k, 0] = p0
+            out[k, 1] = p1
+            out[k, 2] = p2

@@ -254,7 +254,7 @@ def _from_cache_or_download(name: str, fid: str, entry: dict, download: bool) ->
         if not known:
             warnings.warn(f"{name}/{fid}: no checksum is recorded for the original at {url}; downloading "
                           "unchecked (pooch logs the sha256 it finds - add it to the manifest)", stacklevel=3)
-        if not url.startswith("https://"):
+        if not url.startswith(("https://", "http://127.0.0.1:", "http://localhost:")):  # loopback: a local server
             raise InputError(f"{name}/{fid}: the manifest's original is not on https ({url}); atlasreg downloads "
                              "over https only", field="url")
         try:

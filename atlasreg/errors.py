@@ -37,6 +37,10 @@ class OutputExistsError(AtlasregError, FileExistsError):
     """Refusing to overwrite an existing output without ``force=True`` / ``--force``."""
 
 
+class ConvergenceError(AtlasregError, ArithmeticError):
+    """A numerical inverse did not converge for some points (raised under ``on_fail="raise"``)."""
+
+
 class NoMatchError(AtlasregError):
     """Two point sets show no consistent correspondence (``match_landmarks``); ``.result`` holds what was found."""
 

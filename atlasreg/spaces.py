@@ -26,6 +26,19 @@ _OPPOSITE = {"a": "p", "p": "a", "s": "i", "i": "s", "l": "r", "r": "l"}
 _AXIS_OF = {"a": 0, "p": 0, "s": 1, "i": 1, "l": 2, "r": 2}
 
 
+def as_points(points, name: str = "points") -> np.ndarray:
+    """Validate and return an ``(N, 3)`` float64 array (a single ``(3,)`` point is accepted)."""
+    try:
+        arr = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be numeric (N, 3) coordinates: {exc}", field=name) from None
+    if arr.ndim == 1 and arr.shape[0] == 3:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise InputError(f"{name} must have shape (N, 3), got {arr.shape}", field=name)
+    return arr
+
+
 def normalize_unit(unit: str) -> str:
     """Return the canonical unit name (``"nm"``, ``"um"`` or ``"mm"``).
 
@@ -173,6 +186,43 @@ def as_space(space: "Space | str | None", default_name: str = "unnamed", unit: s
     if space is None:
         space = default_name
     return Space(str(space), unit if unit is not None else "um")
+
+
+def resolve_space(given: "Space | str | None", recorded: "Space | None", default_name: str = "unnamed",
+                  what: str = "space") -> Space:
+    """The space ``given`` names, with the unit a file, a graph or a volume records for it.
+
+    The one rule at every boundary (warp, :class:`~atlasreg.graph.SpaceGraph`,
+    transform loading): a bare name takes the ``recorded`` unit and orientation
+    (it never silently means µm where a unit is recorded); a :class:`Space` is
+    taken as given, and where its unit differs from the recorded one the caller
+    converts (:func:`unit_scale`). Orientations that contradict each other are an
+    error: no unit change can reconcile them.
+
+    Examples
+    --------
+    >>> resolve_space("em", Space("em", "nm"))
+    Space(name='em', unit='nm', orientation=None)
+    >>> resolve_space(Space("em", "um"), Space("em", "nm")).unit
+    'um'
+    """
+    if given is None:
+        return recorded if recorded is not None else Space(default_name)
+    if isinstance(given, Space):
+        if (recorded is not None and given.name == recorded.name and given.orientation and recorded.orientation
+                and given.orientation != recorded.orientation):
+            from .errors import SpaceMismatchError
+
+            raise SpaceMismatchError(
+                f"{what} {given.name!r} has orientation {given.orientation!r} here but {recorded.orientation!r} "
+                "where it is recorded; reorient one of them first")
+        return given
+    name = str(given)
+    if not name:
+        raise InputError(f"{what} name must be a non-empty string", field="space")
+    if recorded is None:
+        return known_space(name) or Space(name)
+    return Space(name, recorded.unit, recorded.orientation if recorded.name == name else None)
 
 
 #: Spaces whose unit and orientation the field agrees on, so naming them is enough

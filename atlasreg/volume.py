@@ -13,7 +13,7 @@ import numpy as np
 from . import _kernels as K
 from .errors import InputError, SpaceMismatchError
 from .spaces import Space, as_space, orientation_mapping, validate_orientation
-from .transforms.base import Affine, Transform
+from .transforms.base import Affine, Transform, with_ends
 from .transforms.field import grid_affine
 
 
@@ -242,7 +242,8 @@ class Volume:
                    np.asarray(image.direction), space, orientation)
 
 
-def _as_grid(reference) -> Grid:
+def as_grid(reference) -> Grid:
+    """The :class:`Grid` of a Volume, or a Grid itself."""
     if isinstance(reference, Grid):
         return reference
     if isinstance(reference, Volume):
@@ -250,15 +251,65 @@ def _as_grid(reference) -> Grid:
     raise InputError(f"reference must be a Volume or Grid, got {type(reference).__name__}", field="reference")
 
 
-def _pull_transform(transform: Transform, moving: Space, target: Space) -> Transform:
-    """The map target -> moving, whichever way ``transform`` was given (CONVENTIONS)."""
-    if transform.src.name == target.name and transform.dst.name == moving.name:
-        return transform
+def pull_transform(transform: Transform | None, moving: Space, target: Space) -> Transform | None:
+    """The map ``target -> moving`` a resampling needs, whichever way ``transform`` was given (CONVENTIONS).
+
+    ``None`` (no transform) is allowed between two spaces of the same name: the
+    result is None, or the unit conversion where their units differ.
+
+    The contract is the same for every transform: warping an image from its space through ``T``
+    puts the content at ``x`` at ``T(x)``, so a transform ``moving -> target`` is inverted and one
+    ``target -> moving`` is used as it is. A transform from a space to itself is a move within that
+    space and follows the same rule (it is inverted). Units are part of the spaces: where the volume's
+    or the grid's unit differs from the transform's end of the same name, the points are converted
+    (:func:`atlasreg.transforms.base.with_ends`), never read in the wrong unit.
+    """
+    if transform is None:
+        if moving.name != target.name:
+            raise SpaceMismatchError(f"volume is in {moving.name!r}, reference in {target.name!r}: "
+                                     "give the transform between them")
+        return None if moving.unit == target.unit else Affine.from_units(target, moving)
     if transform.src.name == moving.name and transform.dst.name == target.name:
-        return transform.inverse()
+        return with_ends(transform.inverse(), target, moving)
+    if transform.src.name == target.name and transform.dst.name == moving.name:
+        return with_ends(transform, target, moving)
     raise SpaceMismatchError(
         f"transform {transform!r} links neither {moving.name!r} -> {target.name!r} nor the reverse; "
         "it cannot warp this volume into that grid")
+
+
+def fill_fits(fill, dtype) -> bool:
+    """True when ``dtype`` holds the number ``fill`` exactly (see :func:`check_fill`)."""
+    try:
+        check_fill(fill, dtype)
+    except InputError:
+        return False
+    return True
+
+
+def check_fill(fill, dtype) -> None:
+    """Refuse a fill value the output dtype cannot hold exactly (e.g. -1, NaN or 70000 into uint16).
+
+    >>> check_fill(0, np.uint16)
+    >>> check_fill(-1, np.uint16)
+    Traceback (most recent call last):
+    ...
+    atlasreg.errors.InputError: field 'fill': fill value -1 cannot be stored in the output dtype uint16 (range 0 to 65535, whole numbers); give a fill in that range or another output dtype
+    """
+    dt = np.dtype(dtype)
+    try:
+        f = float(fill)
+    except (TypeError, ValueError):
+        raise InputError(f"fill value {fill!r} is not a number", field="fill") from None
+    if dt.kind in "iub":
+        info = (0, 1) if dt.kind == "b" else (np.iinfo(dt).min, np.iinfo(dt).max)
+        if not (np.isfinite(f) and f == np.floor(f) and info[0] <= f <= info[1]):
+            raise InputError(f"fill value {fill!r} cannot be stored in the output dtype {dt} (range {info[0]} to "
+                             f"{info[1]}, whole numbers); give a fill in that range or another output dtype",
+                             field="fill")
+    elif dt.kind == "f":
+        if np.isfinite(f) and not np.isfinite(dt.type(f)):
+            raise InputError(f"fill value {fill!r} overflows the output dtype {dt}", field="fill")
 
 
 def resolve_interpolation(dtype, interpolation: str = "auto") -> str:
@@ -298,6 +349,9 @@ def resample(volume: Volume, pull: Transform | None, grid: Grid, interpolation: 
         work = src
     out_dtype = np.dtype(dtype) if dtype is not None else (src.dtype if interpolation == "nearest" else
                                                           (np.float32 if work.dtype == np.float32 else work.dtype))
+    check_fill(fill, out_dtype)
+    if interpolation == "nearest" and work.dtype != out_dtype and not fill_fits(fill, work.dtype):
+        work = work.astype(out_dtype)  # e.g. NaN fill for integer data sampled into a float output
     shape = tuple(grid.shape)
     out = np.empty(shape, dtype=out_dtype)
     to_index = np.linalg.inv(volume.affine)
@@ -342,13 +396,7 @@ def warp(volume: Volume, transform: Transform | None, reference, interpolation: 
     >>> float(w.data[1, 0, 0]) == float(v.data[0, 0, 0])
     True
     """
-    grid = _as_grid(reference)
-    if transform is None:
-        if volume.space.name != grid.space.name:
-            raise SpaceMismatchError(f"volume is in {volume.space.name!r}, reference in {grid.space.name!r}: "
-                                     "give the transform between them")
-        pull = None
-    else:
-        pull = _pull_transform(transform, volume.space, grid.space)
+    grid = as_grid(reference)
+    pull = pull_transform(transform, volume.space, grid.space)
     data = resample(volume, pull, grid, interpolation, fill, dtype)
     return Volume(data, grid.spacing, grid.origin, grid.direction, grid.space)

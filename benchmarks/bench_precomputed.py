@@ -83,7 +83,8 @@ def main() -> None:
         def ts_sub():
             return ts_open()[sub + (0,)].read().result()
 
-        for what, fns in (("whole volume", (ar_full, cv_full, ts_full)), ("200x200x16 block", (ar_sub, cv_sub, ts_sub))):
+        for what, fns in (("whole volume", (ar_full, cv_full, ts_full)),
+                          ("200x200x16 block", (ar_sub, cv_sub, ts_sub))):
             times = []
             for fn in fns:
                 t, out = best_of(fn, args.repeats)

@@ -43,6 +43,20 @@ def data_dir() -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def ccf25_atlas(data_dir):
+    """The real Allen CCFv3 25 µm annotation as the ``ccf`` space (µm, asr), loaded once per session.
+
+    The TIF is stored LR, AP (0 = anterior), DV (0 = dorsal); loaded as asr like the CCF. Hemispheres come
+    from the midline split (exact for the symmetric CCF).
+    """
+    from atlasreg import Atlas
+
+    d = data_dir / "atlas"
+    return Atlas.load(annotation=d / "ABA_25um_2017_annotation.tif", ontology=d / "allen_structure_tree.csv",
+                      voxel_size=25, file_orientation="ras", orientation="asr", space="ccf")
+
+
 def pytest_report_header(config):
     d = _data_dir()
     return f"atlasreg test data: {d}" + ("" if data_available() else f" (NOT FOUND: {HOW_TO_GET_DATA})")

@@ -217,3 +217,31 @@ def test_a_failed_download_is_one_line(monkeypatch, tmp_path):
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: allen_mouse_25um/template: downloading https://")
     assert "Traceback" not in res.output
+
+
+def test_manifests_cite_tests_that_exist():
+    """A manifest saying 'checked in tests/x.py::test_y' names a file and a test that are there."""
+    import re
+
+    cited = 0
+    for f in sorted((REPO / "data_manifests").glob("*.yaml")):
+        for path, name in re.findall(r"\b(tests/[\w/]+\.py)(?:::(\w+))?", f.read_text()):
+            if path.startswith("tests/test_data/"):  # another project's folder, inside a URL or note
+                continue
+            cited += 1
+            assert (REPO / path).is_file(), f"{f.name} cites {path}, which does not exist"
+            if name:
+                assert f"def {name}(" in (REPO / path).read_text(), f"{f.name} cites {path}::{name}"
+    assert cited >= 1
+
+
+def test_readme_links_stay_inside_the_repository():
+    """Every relative link of the README resolves to a file of the repository (a fresh clone has no ../shared)."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    for target in re.findall(r"\]\(([^)#\s]+)\)", text):
+        if "://" in target:
+            continue
+        p = (REPO / target).resolve()
+        assert p.is_relative_to(REPO) and p.exists(), f"README links {target}"

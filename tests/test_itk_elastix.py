@@ -67,6 +67,31 @@ def test_affine_then_bspline_composite(tmp_path, bspline, suffix):
     np.testing.assert_allclose(_sitk_points(sitk.ReadTransform(str(back)), pts), want, rtol=0, atol=1e-9)
 
 
+def test_bspline_blockwise_warp_equals_simpleitk_resample(tmp_path, bspline):
+    """The blockwise (dask) warp through a B-spline read from SimpleITK's file equals SimpleITK's Resample."""
+    from atlasreg import Grid, Space, Volume
+    from atlasreg.distributed import warp_blockwise
+
+    tx, _ = bspline
+    sitk.WriteTransform(tx, str(tmp_path / "b.h5"))
+    T = load_transform(tmp_path / "b.h5", src="fixed", dst="moving")
+    ref_img = sitk.Image([20, 16, 12], sitk.sitkFloat32)
+    ref_img.SetSpacing((2.0, 3.0, 4.0))
+    ref_img.SetOrigin((10.0, -5.0, 3.0))
+    data = np.random.default_rng(4).random((20, 16, 12)).astype(np.float32)
+    D = np.asarray(tx.GetFixedParameters()[9:18]).reshape(3, 3)  # the moving image on the mesh's oblique axes
+    vol = Volume(data, voxel_size=(2, 3, 4), origin=(10, -5, 3), direction=D, space="moving")
+    grid = Grid((20, 16, 12), (2, 3, 4), Space("fixed"), origin=(10, -5, 3))  # OME-Zarr output: axis-aligned
+    mimg = sitk.GetImageFromArray(data.transpose(2, 1, 0))
+    mimg.SetSpacing((2.0, 3.0, 4.0))
+    mimg.SetOrigin((10.0, -5.0, 3.0))
+    mimg.SetDirection(tuple(D.ravel()))
+    want = sitk.GetArrayFromImage(sitk.Resample(mimg, ref_img, tx, sitk.sitkLinear, 0.0)).transpose(2, 1, 0)
+    out = warp_blockwise(vol, T, grid, tmp_path / "w.zarr", chunks=(8, 8, 8))
+    np.testing.assert_allclose(np.asarray(out.volume.data), want, rtol=0, atol=1e-5)
+    assert T.token() == load_transform(tmp_path / "b.h5", src="fixed", dst="moving").token()
+
+
 def test_bspline_has_no_silent_inverse(bspline):
     tx, _ = bspline
     from atlasreg.transforms.sitk_bridge import bspline_from_sitk
@@ -203,6 +228,15 @@ def test_elastix_parameter_files_equal_transformix(elastix_run, tmp_path):
         np.testing.assert_allclose(T.map_points(inp), want, rtol=0, atol=2e-6, err_msg=path.name)
         assert np.abs(want - inp).max() > 0.1  # the transform moves points
     assert len(load_transforms(out / "TransformParameters.2.txt", src="fixed", dst="moving")) == 1
+    # elastix records no unit: images registered in mm, points in µm.
+    from atlasreg import Space
+
+    inp, want = mapped[3]
+    T_um = load_transform(out / "TransformParameters.2.txt", src=Space("fixed", "um"), dst=Space("moving", "um"),
+                          file_unit="mm")
+    np.testing.assert_allclose(T_um.map_points(inp * 1000), want * 1000, rtol=0, atol=2e-3)
+    with pytest.raises(InputError, match="state the file unit"):
+        load_transform(out / "TransformParameters.2.txt", src=Space("fixed", "um"), dst=Space("moving", "mm"))
     # A copied result folder: elastix recorded the initial transform's absolute path, which is elsewhere.
     moved = tmp_path / "moved"
     moved.mkdir()

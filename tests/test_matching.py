@@ -134,6 +134,8 @@ def test_unrelated_clouds_refused(data_dir):
     # refuse=False hands back the result, flagged
     res = match_landmarks(em[:300], rng.uniform(lm.min(0), lm.max(0), (300, 3)), refuse=False)
     assert res.report["consistent"] is False and res.report["reason"]
+    res = match_landmarks(em[:15], rng.uniform(lm.min(0), lm.max(0), (15, 3)), refuse=False)
+    assert res.report["consistent"] is False and res.summary()
 
 
 def test_bad_input(tmp_path):
@@ -167,3 +169,48 @@ def test_signed_permutations_are_the_cube_group():
     P = signed_permutations()
     assert len({p.tobytes() for p in P}) == 48
     assert np.allclose(np.abs(P).sum(1), 1) and np.allclose(np.einsum("kij,kil->kjl", P, P), np.eye(3))
+
+
+@pytest.mark.slow
+def test_large_synthetic_block():
+    """20,000 + 20,000 synthetic somata (the benchmark's H01-like generator, known warp): nearly every pair found."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_matching as B
+
+    rng = np.random.default_rng(4)
+    cells = B.synthetic_somata(25_000, 4)
+    lm = B.synthetic_warp(cells, 4) + rng.normal(0, 1.0, cells.shape)
+    em = (cells + rng.normal(0, 0.5, cells.shape)) * 1000.0
+    ke, kl = rng.permutation(len(cells))[:20_000], rng.permutation(len(cells))[:20_000]
+    res = match_landmarks(em[ke], lm[kl])
+    pos = {int(c): i for i, c in enumerate(kl)}
+    truth = {(i, pos[int(c)]) for i, c in enumerate(ke) if int(c) in pos}
+    found = {tuple(p) for p in res.pairs.tolist()}
+    assert len(found & truth) >= 0.95 * len(truth) and len(found & truth) >= 0.98 * len(found)
+
+
+def test_prior_transform_and_bounds(data_dir):
+    """An approximate transform as prior (no rotation search), and rotation bounds around a given rotation."""
+    _, _, lm, _ = _somata(data_dir)
+    rng = np.random.default_rng(5)
+    a = rng.permutation(len(lm))
+    src_rows, dst_rows = a[:400], a[100:500]
+    R = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    src = (lm[src_rows] @ R.T) * 1000 / 1.1                       # nm; dst = (src / 1000 * 1.1) @ R
+    truth = {(i, int(np.flatnonzero(dst_rows == r)[0])) for i, r in enumerate(src_rows) if r in dst_rows}
+    rough = np.eye(4)
+    rough[:3, :3] = R.T * 1.1e-3 * 1.05                           # 5 % off in scale, 20 µm off in translation
+    rough[:3, 3] = 20.0
+    prior = ar.Affine(rough, ar.Space("em", "nm"), ar.Space("lm", "um"))
+    res = match_landmarks(src, lm[dst_rows], prior=prior)
+    assert res.report["rotations_tried"].startswith("none")
+    found = {tuple(p) for p in res.pairs.tolist()}
+    assert len(found & truth) >= 0.95 * len(truth) and len(found - truth) <= 0.02 * len(found)
+    res = match_landmarks(src, lm[dst_rows], prior={"rotation_deg": 15, "rotation": R.T})
+    assert "within the prior's bounds" in res.report["rotations_tried"]
+    assert len({tuple(p) for p in res.pairs.tolist()} & truth) >= 0.95 * len(truth)
+    with pytest.raises(InputError, match="prior"):
+        match_landmarks(src, lm[dst_rows], prior={"angle": 3})

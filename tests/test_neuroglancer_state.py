@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import json
 
+import neuroglancer  # the test extra installs neuroglancer and tensorstore
 import numpy as np
 import pytest
 import tifffile
 
 import atlasreg as ar
 from atlasreg.errors import InputError
-
-neuroglancer = pytest.importorskip("neuroglancer")
-pytest.importorskip("tensorstore")
-
-from atlasreg.io.precomputed import write_precomputed  # noqa: E402
-from atlasreg.qc.neuroglancer import neuroglancer_state, neuroglancer_url, write_neuroglancer_state  # noqa: E402
+from atlasreg.io.precomputed import write_precomputed
+from atlasreg.qc.neuroglancer import neuroglancer_state, neuroglancer_url, write_neuroglancer_state
 
 BASE = "http://localhost:8000"
 CCF = ar.Space("ccf", "um", "asr")
@@ -111,3 +108,22 @@ def test_layers_in_different_spaces_are_refused(written, tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(InputError, match="not a neuroglancer precomputed"):
         neuroglancer_state([("x", tmp_path / "x")], root=tmp_path, base_url=BASE)
+
+
+def test_neuroglancer_verb(written, tmp_path):
+    from typer.testing import CliRunner
+
+    from atlasreg.cli import app
+
+    root, _ = written
+    out = root / "cli_view.json"
+    r = CliRunner().invoke(app, ["neuroglancer", f"atlas={root / 'atlas'}", f"EM={root / 'em'}", "--root", str(root),
+                                 "--base-url", BASE, "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    state = json.loads(out.read_text())
+    assert state == neuroglancer_state([("atlas", root / "atlas"), ("EM", root / "em")], root=root, base_url=BASE)
+    assert neuroglancer_url(state) in r.output
+    r = CliRunner().invoke(app, ["neuroglancer", f"atlas={root / 'atlas'}", "-o", str(tmp_path / "v.json")])
+    assert r.exit_code == 2 and "--base-url" in r.output and "base_url=" not in r.output, r.output
+    r = CliRunner().invoke(app, ["neuroglancer", str(root / "atlas"), "-o", str(tmp_path / "v.json")])
+    assert r.exit_code == 2 and "NAME=PATH" in r.output

@@ -9,18 +9,14 @@ from __future__ import annotations
 import json
 import struct
 
+import neuroglancer  # the test extra installs neuroglancer, cloud-volume and tensorstore
 import numpy as np
 import pandas as pd
 import pytest
 
 import atlasreg as ar
 from atlasreg.errors import InputError
-
-neuroglancer = pytest.importorskip("neuroglancer")
-pytest.importorskip("cloudvolume")
-pytest.importorskip("tensorstore")
-
-from atlasreg.tracings.precomputed import (read_precomputed_lines, read_precomputed_points,  # noqa: E402
+from atlasreg.tracings.precomputed import (read_precomputed_lines, read_precomputed_points,
                                            read_precomputed_skeleton, read_precomputed_skeletons,
                                            write_precomputed_lines, write_precomputed_points)
 
@@ -278,3 +274,46 @@ def test_sharded_skeletons_written_by_cloudvolume(data_dir, tmp_path):
         np.testing.assert_array_equal(n.nodes["type"], s.vertex_types)
         ids, _, xyz, _, parents = _swc(data_dir, segid)
         assert n.cable_length == pytest.approx(_cable(ids, xyz, parents) * VOXEL_NM, rel=1e-5)
+
+
+def test_synapses_with_their_segments(data_dir, tmp_path):
+    """Synapse lines with pre / post segment relationships (the MICrONS / H01 layout), written by neuroglancer:
+    the segments live only in the by_id index, and come back as columns."""
+    from neuroglancer.write_annotations import AnnotationWriter
+
+    syn = _synapses(data_dir).iloc[:120]
+    cs = neuroglancer.CoordinateSpace(names=["x", "y", "z"], units="nm", scales=[VOXEL_NM] * 3)
+    w = AnnotationWriter(cs, "line", relationships=["pre_segment", "post_segment"])
+    post = [[IDS[1]] if i % 3 else [IDS[1], 5 + i] for i in range(len(syn))]
+    for i, r in enumerate(syn.itertuples()):
+        w.add_line([r.x, r.y, r.z], [r.x + 10, r.y, r.z], id=int(r.connector_id), pre_segment=[IDS[0]],
+                   post_segment=post[i])
+    w.write(str(tmp_path / "syn"))
+    a, b = read_precomputed_lines(tmp_path / "syn", space="hemibrain")
+    np.testing.assert_array_equal(a.df["id"], syn["connector_id"])
+    assert (a.df["pre_segment"] == IDS[0]).all() and a.df["pre_segment"].dtype == np.uint64
+    assert list(a.df["post_segment"]) == [tuple(p) for p in post]
+    np.testing.assert_allclose(b.points - a.points, [[10 * VOXEL_NM, 0, 0]] * len(syn))
+    quick, _ = read_precomputed_lines(tmp_path / "syn", space="hemibrain", relationships=False)
+    assert "pre_segment" not in quick.df.columns
+
+
+def test_written_relationships_index_synapses_by_segment(data_dir, tmp_path):
+    syn = _synapses(data_dir).iloc[:50]
+    xyz = syn[["x", "y", "z"]].to_numpy(float) * VOXEL_NM
+    df = pd.DataFrame({"id": syn["connector_id"].to_numpy(np.uint64), "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
+                       "pre_segment": np.full(50, IDS[0], np.uint64),
+                       "post_segment": [(IDS[1], 2**63 + i) if i % 2 else IDS[1] for i in range(50)]})
+    a = ar.tracings.PointTable(df, "hemibrain", "nm")
+    out = write_precomputed_lines(a, a.with_points(xyz + 40, a.space), tmp_path / "syn",
+                                  relationships=["pre_segment", "post_segment"])
+    pre, _ = read_precomputed_lines(out, space="hemibrain")
+    np.testing.assert_array_equal(pre.df["pre_segment"], df["pre_segment"])
+    assert [tuple(t) if isinstance(t, tuple) else (t,) for t in pre.df["post_segment"]] == \
+        [t if isinstance(t, tuple) else (t,) for t in df["post_segment"]]
+    # neuroglancer's reader finds them by segment, through the relationship index
+    from neuroglancer.read_precomputed_annotations import AnnotationReader
+
+    r = AnnotationReader(out.absolute().as_uri() + "/")
+    assert len(r.relationships["pre_segment"][IDS[0]]) == 50
+    assert len(r.relationships["post_segment"][2**63 + 1]) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import cloudvolume  # the test extra installs cloud-volume and tensorstore
 import numpy as np
 import pytest
 import tifffile
@@ -14,9 +15,6 @@ import atlasreg as ar
 from atlasreg.cli import app
 from atlasreg.errors import InputError
 from atlasreg.io.volumes import volume_format
-
-cloudvolume = pytest.importorskip("cloudvolume")
-pytest.importorskip("tensorstore")
 
 RES = [4, 4, 50]          # ISBI 2012 EM: 4 x 4 nm in plane, 50 nm sections
 OFFSET = [100, 60, 3]     # voxel_offset (x, y, z) of scale 0
@@ -174,6 +172,11 @@ def test_untrusted_info_files(em_pre, tmp_path):
     (d / "info").write_bytes(b"{" + b" " * (5 * 2**20) + b"}")
     with pytest.raises(InputError, match="bytes"):
         ar.read_volume("precomputed://file://" + str(d))
+    # the same through tensorstore's key-value store (the gs:// / https:// path): at most the bound is fetched
+    from atlasreg.io.precomputed import PrecomputedSource, read_precomputed_info
+
+    with pytest.raises(InputError, match="more than 4194304 bytes"):
+        read_precomputed_info(PrecomputedSource(d.absolute().as_uri() + "/", None))
     (d / "info").write_text("not json")
     with pytest.raises(InputError, match="not valid JSON"):
         ar.read_volume("precomputed://file://" + str(d))
@@ -194,6 +197,12 @@ def test_untrusted_info_files(em_pre, tmp_path):
     v = ar.read_volume(d)
     with pytest.raises(InputError, match=r"could not read block .* of it"):
         v.numpy()
+    (tmp_path / "x.precomputed").write_bytes(b"random")
+    with pytest.raises(InputError, match="not one"):
+        ar.read_volume(tmp_path / "x.precomputed")
+    (tmp_path / "y.precomputed").mkdir()
+    with pytest.raises(InputError, match="not one"):
+        ar.read_volume(tmp_path / "y.precomputed")
     with pytest.raises(InputError, match="no such precomputed folder"):
         ar.read_volume("precomputed://file://" + str(tmp_path / "nothing"))
 

@@ -175,6 +175,13 @@ def test_wrong_orientation_is_flagged_before_the_run(brain4, monkeypatch):
     assert not rep.flagged and rep.best[:2] == "ps"
     rep = search_orientation(wrong, fixed)
     assert rep.flagged and rep.best[:2] == "ps" and rep.best_score > rep.given_score + 0.05
+    # left and right cannot be told from the image: both l/r codes are offered, the given l/r first, and the
+    # message says why (issue 16, item 7)
+    msg = rep.message()
+    assert rep.candidates == ("psl", "psr") and "'psl' or its left-right mirror 'psr'" in msg
+    assert "cannot be told apart" in msg
+    mirrored = ar.Volume(brain4, SP4, orientation="asr", space="sample")  # a/p wrong, l/r stated as r
+    assert search_orientation(mirrored, fixed).candidates == ("psr", "psl")
 
     def boom(*a, **k):
         raise AssertionError("the registration ran despite a wrong orientation")

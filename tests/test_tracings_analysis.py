@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atlasreg import Affine, Atlas, Space, SpaceGraph, SpaceMismatchError
+from atlasreg import Affine, Space, SpaceGraph, SpaceMismatchError
 from atlasreg.tracings import (Neuron, NeuronList, PointTable, annotate_neuron, annotate_points, annotate_table,
                                attach_synapses, place_block, projection_matrix, read_swc, read_table,
                                rollup_matrix, segment_regions, soma_regions, synapse_counts, transform_neuron)
@@ -14,12 +14,8 @@ CCF = Space("ccf", "um", "asr")
 
 
 @pytest.fixture(scope="module")
-def atlas(data_dir):
-    d = data_dir / "atlas"
-    # The TIF is stored LR, AP (0 = anterior), DV (0 = dorsal); loaded as asr like the CCF.
-    # Hemispheres come from the midline split (exact for the symmetric CCF).
-    return Atlas.load(annotation=d / "ABA_25um_2017_annotation.tif", ontology=d / "allen_structure_tree.csv",
-                      voxel_size=25, file_orientation="ras", orientation="asr", space="ccf")
+def atlas(ccf25_atlas):
+    return ccf25_atlas
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,15 @@ import json
 import numpy as np
 import pytest
 
-from atlasreg import Atlas, InputError, Space
+from atlasreg import InputError, Space
 from atlasreg.tracings import read_mouselight
 
 CCF = Space("ccf", "um", "asr")
 
 
 @pytest.fixture(scope="module")
-def atlas(data_dir):
-    d = data_dir / "atlas"
-    return Atlas.load(annotation=d / "ABA_25um_2017_annotation.tif", ontology=d / "allen_structure_tree.csv",
-                      voxel_size=25, file_orientation="ras", orientation="asr", space="ccf")
+def atlas(ccf25_atlas):
+    return ccf25_atlas
 
 
 def _own_region_share(atlas, regions, allen_ids) -> float:

@@ -324,20 +324,22 @@ def test_ngff_round_trip_of_an_ants_registration(reg, points, tmp_path):
     # The exact ANTs inverse travels along as an NGFF bijection.
     assert np.array_equal(back.inverse().map_points(points), M.inverse().map_points(points))
     doc = json.loads(p.read_text())
-    ct = doc["ome"]["coordinateTransformations"][0]
-    assert doc["ome"]["version"] == "0.6"
-    assert ct["type"] == "bijection" and (ct["input"], ct["output"]) == ("moving", "fixed")
+    ct = doc["ome"]["scene"]["coordinateTransformations"][0]
+    assert doc["ome"]["version"] == "0.6rc0"
+    assert ct["type"] == "bijection" and (ct["input"], ct["output"]) == ({"name": "moving"}, {"name": "fixed"})
     assert [t["type"] for t in ct["forward"]["transformations"]] == ["affine", "displacements"]
-    systems = {cs["name"]: cs for cs in doc["ome"]["coordinateSystems"]}
+    systems = {cs["name"]: cs for cs in doc["ome"]["scene"]["coordinateSystems"]}
     assert systems["fixed"]["axes"][0] == {"name": "x", "type": "space", "unit": "micrometer",
                                            "orientation": {"type": "anatomical",
                                                            "value": "posterior-to-anterior"}}
-    # The field is a zarr array beside the JSON, displacement axis last.
+    # The field is a multiscales group beside the JSON: array s0 is (3, X, Y, Z), displacement axis first.
     import zarr
 
-    arr = zarr.open_array(str(tmp_path / ct["forward"]["transformations"][1]["path"]), mode="r")
-    assert arr.shape[-1] == 3 and arr.ndim == 4
-    assert dict(arr.attrs)["ome"]["coordinateSystems"][0]["axes"][-1]["type"] == "displacement"
+    where = tmp_path / ct["forward"]["transformations"][1]["path"]
+    ms = dict(zarr.open_group(str(where), mode="r").attrs)["ome"]["multiscales"][0]
+    arr = zarr.open_array(str(where / ms["datasets"][0]["path"]), mode="r")
+    assert arr.shape[0] == 3 and arr.ndim == 4
+    assert ms["coordinateSystems"][0]["axes"][0]["type"] == "displacement"
     # Asking for the reverse direction gives the inverse.
     rev = load_transform(p, src="fixed", dst="moving")
     assert np.array_equal(rev.map_points(points), M.inverse().map_points(points))
@@ -370,8 +372,8 @@ def test_ngff_round_trip_of_every_kind(tmp_path, data_dir):
         ok = ~np.isnan(a)
         assert np.allclose(a[ok], b[ok], rtol=0, atol=1e-9 * max(1.0, np.abs(a[ok]).max())), T
     doc = json.loads((tmp_path / "t1.json").read_text())
-    assert doc["ome"]["coordinateTransformations"][0] == {"type": "scale", "scale": [2.0, 3.0, 4.0],
-                                                          "input": "a", "output": "b"}
+    assert doc["ome"]["scene"]["coordinateTransformations"][0] == {
+        "type": "scale", "scale": [2.0, 3.0, 4.0], "input": {"name": "a"}, "output": {"name": "b"}}
 
 
 def test_ngff_reads_spec_documents(tmp_path):
@@ -453,7 +455,7 @@ def test_wrong_dimension_and_unsupported_types(tmp_path):
         for s in ("a", "b")], "coordinateTransformations": [
         {"type": "affine", "affine": [[1, 0, 0], [0, 1, 0]], "input": "a", "output": "b"}]}}
     (tmp_path / "bad_affine.json").write_text(json.dumps(doc))
-    with pytest.raises(InputError, match="3x4"):
+    with pytest.raises(InputError, match="needs 3 rows of 4"):
         load_transform(tmp_path / "bad_affine.json")
     doc["ome"]["coordinateTransformations"][0] = {"type": "byDimension", "input": "a", "output": "b"}
     (tmp_path / "bydim.json").write_text(json.dumps(doc))

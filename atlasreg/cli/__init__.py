@@ -18,3 +18,4 @@ from . import register  # noqa: F401,E402
 from . import scale  # noqa: F401,E402
 from . import landmarks  # noqa: F401,E402
 from . import em  # noqa: F401,E402
+from . import ngff  # noqa: F401,E402

@@ -1,7 +1,9 @@
-"""``atlasreg qc``: a self-contained HTML report for a result folder."""
+"""``atlasreg qc``: a self-contained HTML report for a result folder; ``atlasreg neuroglancer``: one view of
+registered precomputed layers."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
@@ -32,3 +34,39 @@ def qc(
     target = out if out is not None else Path(result_dir) / "report.html"
     path = write_report(result_dir, target, force=force)
     say(str(path))
+
+
+@app.command("neuroglancer")
+@run_cli
+def neuroglancer(
+    layers: List[str] = typer.Argument(..., help="Layers as NAME=PATH: a neuroglancer precomputed folder (written by "
+                                       "atlasreg) or a precomputed:// URL; the first volume sets the view."),
+    out: Path = output_option("State file (.json)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Folder the --base-url server serves; local layers "
+                                        "must lie inside it."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="HTTP(S) address of --root, e.g. "
+                                           "http://localhost:8000 (serve it with CORS)."),
+    viewer: str = typer.Option("https://neuroglancer-demo.appspot.com", "--viewer",
+                               help="Neuroglancer web viewer for the printed link."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing state file."),
+) -> None:
+    """Write a neuroglancer state that opens registered layers in one view (EM, light-sheet, atlas regions, points).
+
+    Prints a link that opens it. The layers must be in one atlasreg space.
+
+    Example:
+
+      atlasreg neuroglancer EM=out/em atlas=out/atlas --root out --base-url http://localhost:8000 -o out/view.json
+    """
+    from ..errors import InputError
+    from ..qc.neuroglancer import neuroglancer_state, neuroglancer_url, write_neuroglancer_state
+
+    pairs = []
+    for item in layers:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"{item!r}: give each layer as NAME=PATH", field="LAYERS")
+        pairs.append((name, path))
+    state = neuroglancer_state(pairs, root=root, base_url=base_url)
+    say(f"wrote {write_neuroglancer_state(state, out, force=force)}", err=True)
+    typer.echo(neuroglancer_url(state, viewer))

@@ -161,8 +161,13 @@ def warp(
     volume: Path = typer.Argument(..., help="The volume to warp (another channel, a label image, ...)."),
     out: Path = output_option("Output volume (.nii.gz, .tif, .h5, .ome.zarr)."),
     to: str = typer.Option("fixed", "--to", help="fixed: a sample-space volume into the atlas grid; moving: an "
-                                                 "atlas-space volume (e.g. annotation) onto the sample grid."),
-    voxel_size: Optional[str] = voxel_size_option("Voxel size (µm) for files without one, e.g. 50 40 40."),
+                                                 "atlas-space volume (e.g. annotation, any grid of the atlas) onto "
+                                                 "the sample grid."),
+    voxel_size: Optional[str] = voxel_size_option("Voxel size of VOLUME (µm) for files without one, e.g. 50 40 40."),
+    orientation: Optional[str] = typer.Option(None, "--orientation",
+                                              help="Orientation code of VOLUME's axes as stored (default: that of "
+                                                   "the registration's sample or atlas space), e.g. ras for the "
+                                                   "25 µm annotation TIFF; reoriented exactly."),
     interpolation: str = typer.Option("auto", "--interpolation", help="auto (nearest for labels), linear, nearest."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT."),
 ) -> None:
@@ -172,9 +177,9 @@ def warp(
 
       atlasreg warp reg/ cfos.tif --voxel-size 50 40 40 -o cfos_in_atlas.nii.gz
 
-      atlasreg warp reg/ annotation.nii.gz --to moving -o annotation_on_sample.nii.gz
+      atlasreg warp reg/ ABA_25um_2017_annotation.tif --to moving --voxel-size 25 --orientation ras -o annotation_on_sample.nii.gz
     """
-    from .. import read_volume, write_volume
+    from .. import write_volume
     from ..errors import InputError
     from ..io.atomic import check_writable
 
@@ -182,12 +187,8 @@ def warp(
     res = _load_result(result)
     if to not in ("fixed", "moving"):
         raise InputError("--to must be 'fixed' or 'moving'", field="--to")
-    src_grid = res.moving_grid if to == "fixed" else res.fixed_grid
-    vol = read_volume(volume, voxel_size=voxel_list(voxel_size),
-                      orientation=src_grid.space.orientation, space=src_grid.space, override=True)
-    if tuple(vol.shape) != tuple(src_grid.shape):
-        raise InputError(f"volume has shape {vol.shape} but the registration's {src_grid.space.name} grid is "
-                         f"{src_grid.shape}", path=volume, field="shape")
+    vol = res.read_input(volume, "moving" if to == "fixed" else "fixed", voxel_size=voxel_list(voxel_size),
+                         orientation=orientation)
     w = res.warp(vol, interpolation) if to == "fixed" else res.warp_back(vol, interpolation)
     write_volume(w, out, force=force)
     say(f"wrote {out}")

@@ -4,10 +4,10 @@
 whose ``(X, Y, Z, 3)`` displacement stays on disk (zarr, HDF5) or in a dask
 array; each call reads only the boxes of the field the points need. It mixes
 with every other transform (``Sequence``, ``SpaceGraph``, :func:`warp_blockwise`,
-point mapping). Its inverse is solved per point as the in-memory
-:class:`~atlasreg.transforms.field.InverseDisplacementField` does, reading the
-box the fixed-point iteration can reach (the points' box grown by the largest
-displacement).
+point mapping). Its inverse is solved per point by the one inverse
+solver (:mod:`atlasreg.transforms.inverse`), as the in-memory
+:class:`~atlasreg.transforms.field.InverseDisplacementField` is, reading the
+box that holds every solution (the points' box grown by the largest displacement).
 
 :func:`sample_field` writes any transform as a displacement field on a grid,
 block by block; :func:`invert_field` and :func:`compose_fields` are the two
@@ -29,7 +29,8 @@ from ..errors import InputError
 from ..spaces import Space
 from ..transforms.base import Sequence, Transform
 from ..transforms.field import DisplacementField, GridFrame, InverseDisplacementField, grid_affine
-from ..volume import Grid, _as_grid
+from ..transforms.inverse import MAX_ITER, InverseReport, check_on_fail
+from ..volume import Grid, as_grid
 from . import _kernels as BK
 from ._job import Job, mark_done
 from ._source import Source
@@ -209,43 +210,56 @@ class ChunkedDisplacementField(GridFrame, Transform):
 
 
 class ChunkedInverseDisplacementField(Transform):
-    """The inverse of a :class:`ChunkedDisplacementField`, solved per point (fixed-point iteration).
+    """The inverse of a :class:`ChunkedDisplacementField`, solved per point by the one solver
+    (:mod:`atlasreg.transforms.inverse`, damped Newton) with the same ``tol``, ``on_fail`` and
+    ``last_report`` as the in-memory :class:`~atlasreg.transforms.field.InverseDisplacementField`.
 
-    For each group of points it reads the box the iteration ``x <- y - u(x)``
-    can reach: the points' box grown by the largest displacement (plus two
-    nodes), then runs the same kernel as the in-memory inverse.
+    For each group of points it reads the box holding every possible solution: the points' box
+    grown by the largest displacement (plus two nodes), since ``|x - y| = |u(x)|``.
     """
 
-    def __init__(self, forward: ChunkedDisplacementField, tol: float | None = None, max_iter: int = 200):
+    is_numerical = True
+
+    def __init__(self, forward: ChunkedDisplacementField, tol: float | None = None, max_iter: int = MAX_ITER,
+                 on_fail: str = "nan"):
         super().__init__(forward.dst, forward.src)
         self.forward = forward
         self.tol = tol if tol is not None else 1e-6 * float(forward.spacing.min())
-        self.max_iter = max_iter
+        self.max_iter = int(max_iter)
+        self.on_fail = check_on_fail(on_fail)
         self.last_residual = float("nan")
+        self.last_report = InverseReport.empty(self.tol)
         self._explicit_inverse = forward
 
     def token(self) -> str:
         from dask.base import tokenize
 
-        return tokenize("inverse", self.forward.token(), self.tol, self.max_iter)
+        return tokenize("inverse", self.forward.token(), self.tol, self.max_iter, self.on_fail)
 
     def _map(self, pts: np.ndarray) -> np.ndarray:
         f = self.forward
         margin = int(math.ceil(f.max_displacement() / float(f.spacing.min()))) + 2
         out = f._fill_unread(pts)
-        worst = []
+        report = InverseReport.empty(self.tol)
+        unread = np.ones(len(pts), bool)
         with _serial_kernels():
             for rows, lo, hi in f._boxes_for(pts, margin):
-                inv = InverseDisplacementField(f.box_field(lo, hi), tol=self.tol, max_iter=self.max_iter)
+                inv = InverseDisplacementField(f.box_field(lo, hi), tol=self.tol, max_iter=self.max_iter,
+                                               on_fail=self.on_fail)
                 sel = pts if rows is None else np.ascontiguousarray(pts[rows])
                 res = inv._map(sel)
-                worst.append(inv.last_residual)
+                report = report.merged(inv.last_report)
                 if rows is None:
                     out = res
+                    unread[:] = False
                 else:
                     out[rows] = res
-        fin = [w for w in worst if np.isfinite(w)]
-        self.last_residual = float(max(fin)) if fin else float("nan")
+                    unread[rows] = False
+        n_unread = int(unread.sum())
+        if n_unread:  # points no box covers: off the grid, as the forward map's outside rule says
+            report = report.merged(InverseReport(n_unread, 0, n_unread, 0, float("nan"), float("nan"), self.tol))
+        self.last_report = report
+        self.last_residual = report.max_residual
         return out
 
     def _inverse(self) -> ChunkedDisplacementField:
@@ -336,7 +350,7 @@ def sample_field(transform: Transform, grid, output, *, chunks=64, dtype="float3
     t0 = time.perf_counter()
     if not isinstance(transform, Transform):
         raise InputError(f"transform must be a Transform, got {type(transform).__name__}", field="transform")
-    g = _as_grid(grid)
+    g = as_grid(grid)
     if g.space.name != transform.src.name:
         raise InputError(f"the grid is in space {g.space.name!r} but the transform starts in "
                          f"{transform.src.name!r}; give a grid of the transform's source space", field="grid")
@@ -409,8 +423,8 @@ def sample_field(transform: Transform, grid, output, *, chunks=64, dtype="float3
     return open_field(path)
 
 
-def invert_field(field, output, *, grid=None, tol: float | None = None, max_iter: int = 200, **kwargs
-                 ) -> ChunkedDisplacementField:
+def invert_field(field, output, *, grid=None, tol: float | None = None, max_iter: int = MAX_ITER,
+                 on_fail: str = "nan", **kwargs) -> ChunkedDisplacementField:
     """The inverse of a displacement field, as a displacement field, computed block by block.
 
     Parameters
@@ -419,7 +433,9 @@ def invert_field(field, output, *, grid=None, tol: float | None = None, max_iter
     output : path ending in ``.zarr``
     grid : Grid, optional
         Nodes of the inverse (in ``field.dst``); default: the forward field's grid.
-    tol, max_iter : fixed-point iteration controls (as InverseDisplacementField)
+    tol, max_iter, on_fail : solver controls (as :class:`~atlasreg.transforms.field.InverseDisplacementField`);
+        nodes whose inverse does not converge are NaN, so they get zero displacement and are counted
+        in ``attrs["atlasreg"]["nan_nodes"]``, or (``on_fail="raise"``) the job stops
     **kwargs : passed to :func:`sample_field` (chunks, scheduler, progress, overwrite, resume)
 
     Examples
@@ -427,9 +443,9 @@ def invert_field(field, output, *, grid=None, tol: float | None = None, max_iter
     >>> inv = invert_field(F, "F_inverse.zarr", scheduler="tcp://10.0.0.5:8786")   # doctest: +SKIP
     """
     if isinstance(field, DisplacementField):
-        inv: Transform = InverseDisplacementField(field, tol=tol, max_iter=max_iter)
+        inv: Transform = InverseDisplacementField(field, tol=tol, max_iter=max_iter, on_fail=on_fail)
     elif isinstance(field, ChunkedDisplacementField):
-        inv = ChunkedInverseDisplacementField(field, tol=tol, max_iter=max_iter)
+        inv = ChunkedInverseDisplacementField(field, tol=tol, max_iter=max_iter, on_fail=on_fail)
         field.max_displacement()  # once here, not once per worker
     else:
         raise InputError(f"invert_field takes a displacement field, got {type(field).__name__}", field="field")

@@ -26,9 +26,9 @@ import numpy as np
 from .. import _kernels as K
 from ..errors import InputError, SpaceMismatchError
 from ..graph import SpaceGraph
-from ..transforms.base import Affine, Sequence, Transform
+from ..transforms.base import Affine, Sequence, Transform, fusion_plan
 from ..transforms.field import DisplacementField, InverseDisplacementField
-from ..volume import Grid, Volume, _as_grid, _pull_transform, resolve_interpolation
+from ..volume import Grid, Volume, as_grid, pull_transform, resolve_interpolation
 from . import _kernels as BK
 from . import _ngff
 from ._job import Job, mark_done
@@ -57,33 +57,21 @@ def transform_token(t) -> str:
     if isinstance(t, DisplacementField):
         return tokenize("field", t.displacement, t.index_to_physical, t.outside, t.src, t.dst)
     if isinstance(t, InverseDisplacementField):
-        return tokenize("invfield", transform_token(t.forward), t.tol, t.max_iter)
+        return tokenize("invfield", transform_token(t.forward), t.tol, t.max_iter, t.on_fail)
     tok = getattr(t, "token", None)
     if callable(tok):
         return tokenize(type(t).__name__, tok())
     return tokenize(t)
 
 
-def _ops_of(pull: Transform | None) -> list:
-    if pull is None:
-        return []
-    if isinstance(pull, Affine):
-        return [("affine", pull.matrix)]
-    if isinstance(pull, DisplacementField):
-        return [("fused", np.eye(4), pull, np.eye(4))]
-    if isinstance(pull, Sequence):
-        ops = []
-        for item in pull._build_plan():
-            if item[0] == "fused":
-                _, pre, field, post = item
-                ops.append(("fused", np.eye(4) if pre is None else pre.matrix, field,
-                            np.eye(4) if post is None else post.matrix))
-            elif isinstance(item[1], Affine):
-                ops.append(("affine", item[1].matrix))
-            else:
-                ops.append(("map", item[1]))
-        return ops
-    return [("map", pull)]
+class _Fused:
+    """A fused plan step of a transform other than an in-memory field, mapped through its own kernel."""
+
+    def __init__(self, pre, step, post):
+        self.pre, self.step, self.post = pre, step, post
+
+    def map_points(self, pts):
+        return self.step.map_fused(np.ascontiguousarray(pts, dtype=np.float64), self.pre, self.post)
 
 
 class IndexMap:
@@ -95,20 +83,9 @@ class IndexMap:
     """
 
     def __init__(self, pull: Transform | None, grid_affine: np.ndarray, source_to_index: np.ndarray):
-        ops = [("affine", np.asarray(grid_affine, float))] + _ops_of(pull) + \
-              [("affine", np.asarray(source_to_index, float))]
-        merged: list = []
-        for op in ops:
-            prev = merged[-1] if merged else None
-            if prev is not None and op[0] == "affine" and prev[0] == "affine":
-                merged[-1] = ("affine", op[1] @ prev[1])
-            elif prev is not None and op[0] == "affine" and prev[0] == "fused":
-                merged[-1] = ("fused", prev[1], prev[2], op[1] @ prev[3])
-            elif prev is not None and op[0] == "fused" and prev[0] == "affine":
-                merged[-1] = ("fused", op[1] @ prev[1], op[2], op[3])
-            else:
-                merged.append(op)
-        self.ops = [self._prepare(op) for op in merged]
+        steps = [] if pull is None else (pull.steps if isinstance(pull, Sequence) else [pull])
+        plan = fusion_plan(steps, pre=grid_affine, post=source_to_index)  # the core's one planner
+        self.ops = [self._prepare(op) for op in plan]
         #: True when the whole map is one affine: a block's source box then follows from its corners.
         self.affine_only = len(self.ops) == 1 and self.ops[0][0] == "affine"
 
@@ -124,13 +101,18 @@ class IndexMap:
     def _prepare(op):
         if op[0] == "affine":
             return ("affine", np.ascontiguousarray(op[1][:3], dtype=np.float64))
-        if op[0] == "fused":
+        if op[0] == "fused" and isinstance(op[2], DisplacementField):
             # The core's affine-field-affine kernel, affines folded in on both sides: one pass per block.
             # (Called directly: a block's points are already in field order, nothing to gain by sorting.)
             f = op[2]
-            return ("fused", np.ascontiguousarray(op[1][:3], dtype=np.float64), f.displacement,
-                    np.ascontiguousarray(f.physical_to_index[:3]), np.ascontiguousarray(op[3][:3], np.float64),
+            eye = np.eye(4)
+            pre = eye if op[1] is None else op[1]
+            post = eye if op[3] is None else op[3]
+            return ("fused", np.ascontiguousarray(pre[:3], dtype=np.float64), f.displacement,
+                    np.ascontiguousarray(f.physical_to_index[:3]), np.ascontiguousarray(post[:3], np.float64),
                     f.outside == "nan")
+        if op[0] == "fused":  # another transform that fuses affines: through its own map
+            return ("map", _Fused(op[1], op[2], op[3]))
         return op
 
     def __call__(self, start, shape) -> np.ndarray:
@@ -356,18 +338,11 @@ class WarpResult:
 
 def _resolve_pull(volume: Volume, transform, grid: Grid) -> Transform | None:
     if isinstance(transform, SpaceGraph):
-        if volume.space.name == grid.space.name:
-            return None
-        return transform.transform(grid.space.name, volume.space.name)
-    if transform is None:
-        if volume.space.name != grid.space.name:
-            raise SpaceMismatchError(f"volume is in {volume.space.name!r}, reference in {grid.space.name!r}: "
-                                     "give the transform (or SpaceGraph) between them")
-        return None
-    if not isinstance(transform, Transform):
+        return transform.pull(grid.space, volume.space)
+    if transform is not None and not isinstance(transform, Transform):
         raise InputError(f"transform must be a Transform, a SpaceGraph or None, got {type(transform).__name__}",
                          field="transform")
-    return _pull_transform(transform, volume.space, grid.space)
+    return pull_transform(transform, volume.space, grid.space)
 
 
 def _as_chunks(chunks, levels_wanted: bool) -> tuple[int, int, int]:
@@ -445,7 +420,7 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
     interpolation = resolve_interpolation(volume.dtype, interpolation)
     if interpolation not in ("linear", "nearest"):
         raise InputError("interpolation must be 'auto', 'linear' or 'nearest'", field="interpolation")
-    grid = _as_grid(reference)
+    grid = as_grid(reference)
     output = _ngff.check_output_name(output)
     if not np.allclose(np.asarray(grid.direction, float), np.eye(3), atol=1e-9):
         raise InputError("OME-Zarr (NGFF 0.4) cannot record a rotated grid: give a reference grid whose "

@@ -423,60 +423,100 @@ def landmark_residuals(predicted, truth, labels=None, unit: str = "\u00b5m", tit
     return fig
 
 
-def matched_points(mapped_src, dst, pairs, confidence=None, unit: str = "\u00b5m", title: str | None = None,
-                   truth=None):
-    """Two matched point clouds in the destination frame: both clouds, a line per pair, and the residuals.
+def matched_points(src, mapped_src, dst, pairs, confidence=None, src_unit: str = "\u00b5m",
+                   unit: str = "\u00b5m", title: str | None = None, truth=None, zoom: float = 200.0):
+    """Two matched point clouds: each in its own frame with partners in the same colour, a zoom of the
+    destination frame with the mapped source cells and their partners, and the residuals.
 
     Parameters
     ----------
-    mapped_src : (N, 3) source points mapped into the destination space
-    dst : (M, 3) destination points
+    src : (N, 3) source points in their own frame (``src_unit``)
+    mapped_src : (N, 3) the source points mapped into the destination space (``unit``)
+    dst : (M, 3) destination points (``unit``)
     pairs : (K, 2) int rows ``(src_row, dst_row)``
-    confidence : (K,) optional, colours the pairs
-    truth : (T, 2) int rows of known true pairs, optional: pairs among them are drawn green, others that
-        involve a row of ``truth`` red (for checking a result on validation pairs)
+    confidence : (K,) optional: the histogram title counts pairs with confidence >= 0.5
+    truth : (T, 2) int rows of known true pairs, optional: in the zoom, found ones are circled green and wrong
+        pairs touching a row of ``truth`` red (for checking a result on validation pairs)
+    zoom : side of the zoom window (``unit``), centred where pairs are densest
 
     Example
     -------
-    >>> fig = matched_points(res.transform.map_points(em), lm, res.pairs, res.confidence)   # doctest: +SKIP
+    >>> fig = matched_points(em_um, res.transform.map_points(em), lm, res.pairs, res.confidence)   # doctest: +SKIP
     """
+    s = np.asarray(src, float)
     m = np.asarray(mapped_src, float)
     d = np.asarray(dst, float)
     pr = np.asarray(pairs, int).reshape(-1, 2)
-    if m.ndim != 2 or m.shape[1] != 3 or d.ndim != 2 or d.shape[1] != 3:
-        raise InputError(f"mapped_src and dst must be (N, 3) and (M, 3); got {m.shape} and {d.shape}",
-                         field="mapped_src")
+    if s.shape != m.shape or m.ndim != 2 or m.shape[1] != 3 or d.ndim != 2 or d.shape[1] != 3:
+        raise InputError(f"src and mapped_src must both be (N, 3) and dst (M, 3); got {s.shape}, {m.shape}, "
+                         f"{d.shape}", field="mapped_src")
     if len(pr) and (pr[:, 0].max() >= len(m) or pr[:, 1].max() >= len(d) or pr.min() < 0):
         raise InputError("pairs index outside the point sets", field="pairs")
     from matplotlib.collections import LineCollection
 
-    fig, axes = _new_figure(1, 3, size=(4.6, 4.2))
-    spread = np.std(d, axis=0)
-    order = np.argsort(spread)[::-1]
-    planes = [(order[0], order[1]), (order[0], order[2])]
-    good = bad = None
-    if truth is not None:
-        t = np.asarray(truth, int).reshape(-1, 2)
-        tset = {tuple(r) for r in t.tolist()}
-        s_rows, d_rows = set(t[:, 0].tolist()), set(t[:, 1].tolist())
-        good = np.array([tuple(r) in tset for r in pr.tolist()], bool)
-        bad = np.array([(not g) and (a in s_rows or b in d_rows) for g, (a, b) in zip(good, pr.tolist())], bool)
-    for ax, (a, b) in zip(axes[0, :2], planes):
-        ax.scatter(d[:, a], d[:, b], s=4, c="tab:orange", alpha=0.5, lw=0, label=f"destination ({len(d)})")
-        ax.scatter(m[:, a], m[:, b], s=4, c="tab:blue", alpha=0.5, lw=0, label=f"source, mapped ({len(m)})")
-        seg = np.stack([m[pr[:, 0]][:, [a, b]], d[pr[:, 1]][:, [a, b]]], 1)
-        if good is not None:
-            for sel, col, lab in ((good, "tab:green", "validation pair found"), (bad, "tab:red", "wrong pair")):
-                if sel.any():
-                    ax.add_collection(LineCollection(seg[sel], colors=col, linewidths=1.6, label=lab))
-                    ax.scatter(d[pr[sel, 1], a], d[pr[sel, 1], b], s=16, facecolors="none", edgecolors=col, lw=0.8)
-        else:
-            ax.add_collection(LineCollection(seg, colors="k", linewidths=0.6, label=f"{len(pr)} pairs"))
-        ax.set_xlabel(f"axis {a} ({unit})")
-        ax.set_ylabel(f"axis {b} ({unit})")
+    fig, axes = _new_figure(1, 4, size=(4.0, 4.0))
+
+    def plane(p):
+        o = np.argsort(np.std(p, axis=0))[::-1]
+        return int(o[0]), int(o[1])
+
+    # colour of a pair: its destination position along the destination's widest axis
+    da, db = plane(d)
+    col = np.full(len(d), np.nan)
+    if len(pr):
+        col[pr[:, 1]] = d[pr[:, 1], da]
+    vmin, vmax = (np.nanmin(col), np.nanmax(col)) if len(pr) else (0, 1)
+    scol = np.full(len(s), np.nan)
+    if len(pr):
+        scol[pr[:, 0]] = col[pr[:, 1]]
+    for ax, p, c, name, u in ((axes[0, 0], s, scol, "source, own frame", src_unit),
+                              (axes[0, 1], d, col, "destination, own frame", unit)):
+        a, b = plane(p)
+        un = ~np.isfinite(c)
+        ax.scatter(p[un, a], p[un, b], s=3, c="0.75", lw=0, label=f"no partner ({int(un.sum())})")
+        ax.scatter(p[~un, a], p[~un, b], s=5, c=c[~un], cmap="turbo", vmin=vmin, vmax=vmax, lw=0,
+                   label=f"matched ({int((~un).sum())})")
+        ax.set_xlabel(f"axis {a} ({u})")
+        ax.set_ylabel(f"axis {b} ({u})")
         ax.set_aspect("equal", adjustable="datalim")
+        ax.set_title(name + " (partners share a colour)", fontsize=9)
         ax.legend(fontsize=7, loc="upper right", markerscale=2)
     ax = axes[0, 2]
+    if len(pr):
+        # the zoom window: where matched destination cells are densest (a coarse 2-D histogram)
+        q = d[pr[:, 1]][:, [da, db]]
+        h, xe, ye = np.histogram2d(q[:, 0], q[:, 1], bins=max(2, int(np.ptp(q[:, 0]) // zoom) + 1))
+        i, j = np.unravel_index(np.argmax(h), h.shape)
+        cx, cy = (xe[i] + xe[i + 1]) / 2, (ye[j] + ye[j + 1]) / 2
+        lo = np.array([cx, cy]) - zoom / 2
+        hi = lo + zoom
+        inside = lambda p: np.all((p[:, [da, db]] >= lo) & (p[:, [da, db]] <= hi), axis=1)  # noqa: E731
+        di, mi = inside(d), inside(m)
+        ax.scatter(d[di, da], d[di, db], s=60, facecolors="none", edgecolors="tab:orange", lw=1.0,
+                   label="destination cells")
+        ax.scatter(m[mi, da], m[mi, db], s=12, c="tab:blue", lw=0, label="source cells, mapped")
+        sel = inside(m[pr[:, 0]]) | inside(d[pr[:, 1]])
+        seg = np.stack([m[pr[sel, 0]][:, [da, db]], d[pr[sel, 1]][:, [da, db]]], 1)
+        ax.add_collection(LineCollection(seg, colors="k", linewidths=0.8, label="pairs"))
+        if truth is not None:
+            t = np.asarray(truth, int).reshape(-1, 2)
+            tset = {tuple(r) for r in t.tolist()}
+            s_rows, d_rows = set(t[:, 0].tolist()), set(t[:, 1].tolist())
+            good = np.array([tuple(r) in tset for r in pr.tolist()], bool)
+            bad = np.array([(not g) and (a_ in s_rows or b_ in d_rows) for g, (a_, b_) in zip(good, pr.tolist())])
+            for mask, c, lab in ((good & sel, "tab:green", "validation pair found"), (bad & sel, "tab:red",
+                                                                                      "wrong pair")):
+                if mask.any():
+                    ax.scatter(d[pr[mask, 1], da], d[pr[mask, 1], db], s=140, facecolors="none", edgecolors=c,
+                               lw=1.4, label=lab)
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+        ax.set_aspect("equal")
+        ax.legend(fontsize=7, loc="upper right")
+    ax.set_xlabel(f"axis {da} ({unit})")
+    ax.set_ylabel(f"axis {db} ({unit})")
+    ax.set_title(f"zoom, destination frame ({zoom:g} {unit} window)", fontsize=9)
+    ax = axes[0, 3]
     res = np.linalg.norm(m[pr[:, 0]] - d[pr[:, 1]], axis=1) if len(pr) else np.zeros(0)
     if len(res):
         ax.hist(res, bins=40, color="tab:blue")

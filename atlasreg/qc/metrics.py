@@ -130,9 +130,9 @@ def jacobian_determinant(transform, grid, block_voxels: int = 2_000_000) -> np.n
     8.0
     """
     from ..spaces import unit_scale
-    from ..volume import _as_grid
+    from ..volume import as_grid
 
-    g = _as_grid(grid)
+    g = as_grid(grid)
     if g.space.name != transform.src.name:
         raise InputError(f"grid is in space {g.space.name!r} but the transform starts in "
                          f"{transform.src.name!r}", field="grid")

@@ -34,6 +34,7 @@ import scipy.linalg
 from ..errors import InputError
 from ..spaces import Space, as_space, unit_scale
 from ..transforms.base import Affine, Transform, as_points
+from ..transforms.fitting import fit_linear, procrustes
 from ..transforms.tps import KERNELS, ThinPlateSpline, kernel_matrix, normalising_frame
 
 log = logging.getLogger(__name__)
@@ -228,33 +229,6 @@ def _spread_rank(x: np.ndarray) -> int:
 # ----------------------------------------------------------------------------------------------
 # Linear models: fits and exact leave-one-out
 # ----------------------------------------------------------------------------------------------
-def _fit_linear_n(s: np.ndarray, d: np.ndarray, model: str) -> np.ndarray:
-    """Linear fit in normalised coordinates; returns (3, 4) [A | t]."""
-    cs, cd = s.mean(0), d.mean(0)
-    s0, d0 = s - cs, d - cd
-    if model == "affine":
-        A = np.linalg.lstsq(s0, d0, rcond=None)[0].T
-    else:
-        R, scale = _procrustes(d0.T @ s0, float((s0 ** 2).sum()), model)
-        A = scale * R
-    return np.hstack([A, (cd - A @ cs)[:, None]])
-
-
-def _procrustes(cov: np.ndarray, var_s, model: str):
-    """Rotation (and similarity scale) from cross-covariance(s) ``cov`` (..., 3, 3) (Umeyama, no reflection)."""
-    U, S, Vt = np.linalg.svd(cov)
-    sign = np.sign(np.linalg.det(U) * np.linalg.det(Vt))
-    sign = np.where(sign == 0, 1.0, sign)
-    D = np.ones(S.shape)
-    D[..., 2] = sign
-    R = (U * D[..., None, :]) @ Vt
-    if model == "similarity":
-        scale = (S * D).sum(-1) / var_s
-    else:
-        scale = np.ones(S.shape[:-1]) if S.ndim > 1 else 1.0
-    return R, scale
-
-
 def _loo_linear(s: np.ndarray, d: np.ndarray, model: str) -> np.ndarray | None:
     """Exact leave-one-out predictions (N, 3) of a linear model, or None if undefined."""
     N = len(s)
@@ -276,7 +250,7 @@ def _loo_linear(s: np.ndarray, d: np.ndarray, model: str) -> np.ndarray | None:
     C = d.T @ s
     cov = C[None] - d[:, :, None] * s[:, None, :] - (N - 1) * cd[:, :, None] * cs[:, None, :]
     var_s = (s ** 2).sum() - (s ** 2).sum(1) - (N - 1) * (cs ** 2).sum(1)
-    R, scale = _procrustes(cov, var_s, model)
+    R, scale = procrustes(cov, var_s, model)
     A = scale[:, None, None] * R
     t = cd - np.einsum("nij,nj->ni", A, cs)
     return np.einsum("nij,nj->ni", A, s) + t
@@ -394,7 +368,7 @@ class _Frame:
 
 def _linear_matrix(s_raw, d, u, model) -> np.ndarray:
     fr = _Frame(s_raw, d, u)
-    return fr.to_matrix(_fit_linear_n(fr.src(s_raw), fr.dst(d), model))
+    return fr.to_matrix(fit_linear(fr.src(s_raw), fr.dst(d), model)[:3])
 
 
 def _linear_choice(s_raw, d, u, model, keep) -> _Choice | None:
@@ -407,7 +381,7 @@ def _linear_choice(s_raw, d, u, model, keep) -> _Choice | None:
     heldout[idx] = np.linalg.norm(fr.cd + fr.k * pred - d[idx], axis=1)
     out = np.flatnonzero(~keep)
     if out.size:
-        m = fr.to_matrix(_fit_linear_n(fr.src(s_raw[idx]), fr.dst(d[idx]), model))
+        m = fr.to_matrix(fit_linear(fr.src(s_raw[idx]), fr.dst(d[idx]), model)[:3])
         heldout[out] = np.linalg.norm(s_raw[out] @ m[:3, :3].T + m[:3, 3] - d[out], axis=1)
     return _Choice(model, None, None, heldout, keep.copy())
 

@@ -60,6 +60,7 @@ from scipy.spatial import cKDTree
 from ..errors import InputError, NoMatchError
 from ..spaces import Space, unit_scale
 from ..transforms.base import Affine, Transform, as_points
+from ..transforms.fitting import fit_linear
 from .landmarks import fit_landmarks
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class MatchResult:
             f"{'mirrored' if r['global']['best']['mirrored'] else 'proper'} rotation, "
             f"{r['global']['best']['inliers']} points with a partner within "
             f"{r['global']['inlier_radius_um']:.3g} µm (runner-up {r['global']['runner_up_inliers']})",
-            f"final fit: {self.transform.report.model}; held-out error median {self.heldout_median:.3g} {u}, "
+            f"final fit: {getattr(self.transform.report, 'model', 'none')}; held-out error median {self.heldout_median:.3g} {u}, "
             f"p95 {self.heldout_p95:.3g} {u} ({r['heldout_kind']}); soma spacing {r['spacing_um']:.3g} µm",
             f"residual of the matched pairs: median {np.median(self.residuals):.3g} {u}, "
             f"p95 {np.percentile(self.residuals, 95):.3g} {u}" if self.n_pairs else "",
@@ -145,7 +146,8 @@ class MatchResult:
         return {"src": self.src.name, "src_unit": self.src.unit, "dst": self.dst.name, "dst_unit": self.dst.unit,
                 "n_pairs": self.n_pairs, "heldout_median": self.heldout_median, "heldout_p95": self.heldout_p95,
                 "pairs": self.pairs.tolist(), "confidence": [round(float(c), 5) for c in self.confidence],
-                "residuals": [float(v) for v in self.residuals], "fit": self.transform.report.to_dict(),
+                "residuals": [float(v) for v in self.residuals],
+                "fit": self.transform.report.to_dict() if getattr(self.transform, "report", None) else None,
                 **self.report}
 
 
@@ -368,14 +370,9 @@ class _Field:
 
 
 def _basis(X, C, beta) -> sp.csr_matrix:
-    """Sparse Gaussian basis exp(-r²/2β²), truncated at 4β (where it is 3e-4)."""
-    tc = cKDTree(C)
-    rows = tc.query_ball_point(X, 4 * beta)
-    lens = np.fromiter((len(r) for r in rows), int, len(rows))
-    ii = np.repeat(np.arange(len(X)), lens)
-    jj = np.fromiter(itertools.chain.from_iterable(rows), int, int(lens.sum()))
-    r2 = ((X[ii] - C[jj]) ** 2).sum(1)
-    return sp.csr_matrix((np.exp(-0.5 * r2 / beta ** 2), (ii, jj)), shape=(len(X), len(C)))
+    """Sparse Gaussian basis exp(-r²/2β²), truncated at 3β."""
+    r = cKDTree(X).sparse_distance_matrix(cKDTree(C), 3 * beta, output_type="ndarray")
+    return sp.csr_matrix((np.exp(-0.5 * (r["v"] / beta) ** 2), (r["i"], r["j"])), shape=(len(X), len(C)))
 
 
 def _grid_centres(X, h):
@@ -388,11 +385,11 @@ def _grid_centres(X, h):
     return C / np.bincount(inv)[:, None]
 
 
-def _fit_field(X, Y, p, C, beta, alpha=1.0) -> _Field:
+def _fit_field(X, Y, p, C, beta, alpha=1.0, Phi=None) -> _Field:
     """Weighted least squares for affine + basis weights, ridge ``alpha`` (per centre, scaled by the weights)."""
     c = X.mean(0)
     k = float(np.sqrt(((X - c) ** 2).sum(1).mean())) or 1.0
-    Phi = _basis(X, C, beta)
+    Phi = _basis(X, C, beta) if Phi is None else Phi
     G = sp.hstack([sp.csr_matrix(np.hstack([(X - c) / k, np.ones((len(X), 1))])), Phi]).tocsr()
     Gw = G.multiply(p[:, None]).tocsr()
     H = (G.T @ Gw).toarray()
@@ -402,26 +399,30 @@ def _fit_field(X, Y, p, C, beta, alpha=1.0) -> _Field:
     return _Field(A, coef[3] - A @ c, C, coef[4:], beta)
 
 
-def _nonrigid(S, D, tree_d, A, t, spacing, rng, max_centres=2500, fit_points=30_000):
+def _nonrigid(S, D, tree_d, A, t, spacing, rng, max_centres=2500, fit_points=15_000, iters=3):
     f = _Field(A, t)
     Sf = S if len(S) <= fit_points else S[rng.choice(len(S), fit_points, replace=False)]
     vol = float(np.prod(np.maximum(np.ptp(S @ A.T, axis=0), spacing)))
     h_min = (vol / max_centres) ** (1 / 3)
     stages = []
     pi = 0.5
+    m = f(Sf)
     for fs, fh in SCHEDULE:
         sg = fs * spacing
         h = max(fh * spacing, h_min)
-        for _ in range(3):
-            m = f(Sf)
+        # centres on a grid in the destination frame, pulled back through the affine part; fixed for the stage,
+        # so the basis of the fitting points is built once per stage
+        C = (_grid_centres(m, h) - f.t) @ np.linalg.inv(f.A).T
+        beta = h * abs(np.linalg.det(f.A)) ** (-1 / 3)
+        Phi = _basis(Sf, C, beta)
+        p = np.zeros(len(Sf))
+        for _ in range(iters):
             Y, p = _soft_targets(m, tree_d, D, sg, _outlier_const(D, sg, pi))
             pi = float(p.mean())
             if p.sum() < 10:
                 break
-            # centres on a grid in the destination frame, pulled back through the affine part
-            Cd = _grid_centres(m, h)
-            C = (Cd - f.t) @ np.linalg.inv(f.A).T
-            f = _fit_field(Sf, Y, p + 1e-9, C, h * abs(np.linalg.det(f.A)) ** (-1 / 3))
+            f = _fit_field(Sf, Y, p + 1e-9, C, beta, Phi=Phi)
+            m = Sf @ f.A.T + f.t + Phi @ f.W
         stages.append({"sigma_um": sg, "basis_spacing_um": h, "matched_mass": float(p.sum() * len(S) / len(Sf))})
     return f, stages
 
@@ -488,8 +489,8 @@ def _prior(prior, src, dst, s_um):
         mapped = prior.map_points(raw) * unit_scale(prior.dst.unit, "um")
         if not np.isfinite(mapped).all():
             raise InputError("the prior transform gives NaN for some source points", field="prior")
-        A, t = _affine_fit(pts, mapped, np.ones(len(pts)))
-        return A, t, None
+        m = fit_linear(pts, mapped, "affine")
+        return m[:3, :3], m[:3, 3], None
     if isinstance(prior, dict):
         unknown = set(prior) - {"rotation_deg", "rotation", "scale"}
         if unknown:
@@ -599,43 +600,43 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
     f, stages = _nonrigid(S, D, tree_d, A, t, spacing, rng)
     timings["nonrigid_s"] = time.perf_counter() - t0 - timings["global_s"]
 
-    # pairs under the field, the final fit, pairs again through the fit, fit again
+    # pairs under the field; a fit on them; pairs again through that fit (gate from its held-out error); the final fit
+    to_um = unit_scale(dst.unit, "um")
+    u_dst = 1.0 / to_um
     m = f(S)
     ei, lj, _ = _mutual(m, D, tree_d, 2.5 * SCHEDULE[-1][0] * spacing)
     report = {"n_src": len(S), "n_dst": len(D), "spacing_um": spacing, "rotations_tried": tried, "global": ginfo,
               "stages": stages, "pairs_per_round": [int(len(ei))]}
-    consistent, reason = True, ""
     T = None
     med = p95 = float("nan")
     kind = ""
-    u_dst = unit_scale("um", dst.unit)
-    for _ in range(1):
-        if len(ei) < max(min_pairs, 6):
-            break
+    enough = max(min_pairs, 6)
+    if len(ei) >= enough:
         T, med, p95, kind = _fit(s_raw, d_raw, ei, lj, src, dst, max_fit_pairs, rng)
-        m = T.map_points(s_raw) * unit_scale(dst.unit, "um")
-        gate = max(2.0 * p95 * unit_scale(dst.unit, "um"), 2.5 * SCHEDULE[-1][0] * spacing)
-        gate = min(gate, 0.6 * spacing)
-        ei, lj, _ = _mutual(m, D, tree_d, gate)
-        report["pairs_per_round"].append(int(len(ei)))
-    if len(ei) >= max(min_pairs, 6):
-        T, med, p95, kind = _fit(s_raw, d_raw, ei, lj, src, dst, max_fit_pairs, rng)
-        m = T.map_points(s_raw) * unit_scale(dst.unit, "um")
-    if T is None or len(ei) < min_pairs:
-        consistent, reason = False, (f"only {len(ei)} pairs found (at least {min_pairs} needed): the clouds "
-                                     "show no consistent correspondence")
-        if T is None:
-            mat = np.eye(4)
-            mat[:3, :3] = A * unit_scale(src.unit, "um") * u_dst
-            mat[:3, 3] = t * u_dst
-            T = fit_landmarks(s_raw[:50], (s_raw[:50] @ mat[:3, :3].T + mat[:3, 3]), model="affine", src=src,
-                              dst=dst, robust=False)
-    elif med * unit_scale(dst.unit, "um") > max_heldout_spacing * spacing:
+        m = T.map_points(s_raw) * to_um
+        gate = min(max(2.0 * p95 * to_um, 2.5 * SCHEDULE[-1][0] * spacing), 0.6 * spacing)
+        e2, l2, _ = _mutual(m, D, tree_d, gate)
+        report["pairs_per_round"].append(int(len(e2)))
+        if len(e2) >= enough:
+            ei, lj = e2, l2
+            T, med, p95, kind = _fit(s_raw, d_raw, ei, lj, src, dst, max_fit_pairs, rng)
+            m = T.map_points(s_raw) * to_um
+    consistent, reason = True, ""
+    if T is None:
+        consistent, reason = False, (f"only {len(ei)} pairs found (at least {enough} needed): the clouds show no "
+                                     "consistent correspondence")
+        mat = np.eye(4)  # the field's affine part, for the record only
+        mat[:3, :3] = f.A * unit_scale(src.unit, "um") * u_dst
+        mat[:3, 3] = f.t * u_dst
+        T = Affine(mat, src, dst)
+        T.report = None
+    elif med * to_um > max_heldout_spacing * spacing:
         consistent, reason = False, (
-            f"the held-out error of the fit ({med * unit_scale(dst.unit, 'um'):.3g} µm median) is not far below "
-            f"the soma spacing ({spacing:.3g} µm; at most {max_heldout_spacing:g} of it is accepted): the pairs are "
-            "not a consistent correspondence")
-    sigma_c = max(med * unit_scale(dst.unit, "um") / 1.538, 1e-9 * spacing)  # median of a 3-D Gaussian norm
+            f"the held-out error of the fit ({med * to_um:.3g} µm median) is not far below the soma spacing "
+            f"({spacing:.3g} µm; at most {max_heldout_spacing:g} of it is accepted): the pairs are not a consistent "
+            "correspondence")
+    # confidence: a Gaussian of the held-out error scale (median of a 3-D Gaussian's norm is 1.538 σ)
+    sigma_c = max(med * to_um / 1.538, 1e-3 * spacing) if np.isfinite(med) else 0.25 * spacing
     conf = (_confidence(m, D, tree_d, ei, lj, sigma_c, _outlier_const(D, sigma_c)) if len(ei) else np.zeros(0))
     resid = np.linalg.norm(m[ei] - D[lj], axis=1) * u_dst if len(ei) else np.zeros(0)
     timings["seconds"] = time.perf_counter() - t0
@@ -651,12 +652,13 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
 
 
 def write_match(result: MatchResult, src_points, dst_points, transform_path, pairs_path=None, report_path=None,
-                figure_path=None, force: bool = False) -> dict:
+                figure_path=None, force: bool = False, truth=None) -> dict:
     """Write a match: the transform (any :func:`~atlasreg.save_transform` format), the pairs as a BigWarp CSV
     (moving = source, fixed = destination, each in its space's unit), a JSON report, and a PNG of the matches.
 
     Default names sit beside ``transform_path``: ``<stem>.pairs.csv``, ``<stem>.report.json``,
-    ``<stem>.matches.png``. Returns the paths written.
+    ``<stem>.matches.png``. ``truth`` (rows of known true pairs, optional) marks found and wrong pairs in the
+    figure. Returns the paths written.
 
     Examples
     --------
@@ -693,7 +695,8 @@ def write_match(result: MatchResult, src_points, dst_points, transform_path, pai
     with atomic_path(paths["report"], force) as tmp:
         tmp.write_text(json.dumps(doc, indent=1, default=float))
     mapped = result.transform.map_points(s) * unit_scale(result.dst.unit, "um")
-    fig = matched_points(mapped, d * unit_scale(result.dst.unit, "um"), result.pairs, result.confidence,
+    fig = matched_points(s * unit_scale(result.src.unit, "um"), mapped, d * unit_scale(result.dst.unit, "um"),
+                         result.pairs, result.confidence, truth=truth,
                          title=f"{result.src.name} -> {result.dst.name}: {result.n_pairs} matched pairs, held-out "
                                f"median {result.heldout_median * unit_scale(result.dst.unit, 'um'):.3g} µm")
     png = figure_png(fig)

@@ -52,13 +52,36 @@ class OrientationReport:
     def flagged(self) -> bool:
         return self.best != self.given and self.best_score - self.given_score > self.margin
 
+    @property
+    def candidates(self) -> tuple[str, str]:
+        """The best code and its left-right mirror: an image of a nearly symmetric brain cannot tell them apart,
+        so both are suggested, the one keeping the given code's l/r letter first."""
+        twin = lr_mirror(self.best)
+        keep = next((c for c in self.given if c in "lr"), None)
+        return (self.best, twin) if keep is None or keep in self.best else (twin, self.best)
+
     def message(self) -> str:
         top = sorted(self.scores.items(), key=lambda kv: -kv[1])[:4]
-        return (f"the moving volume's orientation {self.given!r} looks wrong: {self.best!r} fits the fixed volume "
-                f"far better (correlation {self.best_score:.2f} vs {self.given_score:.2f}; best: "
-                + ", ".join(f"{k} {v:.2f}" for k, v in top)
-                + f"). Check --orientation (BrainGlobe origin code: the side where index 0 of each axis lies), "
-                  f"or pass orientation_search='warn'/'off' to register anyway")
+        first, second = self.candidates
+        return (f"the moving volume's orientation {self.given!r} looks wrong: {first!r} or its left-right mirror "
+                f"{second!r} fits the fixed volume far better (correlation {self.best_score:.2f} vs "
+                f"{self.given_score:.2f}; best: " + ", ".join(f"{k} {v:.2f}" for k, v in top)
+                + "). The image decides the anterior/posterior and superior/inferior letters only: left and right "
+                  "cannot be told apart from an image of a nearly symmetric brain, so take the l/r letter from how "
+                  f"the sample was mounted ({first!r} keeps the left/right of the code given). Check --orientation "
+                  "(BrainGlobe origin code: the side where index 0 of each axis lies), or pass "
+                  "orientation_search='warn'/'off' to register anyway")
+
+
+def lr_mirror(code: str) -> str:
+    """The orientation code with left and right swapped (``psl`` -> ``psr``).
+
+    Example
+    -------
+    >>> lr_mirror("psl")
+    'psr'
+    """
+    return validate_orientation(code).translate(str.maketrans("lr", "rl"))
 
 
 def _reoriented_array(arr: np.ndarray, code: str, target: str) -> np.ndarray:

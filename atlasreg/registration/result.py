@@ -158,6 +158,44 @@ class RegistrationResult:
         self._check_space(volume, self.fixed_grid.space, "warp_back")
         return warp(volume, self.transform, self.moving_grid, _interp(volume, interpolation))
 
+    def read_input(self, path: str | os.PathLike, side: str = "moving", voxel_size=None,
+                   orientation: str | None = None) -> Volume:
+        """Read a volume file of the moving (sample) or the fixed (atlas) space, on any grid of that space, for
+        :meth:`warp` (``side="moving"``) or :meth:`warp_back` (``side="fixed"``).
+
+        ``orientation``: the code of the file's axes as stored (default: the space's); another code is
+        reoriented exactly. ``voxel_size`` for files that record none. A volume whose extent does not match the
+        space's grid (more than 15 % off on an axis) is an error naming the file: a wrong voxel size or
+        orientation would otherwise warp silently wrong.
+
+        Example
+        -------
+        >>> ann = res.read_input("ABA_25um_2017_annotation.tif", "fixed", voxel_size=25, orientation="ras")  # doctest: +SKIP
+        >>> on_sample = res.warp_back(ann)                                                                # doctest: +SKIP
+        """
+        from ..io.volumes import read_volume
+        from ..spaces import validate_orientation
+
+        if side not in ("moving", "fixed"):
+            raise InputError("side must be 'moving' or 'fixed'", field="side")
+        grid = self.moving_grid if side == "moving" else self.fixed_grid
+        sp = grid.space
+        code = validate_orientation(orientation) if orientation is not None else sp.orientation
+        if code is None or sp.orientation is None or code == sp.orientation:
+            vol = read_volume(path, voxel_size=voxel_size, orientation=code, space=sp, override=True)
+        else:
+            raw = read_volume(path, voxel_size=voxel_size, orientation=code, space=Space(f"{sp.name}__file", sp.unit),
+                              override=True)
+            vol = raw.reorient(sp.orientation, sp)
+        ext_v = np.asarray(vol.shape) * vol.voxel_size
+        ext_g = np.asarray(grid.shape) * np.asarray(grid.spacing)
+        if np.any(np.abs(ext_v - ext_g) > 0.15 * ext_g):
+            raise InputError(f"the volume spans {tuple(np.round(ext_v, 1))} {sp.unit} (shape {vol.shape}, voxel "
+                             f"{tuple(np.round(vol.voxel_size, 4))}, axes {code}) but the registration's {sp.name} "
+                             f"grid spans {tuple(np.round(ext_g, 1))} {sp.unit}: check its voxel size and "
+                             "orientation", path=path, field="shape")
+        return vol
+
     @staticmethod
     def _check_space(volume: Volume, space: Space, what: str) -> None:
         if not isinstance(volume, Volume):

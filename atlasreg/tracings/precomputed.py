@@ -24,8 +24,9 @@ a skeleton read here overlays the EM volume read there without any shift.
 * Annotations: ``point`` -> one :class:`PointTable`; ``line`` (e.g. synapses,
   pre -> post) -> two tables with the same rows (ends A and B), so both ends move
   with ``transform_table``. Columns: ``id`` (the annotation id), ``x, y, z``
-  (nm), one per property (enum properties as their labels); related segments as
-  ``<relationship>`` columns holding the first related id (0 if none).
+  (nm), one per property (enum properties as their labels); related segments (read from the ``by_id``
+  index, one read per annotation; ``relationships=False`` skips them) as one ``<relationship>`` column each:
+  the segment id (0 if none), or a tuple of ids where some annotation has several.
 
 Examples
 --------
@@ -45,7 +46,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..io.precomputed import PrecomputedSource, check_key, precomputed_source, read_precomputed_info, require
+from ..io.precomputed import (PrecomputedSource, check_key, precomputed_source, read_bounded, read_precomputed_info,
+                              require)
 from ..spaces import Space
 from .neuron import Neuron, NeuronList
 from .tables import PointTable
@@ -289,13 +291,13 @@ def read_precomputed_skeletons(path, ids=None, space: Space | str = "em") -> Neu
                 raise InputError(f"skeleton {i} is {f.stat().st_size} bytes, more than {MAX_SKELETON_BYTES}",
                                  path=where)
         try:
-            res = kv.read(key(i)).result()
+            res = read_bounded(kv, key(i), MAX_SKELETON_BYTES)
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"could not read skeleton {i} ({str(exc)[:200]})", path=where) from exc
+        if res is None:
+            raise InputError(f"skeleton {i} is more than {MAX_SKELETON_BYTES} bytes", path=where)
         if res.state != "value":
             raise InputError(f"there is no skeleton for segment {i}", path=where, field="ids")
-        if len(res.value) > MAX_SKELETON_BYTES:
-            raise InputError(f"skeleton {i} is {len(res.value)} bytes, more than {MAX_SKELETON_BYTES}", path=where)
         verts, edges, values = _decode(bytes(res.value), i, attrs, where)
         out.append(_to_neuron(i, verts, edges, values, m, sp, where, src.display))
     return out
@@ -376,7 +378,7 @@ def _annotations(reader, where: str) -> list:
     return out
 
 
-def _props_frame(reader, anns: list, info: dict) -> pd.DataFrame:
+def _props_frame(reader, anns: list, info: dict, relationships: bool, where: str) -> pd.DataFrame:
     cols = {"id": np.array([int(a.id) for a in anns], dtype=np.uint64)}
     for j, spec in enumerate(reader.properties):
         vals = np.array([a.props[j] for a in anns]) if anns else np.zeros(0)
@@ -385,9 +387,25 @@ def _props_frame(reader, anns: list, info: dict) -> pd.DataFrame:
             labels = dict(zip(enum, info["properties"][j].get("enum_labels", [])))
             vals = np.array([labels.get(type(enum[0])(v), str(v)) for v in vals], dtype=object)
         cols[spec.id] = vals
-    for j, rel in enumerate(info.get("relationships", []) or []):
-        segs = [a.segments[j] if a.segments is not None and len(a.segments) > j else [] for a in anns]
-        cols[rel["id"]] = np.array([int(s[0]) if len(s) else 0 for s in segs], dtype=np.uint64)
+    rels = [r["id"] for r in info.get("relationships", []) or [] if isinstance(r, dict)]
+    if rels and relationships:
+        # the spatial index carries no related segments: each annotation's by_id entry does
+        if not reader.by_id:
+            raise InputError("the annotations have related segments but no by_id index to read them from; pass "
+                             "relationships=False to read without them", path=where, field="by_id")
+        try:
+            futures = [reader.by_id.get(int(a.id)) for a in anns]
+            full = [f.result() for f in futures]
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"the by_id index could not be read ({type(exc).__name__}: {str(exc)[:200]})",
+                             path=where, field="by_id") from exc
+        for j, rel in enumerate(rels):
+            segs = [tuple(int(v) for v in (a.segments[j] if a is not None and a.segments is not None else ()))
+                    for a in full]
+            if all(len(t) <= 1 for t in segs):
+                cols[rel] = np.array([t[0] if t else 0 for t in segs], dtype=np.uint64)
+            else:
+                cols[rel] = pd.Series(segs, dtype=object).to_numpy()
     return pd.DataFrame(cols)
 
 
@@ -398,7 +416,8 @@ def _with_xyz(frame: pd.DataFrame, pts: np.ndarray) -> pd.DataFrame:
     return df
 
 
-def read_precomputed_points(path, space: Space | str = "em", name: str = "points") -> PointTable:
+def read_precomputed_points(path, space: Space | str = "em", name: str = "points",
+                            relationships: bool = True) -> PointTable:
     """Point annotations (cells, synapse centres) as a :class:`PointTable` in nm.
 
     Parameters
@@ -418,11 +437,12 @@ def read_precomputed_points(path, space: Space | str = "em", name: str = "points
     reader, info, scale, where = _annotation_reader(path, "point")
     anns = _annotations(reader, where)
     pts = np.array([np.asarray(a.point, np.float64) for a in anns]).reshape(-1, 3) * scale
-    return PointTable(_with_xyz(_props_frame(reader, anns, info), pts), sp, name=name,
+    return PointTable(_with_xyz(_props_frame(reader, anns, info, relationships, where), pts), sp, name=name,
                       provenance={"source_file": where, "format": "neuroglancer precomputed annotations"})
 
 
-def read_precomputed_lines(path, space: Space | str = "em", name: str = "lines") -> tuple[PointTable, PointTable]:
+def read_precomputed_lines(path, space: Space | str = "em", name: str = "lines",
+                           relationships: bool = True) -> tuple[PointTable, PointTable]:
     """Line annotations (e.g. synapses, pre -> post) as two row-aligned tables: end A and end B, in nm.
 
     >>> pre, post = read_precomputed_lines("synapses/", space="em")        # doctest: +SKIP
@@ -434,7 +454,7 @@ def read_precomputed_lines(path, space: Space | str = "em", name: str = "lines")
     anns = _annotations(reader, where)
     a = np.array([np.asarray(x.point_a, np.float64) for x in anns]).reshape(-1, 3) * scale
     b = np.array([np.asarray(x.point_b, np.float64) for x in anns]).reshape(-1, 3) * scale
-    frame = _props_frame(reader, anns, info)
+    frame = _props_frame(reader, anns, info, relationships, where)
     prov = {"source_file": where, "format": "neuroglancer precomputed annotations"}
     return (PointTable(_with_xyz(frame, a), sp, name=f"{name}_a", provenance={**prov, "end": "a"}),
             PointTable(_with_xyz(frame, b), sp, name=f"{name}_b", provenance={**prov, "end": "b"}))
@@ -466,7 +486,7 @@ def _property_specs(df: pd.DataFrame, skip: set, where) -> list[tuple[str, str]]
     return specs
 
 
-def _write_annotations(kind: str, ends: list, path, force: bool) -> Path:
+def _write_annotations(kind: str, ends: list, path, force: bool, relationships) -> Path:
     """Point (one table) or line (two row-aligned tables) annotations through neuroglancer's AnnotationWriter."""
     from ..io.atomic import atomic_path, check_writable
 
@@ -483,15 +503,22 @@ def _write_annotations(kind: str, ends: list, path, force: bool) -> Path:
                              field="id")
     else:
         ids = np.arange(len(df))
-    specs = _property_specs(df, {*first.columns, "id"}, p)
+    rels = [] if relationships is None else [relationships] if isinstance(relationships, str) else list(relationships)
+    missing = [c for c in rels if c not in df.columns]
+    if missing:
+        raise InputError(f"relationship column(s) {missing} are not in the table (it has {list(df.columns)[:12]})",
+                         path=p, field="relationships")
+    segs = {c: [_segment_ids(v, c, p) for v in df[c].to_numpy()] for c in rels}
+    specs = _property_specs(df, {*first.columns, "id", *rels}, p)
     cs = nm.CoordinateSpace(names=["x", "y", "z"], units=first.space.unit, scales=[1, 1, 1])
-    w = AnnotationWriter(coordinate_space=cs, annotation_type=kind,
+    w = AnnotationWriter(coordinate_space=cs, annotation_type=kind, relationships=rels,
                          properties=[nm.AnnotationPropertySpec(id=_prop_id(c), type=t) for c, t in specs])
     add = w.add_point if kind == "point" else w.add_line
     points = [e.points for e in ends]
     cols = {_prop_id(c): df[c].to_numpy() for c, _ in specs}
     for r in range(len(df)):
-        add(*(pt[r] for pt in points), id=int(ids[r]), **{c: v[r].item() for c, v in cols.items()})
+        add(*(pt[r] for pt in points), id=int(ids[r]), **{c: v[r].item() for c, v in cols.items()},
+            **{c: v[r] for c, v in segs.items()})
     with atomic_path(p, force) as tmp:
         w.write(str(tmp))
         info = json.loads((tmp / "info").read_text())
@@ -500,11 +527,27 @@ def _write_annotations(kind: str, ends: list, path, force: bool) -> Path:
     return p
 
 
-def write_precomputed_points(table: PointTable, path, force: bool = False) -> Path:
+def _segment_ids(value, column: str, where) -> list[int]:
+    """The related segment ids of one row: an id (0 = none) or a tuple / list of ids."""
+    vals = list(value) if isinstance(value, (tuple, list, np.ndarray)) else [value]
+    try:
+        out = [int(v) for v in vals]
+    except (TypeError, ValueError):
+        raise InputError(f"column {column!r} must hold segment ids (integers, or tuples of them), got {value!r}",
+                         path=where, field=column) from None
+    if any(v < 0 or v >= 2**64 for v in out):
+        raise InputError(f"column {column!r}: segment ids are unsigned 64-bit integers, got {value!r}", path=where,
+                         field=column)
+    return [v for v in out if v != 0]
+
+
+def write_precomputed_points(table: PointTable, path, force: bool = False, relationships=None) -> Path:
     """Write a point table as precomputed point annotations (coordinates in the table's unit).
 
     Numeric columns become annotation properties (floats as float32, integers in the smallest 32-bit type
     that holds them); an integer ``id`` column gives the annotation ids (default: the row numbers).
+    ``relationships`` names columns of segment ids (an id, 0 for none, or a tuple of ids per row; e.g.
+    ``["pre_segment", "post_segment"]``), written as related segments (and so indexed by segment).
 
     Examples
     --------
@@ -513,13 +556,13 @@ def write_precomputed_points(table: PointTable, path, force: bool = False) -> Pa
     """
     if not isinstance(table, PointTable):
         raise InputError(f"write_precomputed_points takes a PointTable, got {type(table).__name__}", field="table")
-    return _write_annotations("point", [table], path, force)
+    return _write_annotations("point", [table], path, force, relationships)
 
 
-def write_precomputed_lines(a: PointTable, b: PointTable, path, force: bool = False) -> Path:
+def write_precomputed_lines(a: PointTable, b: PointTable, path, force: bool = False, relationships=None) -> Path:
     """Write row-aligned end tables (as :func:`read_precomputed_lines` returns) as line annotations.
 
-    Properties come from ``a``'s numeric columns (as :func:`write_precomputed_points`).
+    Properties and ``relationships`` come from ``a``'s columns (as :func:`write_precomputed_points`).
 
     >>> write_precomputed_lines(pre, post, "synapses_ann")                  # doctest: +SKIP
     PosixPath('synapses_ann')
@@ -529,7 +572,7 @@ def write_precomputed_lines(a: PointTable, b: PointTable, path, force: bool = Fa
     if a.space != b.space or len(a) != len(b):
         raise InputError(f"the two ends must be in one space with one row per line (got {a.space} with {len(a)} "
                          f"rows, {b.space} with {len(b)})", field="table")
-    return _write_annotations("line", [a, b], path, force)
+    return _write_annotations("line", [a, b], path, force, relationships)
 
 
 def _prop_id(column: str) -> str:

@@ -11,20 +11,10 @@ from typing import Sequence as _Seq
 import numpy as np
 
 from ..errors import InputError, SpaceMismatchError
-from ..spaces import Space, as_space, unit_scale
+from ..spaces import Space, as_points, as_space, unit_scale
 
-
-def as_points(points, name: str = "points") -> np.ndarray:
-    """Validate and return an ``(N, 3)`` float64 array (a single ``(3,)`` point is accepted)."""
-    try:
-        arr = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{name} must be numeric (N, 3) coordinates: {exc}", field=name) from None
-    if arr.ndim == 1 and arr.shape[0] == 3:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise InputError(f"{name} must have shape (N, 3), got {arr.shape}", field=name)
-    return arr
+__all__ = ["Transform", "Affine", "Sequence", "LazyTransform", "as_points", "with_ends", "fusion_plan",
+           "resolved"]
 
 
 class Transform(ABC):
@@ -37,6 +27,8 @@ class Transform(ABC):
 
     #: True where the map is exactly invertible in closed form (affines).
     exact_inverse: bool = False
+    #: True where this map is itself computed by a numerical solver (the inverse of a field or spline).
+    is_numerical: bool = False
 
     def __init__(self, src: Space | str, dst: Space | str):
         self.src = as_space(src, "src")
@@ -59,6 +51,13 @@ class Transform(ABC):
         if self._explicit_inverse is not None:
             return self._explicit_inverse
         return self._inverse()
+
+    @property
+    def numerical_inverse(self) -> bool:
+        """True when :meth:`inverse` is solved numerically (no closed form, no attached inverse)."""
+        if self._explicit_inverse is not None:
+            return self._explicit_inverse.is_numerical
+        return not self.exact_inverse
 
     def with_inverse(self, inverse: "Transform") -> "Transform":
         """Attach a known inverse (checked to run ``dst -> src``); returns ``self``."""
@@ -211,6 +210,78 @@ def _check_chain(a: Transform, b: Transform) -> None:
         )
 
 
+def with_ends(T: Transform, src: Space, dst: Space) -> Transform:
+    """``T`` taking points in ``src`` and returning them in ``dst``: the same spaces, in the units asked for.
+
+    ``src`` must name ``T.src`` and ``dst`` name ``T.dst``; where a unit differs
+    the points are converted (an exact :meth:`Affine.from_units` step at that
+    end), so a space in nm meets a transform whose end is in µm correctly
+    instead of silently off by 1000.
+
+    Examples
+    --------
+    >>> T = Affine.from_translation([10, 0, 0], src=Space("em", "um"), dst="lm")
+    >>> with_ends(T, Space("em", "nm"), T.dst).map_points([[1000.0, 0, 0]])
+    array([[11.,  0.,  0.]])
+    """
+    if src.name != T.src.name or dst.name != T.dst.name:
+        raise SpaceMismatchError(f"{T!r} maps {T.src.name!r} -> {T.dst.name!r}, not {src.name!r} -> {dst.name!r}")
+    for a, b in ((src, T.src), (dst, T.dst)):
+        if a.orientation and b.orientation and a.orientation != b.orientation:
+            raise SpaceMismatchError(f"space {a.name!r} has orientation {a.orientation!r} here but "
+                                     f"{b.orientation!r} in {T!r}; reorient first")
+    steps: list[Transform] = []
+    if src.unit != T.src.unit:
+        steps.append(Affine.from_units(src, T.src))
+    steps.append(T)
+    if dst.unit != T.dst.unit:
+        steps.append(Affine.from_units(T.dst, dst))
+    return T if len(steps) == 1 else Sequence(steps)
+
+
+def fusion_plan(steps, pre: np.ndarray | None = None, post: np.ndarray | None = None) -> list[tuple]:
+    """THE plan for applying a chain in as few passes as possible (used by :class:`Sequence` for points
+    and by the blockwise warp's index map for voxels).
+
+    Adjacent affines fold into one matrix, and the affines on either side of a transform that fuses
+    affines into its own kernel (``fuses_affines``: a :class:`~atlasreg.transforms.field.DisplacementField`)
+    fold into that step, so a chain costs one pass per field. ``pre``/``post`` are extra 4x4 matrices
+    applied before/after the chain (the blockwise warp's index <-> physical maps).
+
+    Returns a list of ``("affine", M)``, ``("fused", pre M or None, step, post M or None)`` and
+    ``("map", step)`` operations, in order.
+
+    Examples
+    --------
+    >>> A = Affine.from_scale(2.0, src="a", dst="b"); B = Affine.from_translation([1, 0, 0], src="b", dst="c")
+    >>> [(op[0], op[1][0].tolist()) for op in fusion_plan([A, B])]
+    [('affine', [2.0, 0.0, 0.0, 1.0])]
+    """
+    ops: list[list] = []
+
+    def affine(m):
+        if ops and ops[-1][0] == "affine":
+            ops[-1][1] = m @ ops[-1][1]
+        elif ops and ops[-1][0] == "fused":
+            ops[-1][3] = m if ops[-1][3] is None else m @ ops[-1][3]
+        else:
+            ops.append(["affine", m])
+
+    if pre is not None:
+        affine(np.asarray(pre, float))
+    for t in steps:
+        if isinstance(t, Affine):
+            affine(t.matrix)
+        elif getattr(t, "fuses_affines", False):
+            before = ops.pop()[1] if ops and ops[-1][0] == "affine" else None
+            ops.append(["fused", before, t, None])
+        else:
+            ops.append(["map", t])
+    if post is not None:
+        affine(np.asarray(post, float))
+    return [tuple(op) for op in ops]
+
+
 class Sequence(Transform):
     """Apply transforms in order: ``Sequence([A, B])`` maps with A, then B.
 
@@ -248,6 +319,16 @@ class Sequence(Transform):
     def exact_inverse(self) -> bool:  # type: ignore[override]
         return all(t.exact_inverse for t in self.steps)
 
+    @property
+    def is_numerical(self) -> bool:  # type: ignore[override]
+        return any(t.is_numerical for t in self.steps)
+
+    @property
+    def numerical_inverse(self) -> bool:
+        if self._explicit_inverse is not None:
+            return self._explicit_inverse.is_numerical
+        return any(t.numerical_inverse for t in self.steps)
+
     def simplified(self) -> list[Transform]:
         """Steps with adjacent affines folded into one matrix."""
         out: list[Transform] = []
@@ -258,37 +339,18 @@ class Sequence(Transform):
                 out.append(t)
         return out
 
-    def _build_plan(self):
-        from .field import DisplacementField
-
-        plan = []
-        steps = self.simplified()
-        i = 0
-        while i < len(steps):
-            t = steps[i]
-            if isinstance(t, Affine) and i + 1 < len(steps) and isinstance(steps[i + 1], DisplacementField):
-                post = steps[i + 2] if i + 2 < len(steps) and isinstance(steps[i + 2], Affine) else None
-                plan.append(("fused", t, steps[i + 1], post))
-                i += 3 if post is not None else 2
-            elif isinstance(t, DisplacementField):
-                post = steps[i + 1] if i + 1 < len(steps) and isinstance(steps[i + 1], Affine) else None
-                plan.append(("fused", None, t, post))
-                i += 2 if post is not None else 1
-            else:
-                plan.append(("step", t))
-                i += 1
-        return plan
-
     def _map(self, pts: np.ndarray) -> np.ndarray:
         if self._plan is None:
-            self._plan = self._build_plan()
+            self._plan = fusion_plan(self.steps)
         out = pts
-        for item in self._plan:
-            if item[0] == "fused":
-                _, pre, field, post = item
-                out = field._map_fused(out, pre, post)
+        for op in self._plan:
+            if op[0] == "affine":
+                m = op[1]
+                out = out @ m[:3, :3].T + m[:3, 3]
+            elif op[0] == "fused":
+                out = op[2].map_fused(out, op[1], op[3])
             else:
-                out = item[1]._map(out)
+                out = op[1]._map(out)
         return out
 
     def _inverse(self) -> "Sequence":

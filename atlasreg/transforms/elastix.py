@@ -260,7 +260,7 @@ def read_elastix(path, src: Space | str | None = None, dst: Space | str | None =
     all_linear = all(_word(params, "Transform", "") in _LINEAR for _, params in chain)
     if file_unit is None and src.unit != dst.unit and not all_linear:
         raise InputError(f"src is in {src.unit} and dst in {dst.unit}, but the chain holds a B-spline, whose "
-                         "numbers share one unit: pass file_unit= (the unit of the registered images)", path=p,
+                         "numbers share one unit: state the file unit (the unit of the registered images)", path=p,
                          field="file_unit")
 
     def build(s: Space, d: Space) -> Transform:

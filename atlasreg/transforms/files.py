@@ -9,8 +9,8 @@ suffix                        format
 ``.txt`` ``(Key value)``      elastix ``TransformParameters.*.txt`` (read; with its initial
                               transforms)
 ``.nii.gz`` ``.nii`` ``.nrrd`` displacement field image (ANTs ``1Warp.nii.gz``)
-``.json``                     OME-NGFF 0.6 coordinateTransformations (all transform kinds,
-                              spaces and units kept; fields in ``<name>_fields.zarr``)
+``.json``                     OME-NGFF 0.6 scene (all transform kinds, spaces and units
+                              kept; fields in ``<name>_fields.zarr``); also an OME-Zarr folder
 a list of paths               ANTs transform list (``fwdtransforms`` / ``invtransforms``)
 ============================  ============================================================
 
@@ -72,7 +72,10 @@ def save_transform(T: Transform, path: str | os.PathLike, force: bool = False) -
     Notes
     -----
     An ITK file holds ``T``'s point map ``T.src -> T.dst`` (what
-    ``sitk.ReadTransform(path).TransformPoint`` computes). ITK/ANTs resampling
+    ``sitk.ReadTransform(path).TransformPoint`` computes), numbers in ``T.src``'s
+    unit in and ``T.dst``'s unit out, also for a chain whose units change
+    (nm -> µm): each step is written in its own spaces' units, a unit change an
+    exact scaling, so ``TransformPoint == T.map_points`` holds. ITK/ANTs resampling
     with it pulls images of ``T.dst`` onto grids of ``T.src``. Numerically
     solved inverses and thin-plate splines have no exact ITK form and are
     refused there; ``.json`` saves them exactly.
@@ -115,7 +118,10 @@ def load_transform(path_or_list, src: Space | str | None = None, dst: Space | st
         The spaces the file maps between. For ITK/ANTs files: ``src`` = the
         FIXED space, ``dst`` = the MOVING space of the registration that wrote
         them. Defaults come from the file where it records them (NGFF, and ITK
-        files atlasreg wrote), else ``"src"``/``"dst"`` in µm.
+        files atlasreg wrote), else ``"src"``/``"dst"`` in µm. A bare name takes
+        the unit the file records (:func:`atlasreg.spaces.resolve_space`), never
+        a silent µm; a :class:`Space` in another unit is converted (ITK files) or
+        refused (NGFF).
     file_unit : str, optional
         ITK/ANTs files carry no unit: their numbers are taken in the spaces'
         units unless ``file_unit`` names the unit they were written in (e.g.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from .base import as_points
+from ..spaces import as_points
 
 _MIN_PAIRS = {"translation": 1, "rigid": 3, "similarity": 3, "affine": 4}
 
@@ -55,16 +55,34 @@ def fit_linear(src_points, dst_points, model: str = "affine", weights=None) -> n
         m[:3, :3] = A.T
     else:
         cov = (d0 * w[:, None]).T @ s0
-        U, S, Vt = np.linalg.svd(cov)
+        S = np.linalg.svd(cov, compute_uv=False)
         if S[1] < 1e-12 * max(S[0], 1e-300):
             raise InputError("points are collinear: rotation is not determined", field="points")
-        sign = np.sign(np.linalg.det(U) * np.linalg.det(Vt))
-        D = np.diag([1.0, 1.0, sign if sign != 0 else 1.0])
-        R = U @ D @ Vt
-        scale = 1.0
-        if model == "similarity":
-            var_s = float(w @ np.sum(s0 ** 2, axis=1))
-            scale = float(np.trace(np.diag(S) @ D)) / var_s
-        m[:3, :3] = scale * R
+        R, scale = procrustes(cov, float(w @ np.sum(s0 ** 2, axis=1)), model)
+        m[:3, :3] = float(scale) * R
     m[:3, 3] = cd - m[:3, :3] @ cs
     return m
+
+
+def procrustes(cov: np.ndarray, var_s, model: str):
+    """Rotation (and similarity scale) from cross-covariance(s) ``cov`` (..., 3, 3): Umeyama, no reflection.
+
+    ``cov = sum w (d - cd)(s - cs)^T`` and ``var_s = sum w |s - cs|^2`` (the same weights); batched over
+    leading axes (the landmark fitter's leave-one-out fits). Returns ``(R, scale)``; scale is 1 unless
+    ``model == "similarity"``.
+
+    >>> R, k = procrustes(2 * np.eye(3), 1.0, "similarity")
+    >>> bool(np.allclose(R, np.eye(3))), float(k)
+    (True, 6.0)
+    """
+    U, S, Vt = np.linalg.svd(cov)
+    sign = np.sign(np.linalg.det(U) * np.linalg.det(Vt))
+    sign = np.where(sign == 0, 1.0, sign)
+    D = np.ones(S.shape)
+    D[..., 2] = sign
+    R = (U * D[..., None, :]) @ Vt
+    if model == "similarity":
+        scale = (S * D).sum(-1) / var_s
+    else:
+        scale = np.ones(S.shape[:-1]) if S.ndim > 1 else 1.0
+    return R, scale

@@ -9,7 +9,8 @@ or ANTs to resample an image, such a file therefore warps images of ``T.dst``
 into grids of ``T.src`` (``T.src`` plays the fixed image).
 
 Units: ITK files carry no unit. Their numbers are taken in the declared spaces'
-units (input numbers in ``src.unit``, output numbers in ``dst.unit``); ANTs run
+units (input numbers in ``src.unit``, output numbers in ``dst.unit``; for files
+atlasreg wrote, the units it recorded, and a bare space name takes them); ANTs run
 on images with µm spacing (``Volume.to_ants``) writes µm. ``file_unit=`` says the
 file is in another unit (e.g. ``"mm"`` for a registration run on NIfTI files
 from disk); the conversion is inserted as explicit scalings at both ends.
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..spaces import Space, as_space, normalize_unit
+from ..spaces import Space, normalize_unit, resolve_space
 from .base import Affine, LazyTransform, Sequence, Transform, resolved
 from .field import DisplacementField
 from .fileutil import chain_space, existing_file, itk_error_text, suffix_of, wrap_units
@@ -36,6 +37,8 @@ from .sitk_bridge import (affine_to_sitk, bspline_from_sitk, bspline_to_sitk, fi
                           field_to_sitk_image, linear_matrix)
 
 _META_KEY = "atlasreg"  # HDF5 root attribute / text comment holding the spaces atlasreg wrote
+#: Largest text (.tfm/.txt) transform file read.
+MAX_TEXT_BYTES = 1 << 30
 
 
 def transform_types(path: Path) -> list[str]:
@@ -47,10 +50,17 @@ def transform_types(path: Path) -> list[str]:
     """
     suf = suffix_of(path)
     if suf in (".tfm", ".txt"):
+        size = path.stat().st_size
+        if size > MAX_TEXT_BYTES:
+            raise InputError(f"the text transform file is {size} bytes, more than the {MAX_TEXT_BYTES} atlasreg "
+                             "reads (save large fields as .h5 or .nii.gz)", path=path)
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"not a text ITK transform file ({exc})", path=path) from None
+        if lines and lines[0].lstrip().startswith("("):
+            raise InputError("an elastix parameter file, not an ITK transform file: read it on its own "
+                             "(its initial transforms come with it)", path=path)
         if lines and not lines[0].startswith("#Insight Transform File"):
             raise InputError(f"not an ITK transform file: it starts with {lines[0][:60]!r}, not "
                              "'#Insight Transform File' (a symbolic link checked out as a text file?)",
@@ -195,7 +205,7 @@ def convert_sitk(t, s: Space, d: Space, outside: str, path) -> Transform:
         return field_from_sitk_image(t.GetDisplacementField(), s, d, outside, path)
     if isinstance(t, sitk.BSplineTransform):
         if s.unit != d.unit:
-            raise InputError("a B-spline maps within one unit; pass file_unit=", path=path)
+            raise InputError("a B-spline maps within one unit: state the file unit (the unit of its numbers)", path=path)
         return bspline_from_sitk(t, s, d, outside, path)
     raise InputError(f"unsupported ITK transform type {t.GetName()!r}: atlasreg reads linear transforms "
                      "(Affine, Euler3D, Similarity3D, VersorRigid3D, Scale, Translation, ...), "
@@ -263,14 +273,23 @@ def read_itk(path, src: Space | str | None = None, dst: Space | str | None = Non
     tx = read_sitk_transform(p)
     parts = flatten_sitk(tx, p)
     meta = _read_meta(p)
-    src = as_space(src) if src is not None else (_meta_space(meta, "src") or as_space(None, "src"))
-    dst = as_space(dst) if dst is not None else (_meta_space(meta, "dst") or as_space(None, "dst"))
+    rec_src, rec_dst = _meta_space(meta, "src"), _meta_space(meta, "dst")
+    # A bare name takes the unit the file records (resolve_space); a Space in another unit is converted.
+    src = resolve_space(src, rec_src, "src", "src")
+    dst = resolve_space(dst, rec_dst, "dst", "dst")
+    step_units = meta.get("step_units")
+    if not (isinstance(step_units, list) and len(step_units) == len(parts) + 1 and file_unit is None):
+        step_units = None
     if file_unit is None and meta.get("file_unit"):
         file_unit = meta["file_unit"]
-    in_unit = normalize_unit(file_unit) if file_unit is not None else src.unit
-    out_unit = normalize_unit(file_unit) if file_unit is not None else dst.unit
+    if step_units is not None:
+        step_units = [normalize_unit(u) for u in step_units]
+        in_unit, out_unit = step_units[0], step_units[-1]
+    else:
+        in_unit = normalize_unit(file_unit) if file_unit is not None else (rec_src or src).unit
+        out_unit = normalize_unit(file_unit) if file_unit is not None else (rec_dst or dst).unit
     all_linear = all(linear_matrix(t) is not None for t in parts)
-    if in_unit != out_unit and not all_linear:
+    if in_unit != out_unit and not all_linear and step_units is None:
         raise InputError(f"src is in {src.unit} and dst in {dst.unit}, but the file chains non-linear "
                          "transforms, whose numbers must share one unit: pass file_unit= (the unit the "
                          "file was written in)", path=p, field="file_unit")
@@ -281,7 +300,8 @@ def read_itk(path, src: Space | str | None = None, dst: Space | str | None = Non
             for t in parts:
                 m = linear_matrix(t) @ m
             return Affine(m, s, d)
-        spaces = [s] + [chain_space(s, d, i + 1, s.unit) for i in range(len(parts) - 1)] + [d]
+        units = step_units or [s.unit] * (len(parts) + 1)
+        spaces = [s] + [chain_space(s, d, i + 1, units[i + 1]) for i in range(len(parts) - 1)] + [d]
         steps = [convert_sitk(t, a, b, outside, p) for t, a, b in zip(parts, spaces[:-1], spaces[1:])]
         return steps[0] if len(steps) == 1 else Sequence(steps)
 
@@ -316,8 +336,8 @@ def read_itk_list(path, src: Space | str | None = None, dst: Space | str | None 
     if n == 1:
         return [read_itk(p, src, dst, file_unit=file_unit, outside=outside)]
     meta = _read_meta(p)
-    src = as_space(src) if src is not None else (_meta_space(meta, "src") or as_space(None, "src"))
-    dst = as_space(dst) if dst is not None else (_meta_space(meta, "dst") or as_space(None, "dst"))
+    src = resolve_space(src, _meta_space(meta, "src"), "src", "src")
+    dst = resolve_space(dst, _meta_space(meta, "dst"), "dst", "dst")
     out = []
     with tempfile.TemporaryDirectory(prefix="atlasreg-itk-list-") as tmp:
         for i in range(n):
@@ -396,17 +416,6 @@ def _to_sitk(T: Transform, path):
     return sitk.CompositeTransform(out[::-1])
 
 
-def _one_unit(T: Transform) -> Transform:
-    """``T`` with every number in ``T.dst``'s unit when its ends differ and it holds a field."""
-    steps = _flat_steps(T)
-    if T.src.unit == T.dst.unit or all(isinstance(t, Affine) for t in steps):
-        return T
-    u = T.dst.unit
-    s_u = Space(f"{T.src.name}@{u}", u)
-    d_u = Space(f"{T.dst.name}@{u}", u)
-    return Sequence([Affine.from_units(s_u, T.src), T, Affine.from_units(T.dst, d_u)])
-
-
 def write_itk(T: Transform, path, force: bool = False) -> Path:
     """Write ``T`` as an ITK transform file (``.h5``, ``.tfm``, ``.txt``; ``.mat`` for one affine).
 
@@ -415,28 +424,29 @@ def write_itk(T: Transform, path, force: bool = False) -> Path:
     ``T.map_points(p)``. A chain becomes an ITK ``CompositeTransform``. In
     ``.h5``/``.tfm``/``.txt`` files atlasreg also records the two spaces (an
     HDF5 attribute / a ``#`` comment that ITK and ANTs ignore), so
-    :func:`read_itk` restores them. A chain whose ends have different units and
-    that holds a field is written with all numbers in ``T.dst``'s unit (recorded
-    as ``file_unit``).
+    :func:`read_itk` restores them. Units: ITK numbers have none, so each step is
+    written in the units of its own spaces — input numbers in ``T.src``'s unit,
+    output in ``T.dst``'s, a unit change inside the chain an exact scaling
+    affine — which is what makes ``TransformPoint`` equal ``map_points`` for a
+    mixed-unit chain (nm in, µm out) too. The unit at every step boundary is
+    recorded (``step_units``) so :func:`read_itk` rebuilds the same spaces.
     """
     import SimpleITK as sitk
 
     from ..io.atomic import atomic_path
 
     suffix = suffix_of(path)
-    file_unit = None
     T = resolved(T)
-    W = _one_unit(T)
-    if W is not T:
-        file_unit = T.dst.unit
-    tx = _to_sitk(W, path)
+    steps = _flat_steps(T)
+    tx = _to_sitk(T, path)
     if suffix == ".mat" and not isinstance(tx, (sitk.AffineTransform, sitk.BSplineTransform)):
         raise InputError(f"an ITK .mat file holds one affine or one B-spline, not a {type(T).__name__} with "
                          "fields or several steps; use .h5 for chains", path=path, field="transform")
     meta = json.dumps({
         "src": {"name": T.src.name, "unit": T.src.unit, "orientation": T.src.orientation},
         "dst": {"name": T.dst.name, "unit": T.dst.unit, "orientation": T.dst.orientation},
-        "file_unit": file_unit,
+        "file_unit": None,
+        "step_units": [steps[0].src.unit] + [t.dst.unit for t in steps],
     })
     with atomic_path(path, force, suffix=suffix) as tmp:
         try:

@@ -1,46 +1,16 @@
 """Thin-plate spline transforms fitted to landmark pairs."""
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 import scipy.linalg
 from scipy.spatial.distance import cdist
 
+from .. import _kernels as K
 from ..errors import InputError
 from .base import Transform, as_points
+from .inverse import MAX_ITER, InverseReport, check_on_fail, finish, solve_tps_inverse
 
 KERNELS = ("r", "r2logr", "r3")
-
-
-@nb.njit(parallel=True, cache=True, nogil=True)
-def _tps_eval(q, centres, weights, affine, kernel, out):
-    # q, centres in the spline's normalised frame; out = affine part + sum_k w_k U(|q - c_k|)
-    n = q.shape[0]
-    m = centres.shape[0]
-    for i in nb.prange(n):
-        x = q[i, 0]
-        y = q[i, 1]
-        z = q[i, 2]
-        o0 = affine[0, 0] + affine[1, 0] * x + affine[2, 0] * y + affine[3, 0] * z
-        o1 = affine[0, 1] + affine[1, 1] * x + affine[2, 1] * y + affine[3, 1] * z
-        o2 = affine[0, 2] + affine[1, 2] * x + affine[2, 2] * y + affine[3, 2] * z
-        for k in range(m):
-            dx = x - centres[k, 0]
-            dy = y - centres[k, 1]
-            dz = z - centres[k, 2]
-            r2 = dx * dx + dy * dy + dz * dz
-            if kernel == 0:
-                u = -np.sqrt(r2)
-            elif kernel == 1:
-                u = 0.5 * r2 * np.log(r2) if r2 > 0 else 0.0
-            else:
-                u = r2 * np.sqrt(r2)
-            o0 += weights[k, 0] * u
-            o1 += weights[k, 1] * u
-            o2 += weights[k, 2] * u
-        out[i, 0] = o0
-        out[i, 1] = o1
-        out[i, 2] = o2
 
 
 def kernel_matrix(a: np.ndarray, b: np.ndarray, kernel: str) -> np.ndarray:
@@ -181,7 +151,7 @@ class ThinPlateSpline(Transform):
     def _map(self, pts: np.ndarray) -> np.ndarray:
         q = np.ascontiguousarray(_apply(self.frame, pts))
         out = np.empty_like(q)
-        _tps_eval(q, self._q, self._w, self._a, self._kernel_id, out)
+        K.tps_eval(q, self._q, self._w, self._a, self._kernel_id, out)
         out[~np.all(np.isfinite(pts), axis=1)] = np.nan
         return out
 
@@ -227,45 +197,40 @@ def _check_frame(frame) -> np.ndarray:
 
 
 class InverseThinPlateSpline(Transform):
-    """Numerical inverse of a :class:`ThinPlateSpline` (Newton-like iteration per point).
+    """Numerical inverse of a :class:`ThinPlateSpline`, solved per point by :mod:`atlasreg.transforms.inverse`.
 
-    Starts from a spline fitted the other way and corrects with the forward
-    map's affine part until ``|T(x) - y| < tol``; ``last_residual`` reports the
-    largest remaining error of the last call.
+    Starts from a spline fitted the other way and runs damped Newton on the
+    forward spline's analytic Jacobian until ``|T(x) - y| <= tol``. Points that
+    do not converge (where the spline folds) are NaN or raise
+    :class:`~atlasreg.errors.ConvergenceError`, by ``on_fail``; ``last_report``
+    counts them and ``last_residual`` is the worst residual of the points returned.
     """
 
-    def __init__(self, forward: ThinPlateSpline, tol: float | None = None, max_iter: int = 100):
+    is_numerical = True
+
+    def __init__(self, forward: ThinPlateSpline, tol: float | None = None, max_iter: int = MAX_ITER,
+                 on_fail: str = "nan"):
         super().__init__(forward.dst, forward.src)
         self.forward = forward
         scale = float(np.abs(forward.dst_points).max()) or 1.0
         self.tol = tol if tol is not None else 1e-10 * scale
-        self.max_iter = max_iter
+        self.max_iter = int(max_iter)
+        self.on_fail = check_on_fail(on_fail)
         self.last_residual = float("nan")
+        self.last_report = InverseReport.empty(self.tol)
         self._explicit_inverse = forward
         self._guess = ThinPlateSpline(forward.dst_points, forward.src_points,
                                       regularization=max(forward.regularization, 1e-9),
                                       kernel=forward.kernel, src=forward.dst, dst=forward.src)
-        self._Ainv = np.linalg.inv(forward.linear_part)
 
     def _map(self, pts: np.ndarray) -> np.ndarray:
-        x = self._guess._map(pts)
-        active = np.all(np.isfinite(pts), axis=1)
-        res = np.full(len(pts), np.nan)
-        for _ in range(self.max_iter):
-            if not active.any():
-                break
-            err = self.forward._map(x[active]) - pts[active]
-            r = np.sqrt((err ** 2).sum(1))
-            res[active] = r
-            x[active] = x[active] - err @ self._Ainv.T
-            idx = np.flatnonzero(active)
-            active[idx[r <= self.tol]] = False
-        if active.any():
-            err = self.forward._map(x[active]) - pts[active]
-            res[active] = np.sqrt((err ** 2).sum(1))
-        finite = res[np.isfinite(res)]
-        self.last_residual = float(finite.max()) if finite.size else float("nan")
-        return x
+        f = self.forward
+        x0 = self._guess._map(pts)
+        x, res, status = solve_tps_inverse(f.frame, f._q, f._w, f._a, f._kernel_id, pts, x0, self.tol,
+                                           self.max_iter)
+        out, self.last_report = finish(x, res, status, self.tol, self.on_fail, f"inverse of {f!r}")
+        self.last_residual = self.last_report.max_residual
+        return out
 
     def _inverse(self) -> ThinPlateSpline:
         return self.forward
