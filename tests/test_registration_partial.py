@@ -52,6 +52,7 @@ def _errors(res, sample, truth):
 FAST = dict(preset="fast", working_spacing=200.0, syn_iterations=(20,), syn_shrink=(1,), syn_smooth=(0,))
 
 
+@pytest.mark.slow  # two short registrations: about a minute of CPU together
 def test_hemisphere_found_and_registered(template100):
     lr = np.arange(template100.shape[2])
     left = np.broadcast_to(lr >= template100.shape[2] / 2, template100.shape)  # asr: LR index 0 is right
@@ -62,6 +63,7 @@ def test_hemisphere_found_and_registered(template100):
     assert np.median(err) < 80.0 and np.percentile(err, 90) < 200.0, (np.median(err), np.percentile(err, 90))
 
 
+@pytest.mark.slow
 def test_coronal_slab_found_and_registered(template100):
     ap = np.arange(template100.shape[0]) * 100.0 + 37.5
     slab = np.broadcast_to(((ap > 5000) & (ap < 8000))[:, None, None], template100.shape)  # a 3 mm slab

@@ -9,7 +9,8 @@ into the fixed orientation, so axis ``k`` means the same anatomical axis in both
 * ``"hemisphere-left"`` / ``"hemisphere-right"``: the fixed grid's half on that side of the middle of its
   left-right axis (the atlas midline for a centred atlas such as the CCF), plus ``margin`` µm across it.
 * ``"slab"``: a window along the anterior-posterior axis as long as the sample's tissue, placed where the
-  sample's profile of tissue cross-section per coronal plane best matches the atlas's (a 1-D search).
+  sample, initialised by centres of mass inside the window, correlates best with the atlas (a 1-D search,
+  one working voxel apart).
 * ``"auto"``: whole brain, hemisphere (which side from the sample's flat cut face) or slab, from the
   sample's tissue extent against the atlas's.
 
@@ -69,25 +70,35 @@ def hemisphere_side(moving_tissue: np.ndarray, code: str) -> str:
     return "right" if first == "r" else "left"
 
 
-def _slab_window(fixed_tissue: np.ndarray, moving_tissue: np.ndarray, ax: int) -> tuple[int, int, float]:
-    """(start, stop) indices along the fixed AP axis where the moving tissue's cross-section profile fits
-    best (both on the same working spacing), and the profile correlation there."""
-    pf, pm = _area_profile(fixed_tissue, ax), _area_profile(moving_tissue, ax)
-    nz = np.nonzero(pm)[0]
-    pm = pm[nz[0]:nz[-1] + 1]
-    L = len(pm)
-    if L >= len(pf):
-        return 0, len(pf), 1.0
-    best, best_k = -np.inf, 0
-    for k in range(0, len(pf) - L + 1):
-        w = pf[k:k + L]
-        # sum of squared differences of areas (voxels): the slab's sections must match in size, not only shape
-        score = -float(((w - pm) ** 2).sum())
-        if score > best:
-            best, best_k = score, k
-    w = pf[best_k:best_k + L]
-    r = float(np.corrcoef(w, pm)[0, 1]) if w.std() > 0 and pm.std() > 0 else 0.0
-    return best_k, best_k + L, r
+def _slab_window(fixed: Volume, fixed_tissue: np.ndarray, moving: Volume, moving_tissue: np.ndarray,
+                 ax: int) -> tuple[int, int, float]:
+    """(start, stop) indices along the fixed AP axis where a slab as long as the moving tissue fits best, and
+    the correlation there: each placement (one working voxel apart) is initialised by centres of mass inside
+    its window and scored by the correlation of the moving image carried onto the fixed one."""
+    from ..qc.metrics import ncc
+    from ..volume import resample
+    from .preprocess import initial_affine
+
+    nz = np.nonzero(_area_profile(moving_tissue, ax))[0]
+    L = int(nz[-1] - nz[0] + 1)
+    n = fixed.shape[ax]
+    if L >= n:
+        return 0, n, 1.0
+    idx = np.arange(n)
+    shp = [1, 1, 1]
+    shp[ax] = -1
+    f = fixed.numpy()
+    best = (-np.inf, 0)
+    for k in range(0, n - L + 1):
+        win = np.broadcast_to(((idx >= k) & (idx < k + L)).reshape(shp), fixed.shape)
+        fm = fixed_tissue & win
+        if not fm.any():
+            continue
+        init = initial_affine(fixed.with_data(np.where(win, f, 0)), moving, fm, moving_tissue, "com")
+        score = float(ncc(f, np.asarray(resample(moving, init, fixed.grid)), fm))
+        if np.isfinite(score) and score > best[0]:
+            best = (score, k)
+    return best[1], best[1] + L, best[0]
 
 
 def extent_mask(extent: str, fixed: Volume, fixed_tissue: np.ndarray, moving: Volume, moving_tissue: np.ndarray,
@@ -137,9 +148,9 @@ def extent_mask(extent: str, fixed: Volume, fixed_tissue: np.ndarray, moving: Vo
         keep = idx < n / 2 + m if code[lr] == side else idx >= n / 2 - m
         what = f"{extent.split('-')[1]} hemisphere"
     else:
-        a, b, r = _slab_window(fixed_tissue, moving_tissue, ap)
+        a, b, r = _slab_window(fixed, fixed_tissue, moving, moving_tissue, ap)
         keep = (idx >= a - m) & (idx < b + m)
-        what = f"coronal slab {a * sp:.0f}-{b * sp:.0f} µm along axis {ap} (section profile correlation {r:.2f})"
+        what = f"coronal slab {a * sp:.0f}-{b * sp:.0f} µm along axis {ap} (correlation {r:.2f} there)"
     shp = [1, 1, 1]
     shp[lr if extent.startswith("hemisphere") else ap] = -1
     mask = np.broadcast_to(keep.reshape(shp), shape).copy()

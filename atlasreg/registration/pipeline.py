@@ -167,8 +167,9 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     if params["extent"] != "whole":
         from .extent import extent_mask
 
-        f_t = f_mask if f_mask is not None else pp.auto_mask(f_w.numpy(), f_w.voxel_size, 0.0)
-        m_t = m_mask if m_mask is not None else pp.auto_mask(m_w.numpy(), m_w.voxel_size, 0.0)
+        # the tissue itself (undilated): its extent and its cut faces decide
+        f_t = pp.auto_mask(f_w.numpy(), f_w.voxel_size, 0.0) if f_user is None else f_mask
+        m_t = pp.auto_mask(m_w.numpy(), m_w.voxel_size, 0.0) if m_user is None else m_mask
         ext, extent_what = extent_mask(params["extent"], f_w, f_t, m_w, m_t)
         if ext is not None:
             f_mask = ext if f_mask is None else (f_mask & ext)
