@@ -105,6 +105,24 @@ def nifti_to_origin(code: str) -> str:
     return validate_orientation("".join(_OPPOSITE.get(ch, "?") for ch in code.lower()))
 
 
+def lps_direction(code: str) -> np.ndarray:
+    """The 3x3 direction matrix (ITK's LPS world, one column per array axis) that an orientation code states.
+
+    Column ``j`` is the unit vector axis ``j`` runs along: from the side its letter names toward the opposite
+    side (``a`` runs toward posterior, +y in LPS). nibabel's ``aff2axcodes`` of the NIfTI this direction goes into
+    reads ``origin_to_nifti(code)``.
+
+    >>> lps_direction("asr").astype(int).tolist()
+    [[0, 0, 1], [1, 0, 0], [0, -1, 0]]
+    """
+    toward = {"l": (0, 1.0), "r": (0, -1.0), "p": (1, 1.0), "a": (1, -1.0), "s": (2, 1.0), "i": (2, -1.0)}
+    D = np.zeros((3, 3))
+    for j, ch in enumerate(validate_orientation(code)):
+        row, sign = toward[_OPPOSITE[ch]]
+        D[row, j] = sign
+    return D
+
+
 def orientation_mapping(src_code: str, dst_code: str) -> tuple[tuple[int, ...], tuple[bool, ...]]:
     """How the axes of ``dst_code`` come from those of ``src_code``.
 

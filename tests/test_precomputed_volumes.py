@@ -295,3 +295,15 @@ def test_remote_locations_are_tensorstore_urls():
     with pytest.raises(InputError, match="local folder"):
         ar.write_volume(ar.Volume(np.zeros((2, 2, 2), np.uint8), 1.0, space=ar.Space("em", "nm")),
                         "precomputed://gs://bucket/out")
+
+
+def test_write_from_dask_blocks_that_straddle_chunks(isbi, tmp_path):
+    """Dask blocks of the source (here 5 x 7 x 3) that do not line up with the precomputed chunks (16 x 16 x 4):
+    every voxel lands, read back by cloud-volume."""
+    import dask.array as da
+
+    a = isbi[0]
+    vol = ar.Volume(da.from_array(a, chunks=(5, 7, 3)), RES, space=ar.Space("em", "nm"))
+    out = ar.write_volume(vol, tmp_path / "em.precomputed", chunks=(16, 16, 4), levels=1)
+    np.testing.assert_array_equal(
+        np.asarray(cloudvolume.CloudVolume("file://" + str(out), progress=False)[:, :, :])[..., 0], a)

@@ -34,20 +34,31 @@ def _parse_overrides(items: Optional[List[str]]) -> dict:
 
 
 class _Stages:
-    """Rich progress: one line per stage with a spinner and elapsed time."""
+    """Progress of the stages: on a terminal a live display (spinner, elapsed time); otherwise (a log file, a
+    pipe) the registration logger's one line per stage on stderr. Nothing with -q."""
 
     def __init__(self, quiet: bool):
+        import logging
+        import sys
+
+        from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+        self.live = not quiet and sys.stderr.isatty()
+        self.logger = logging.getLogger("atlasreg.registration")
         self.p = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=False,
-                          disable=quiet)
+                          disable=not self.live, console=Console(stderr=True))
         self.tasks = {}
 
     def __enter__(self):
+        self._level = self.logger.level
+        if self.live:  # the live display says it; the log lines would only break it
+            self.logger.setLevel(30)
         self.p.__enter__()
         return self
 
     def __exit__(self, *exc):
+        self.logger.setLevel(self._level)
         self.p.__exit__(*exc)
 
     def __call__(self, stage: str, status: str) -> None:
@@ -169,6 +180,10 @@ def warp(
                                                    "the registration's sample or atlas space), e.g. ras for the "
                                                    "25 µm annotation TIFF; reoriented exactly."),
     interpolation: str = typer.Option("auto", "--interpolation", help="auto (nearest for labels), linear, nearest."),
+    anatomical_direction: bool = typer.Option(False, "--anatomical-direction",
+                                              help="Write the direction matrix the orientation code states, so "
+                                                   "NIfTI viewers name the axes by anatomy (a frame of its own: "
+                                                   "for viewing; the saved transforms keep the plain frame)."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT."),
 ) -> None:
     """Warp a volume with a saved registration, either way.
@@ -190,6 +205,8 @@ def warp(
     vol = res.read_input(volume, "moving" if to == "fixed" else "fixed", voxel_size=voxel_list(voxel_size),
                          orientation=orientation)
     w = res.warp(vol, interpolation) if to == "fixed" else res.warp_back(vol, interpolation)
+    if anatomical_direction:
+        w = w.with_anatomical_direction()
     write_volume(w, out, force=force)
     say(f"wrote {out}")
 

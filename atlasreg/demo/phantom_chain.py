@@ -74,12 +74,15 @@ def run_phantom_chain(run, data_dir=None, seed: int = 0) -> None:
     with run.stage(REG, needs=(GEN,)) as st:
         if st is not None:
             ref = Volume(ph.atlas_reference.numpy(), ph.atlas_reference.voxel_size, space=ATLAS)
-            res = register_sample(ph.sample, ref, run.progress())
+            note = run.progress()
+            res = register_sample(ph.sample, ref, note)
             T = res.transform
             ctx["T"] = T
             with _suppress_unavailable(run, "saving the registration"):
-                res.save(out / "registration")
+                res.save(out / "registration", progress=note)
+            note("score against the truth", "start")
             _score_registration(run, ph, T, ref, st)
+            note("score against the truth", "done")
 
     # 4 ----------------------------------------------------------------------------------------
     with run.stage("Move detected cells into the atlas and count them per region",
@@ -142,10 +145,10 @@ def run_phantom_chain(run, data_dir=None, seed: int = 0) -> None:
             run.metric("EM block -> sample", "held-out synapse error median", med, "µm",
                        f"p95 {p95:.2f} µm; {len(err)} synapses vs truth")
             run.metric("EM block -> sample", "same, plain affine fit", a_med, "µm", f"p95 {a95:.2f} µm")
-            run.figure("EM landmarks mapped into the sample: residuals against their true positions",
-                       qc.landmark_residuals(T_em.map_points(em_pts), lm_true, labels=list(lm["name"]),
-                                             title="EM landmarks in the sample (µm): fitted vs true"),
-                       "em_landmarks.png")
+            fig = qc.landmark_residuals(T_em.map_points(em_pts), lm_true, labels=list(lm["name"]),
+                                        title="EM landmarks in the sample (µm): fitted vs true")
+            run.figure("EM landmarks mapped into the sample: residuals against their true positions (arrows "
+                       f"lengthened {fig.arrow_scale:g} times to be seen)", fig, "em_landmarks.png")
             with _suppress_unavailable(run, "saving the EM transform"):
                 save_transform = _need("atlasreg.transforms.files", "save_transform")
                 _call(save_transform, T_em, _mk(out / "transforms") / "em_to_sample.json")

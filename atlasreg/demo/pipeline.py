@@ -262,7 +262,13 @@ def run_demo(out="atlasreg-demo", *, data_dir=None, force: bool = False, seed: i
         n = 6
     run = _Run(out, n, echo)
     echo(f"atlasreg demo -> {out.resolve()}")
-    chain(run, data_dir=data_dir, seed=seed)
+    reg_log = logging.getLogger("atlasreg.registration")
+    level = reg_log.level
+    reg_log.setLevel(logging.WARNING)  # the demo prints each registration stage itself (with the running total)
+    try:
+        chain(run, data_dir=data_dir, seed=seed)
+    finally:
+        reg_log.setLevel(level)
     with run.stage("Write the QC report"):
         from ..qc.report import SUMMARY_FILE, write_report
 

@@ -72,11 +72,14 @@ def run_real_chain(run, data_dir: Path, seed: int = 0) -> None:
             run.echo(f"      light-sheet {sample.shape} @ 50x40x40 µm -> CCF {ref.shape} @ 25 µm "
                      "(a few minutes on two cores)")
 
-            res = register(moving=sample, fixed=ref, preset="lightsheet-to-atlas", progress=run.progress())
+            note = run.progress()
+            res = register(moving=sample, fixed=ref, preset="lightsheet-to-atlas", progress=note)
             T = res.transform
             ctx["T"] = T
-            res.save(out / "registration")
+            res.save(out / "registration", progress=note)
+            note("score the registration", "start")
             _score_real_registration(run, atlas, sample, T, f, st)
+            note("score the registration", "done")
 
     with run.stage(EM_STAGE, needs=(ATLAS_STAGE,)) as st:
         if st is not None:

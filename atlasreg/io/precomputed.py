@@ -500,7 +500,7 @@ def write_precomputed(vol, path, force: bool = False, *, chunks=64, levels: int 
             except Exception as exc:  # noqa: BLE001
                 raise InputError(f"tensorstore could not create scale {k} ({str(exc)[:300]})", path=p) from exc
             if k == 0:
-                _store(vol, dtype, t, offset)
+                _store(vol, dtype, t, chunk)
             else:
                 prev = ts.open({"driver": "neuroglancer_precomputed", "kvstore": url, "scale_index": k - 1},
                                context=_context()).result()
@@ -522,15 +522,22 @@ def _to_nm(unit: str) -> float:
     return unit_scale(unit, "nm")
 
 
-def _store(vol, dtype, t, offset) -> None:
-    """Level 0 from the volume's (numpy or dask) data, one dask block at a time."""
+def _store(vol, dtype, t, chunk) -> None:
+    """Level 0 from the volume's (numpy or dask) data, in blocks of whole chunks.
+
+    Every block covers whole precomputed chunks (the chunk grid starts at ``voxel_offset``, index 0 here), so each
+    chunk is encoded and written once, not read back and rewritten for every source block that touches it
+    (tensorstore keeps such overlapping writes correct, but pays for each one).
+    """
     import dask.array as da
     import tensorstore as ts
 
     view = t[ts.d[:].translate_to[0]][..., 0]
-    data = vol.data if isinstance(vol.data, da.Array) else da.from_array(np.asarray(vol.data),
-                                                                        chunks=(256, 256, 256))
-    data = data.astype(dtype)
+    per = max(1, (64 * 2**20) // (dtype.itemsize * math.prod(chunk)))
+    m = max(1, int(per ** (1 / 3)))
+    block = tuple(min(n, c * m) for n, c in zip(vol.shape, chunk))
+    data = vol.data if isinstance(vol.data, da.Array) else da.from_array(np.asarray(vol.data), chunks=block)
+    data = data.astype(dtype).rechunk(block)
     da.store(data, _Writer(view), lock=False, compute=True)
 
 

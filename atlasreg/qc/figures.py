@@ -368,6 +368,27 @@ def jacobian_slices(jacobian, positions=None, mask=None, title: str | None = Non
     return fig
 
 
+def arrow_scale(points_2d, lengths) -> float:
+    """How much to lengthen residual arrows so the median one is about 8 % of the points' extent: 1, 2 or 5
+    times a power of ten, never below 1 (arrows are never shortened).
+
+    Example
+    -------
+    >>> arrow_scale([[0, 0], [1000, 1000]], [2.0, 3.0])
+    20.0
+    """
+    pts = np.asarray(points_2d, float)
+    med = float(np.median(np.asarray(lengths, float))) if np.size(lengths) else 0.0
+    extent = float(np.max(np.ptp(pts, axis=0))) if len(pts) > 1 else 0.0
+    if not (med > 0 and extent > 0):
+        return 1.0
+    want = 0.08 * extent / med
+    if want <= 1:
+        return 1.0
+    p = 10.0 ** np.floor(np.log10(want))
+    return float(max(m * p for m in (1, 2, 5) if m * p <= want))
+
+
 def landmark_residuals(predicted, truth, labels=None, unit: str = "\u00b5m", title: str | None = None):
     """Residuals of mapped landmarks against their true positions: sorted bar chart + 2-D arrows.
 
@@ -411,13 +432,16 @@ def landmark_residuals(predicted, truth, labels=None, unit: str = "\u00b5m", tit
     spread = np.nanstd(t, axis=0)
     a0, a1 = sorted(np.argsort(spread)[-2:])
     ax.scatter(t[:, a1], t[:, a0], s=10, c="k", label="true")
+    k = arrow_scale(t[ok][:, [a0, a1]], err[ok]) if ok.any() else 1.0
     if ok.any():
         ax.quiver(t[ok, a1], t[ok, a0], r[ok, a1], r[ok, a0], err[ok], cmap="viridis", angles="xy",
-                  scale_units="xy", scale=1.0, width=0.006)
+                  scale_units="xy", scale=1.0 / k, width=0.006)
     ax.set_xlabel(f"axis {a1} ({unit})")
     ax.set_ylabel(f"axis {a0} ({unit})")
     ax.set_aspect("equal", adjustable="datalim")
-    ax.set_title("residual vectors (true \u2192 mapped)", fontsize=9)
+    ax.set_title("residual vectors (true \u2192 mapped)" + (f", arrows \u00d7{k:g}" if k != 1 else ""),
+                 fontsize=9)
+    fig.arrow_scale = k  # how much the arrows are lengthened (also in the panel's title)
     ax.legend(fontsize=8)
     fig.suptitle(title or "landmark residuals", fontsize=10)
     return fig

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import InputError, OutputExistsError
 from ..io.paths import inside
-from .figures import OVERLAY_KEY
+from .figures import overlay_key
 
 REGION_ROWS_SHOWN = 40  # rows of the region-volume table in the report; the CSV holds them all
 
@@ -234,7 +234,8 @@ def _load_registration(folder: Path) -> dict:
     rows.append({"section": "registration", "name": "TRE", "value": None, "unit": "µm",
                  "note": "needs landmarks: atlasreg landmarks fit / report"})
     figs = []
-    for name, cap in (("overlay", f"Fixed image and registered sample, three planes: {OVERLAY_KEY}"),
+    for name, cap in (("overlay", f"Fixed image and registered sample, three planes: "
+                                  f"{overlay_key('fixed', 'registered sample')}"),
                       ("checkerboard", "Checkerboard of fixed image and registered sample"),
                       ("jacobian", "Jacobian determinant of the fixed -> moving map (folding in black)")):
         if (folder / "qc" / f"{name}.png").is_file():

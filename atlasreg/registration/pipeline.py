@@ -20,6 +20,7 @@ from ..transforms.base import Affine, Sequence
 from ..volume import Volume
 from . import preprocess as pp
 from .presets import get_preset
+from .progress import with_logging
 from .result import RegistrationResult
 
 log = logging.getLogger("atlasreg.registration")
@@ -67,6 +68,8 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     workdir : folder for the stage outputs. With the same folder a rerun resumes after the last finished
         stage (each stage's transform is saved there as it completes). Default: a temporary folder.
     progress : callable(stage, status), optional
+        Called as each stage starts and ends. Every stage is also logged on the ``atlasreg.registration``
+        logger (INFO, one line with its time as it ends): ``logging.basicConfig(level=logging.INFO)`` shows them.
     **overrides : any preset key, e.g. ``syn_iterations=(50, 20)``, ``working_spacing=100``.
 
     Returns
@@ -93,7 +96,7 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}", field="backend")
     params = get_preset(preset, **overrides)
-    note = progress or (lambda stage, status: None)
+    note = with_logging(progress)
 
     # -- checks (cheap, before anything long) --------------------------------------------------
     pp.check_volume(moving, "moving")
@@ -219,7 +222,9 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     back = [(C if C is not None else None), core.inverse(), R.inverse()]
     T = Sequence(steps).with_inverse(Sequence([b for b in back if b is not None]))
 
+    note("metrics", "start")
     metrics = _metrics(T, f_n, m_n, f_mask, core, init, C)
+    note("metrics", "done")
     metrics["seconds"] = round(time.perf_counter() - t_start, 2)
     metrics["extent"] = extent_what
     metrics["stage_seconds"] = {k: round(v["seconds"], 2) for k, v in info.get("stages", {}).items()}

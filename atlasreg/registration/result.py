@@ -190,9 +190,12 @@ class RegistrationResult:
         ext_v = np.asarray(vol.shape) * vol.voxel_size
         ext_g = np.asarray(grid.shape) * np.asarray(grid.spacing)
         if np.any(np.abs(ext_v - ext_g) > 0.15 * ext_g):
-            raise InputError(f"the volume spans {tuple(np.round(ext_v, 1))} {sp.unit} (shape {vol.shape}, voxel "
-                             f"{tuple(np.round(vol.voxel_size, 4))}, axes {code}) but the registration's {sp.name} "
-                             f"grid spans {tuple(np.round(ext_g, 1))} {sp.unit}: check its voxel size and "
+            def show(v):
+                return "x".join(f"{float(x):g}" for x in v)
+
+            raise InputError(f"the volume spans {show(np.round(ext_v, 1))} {sp.unit} (shape {vol.shape}, voxel "
+                             f"{show(np.round(vol.voxel_size, 4))}, axes {code}) but the registration's {sp.name} "
+                             f"grid spans {show(np.round(ext_g, 1))} {sp.unit}: check its voxel size and "
                              "orientation", path=path, field="shape")
         return vol
 
@@ -235,7 +238,9 @@ class RegistrationResult:
                                     "pass force=True / --force")
         out.mkdir(parents=True, exist_ok=True)
         (out / COMPLETE).unlink(missing_ok=True)
-        note = progress or (lambda stage, status: None)
+        from .progress import with_logging
+
+        note = with_logging(progress)
         note("save", "start")
         tdir = out / "transforms"
         tdir.mkdir(exist_ok=True)
