@@ -28,7 +28,7 @@ from ..errors import InputError, SpaceMismatchError
 from ..graph import SpaceGraph
 from ..transforms.base import Affine, Sequence, Transform, fusion_plan
 from ..transforms.field import DisplacementField, InverseDisplacementField
-from ..volume import Grid, Volume, as_grid, pull_transform, resolve_interpolation
+from ..volume import Grid, Volume, as_grid, check_fill, fill_fits, pull_transform, resolve_interpolation
 from . import _kernels as BK
 from . import _ngff
 from ._job import Job, mark_done
@@ -171,6 +171,8 @@ class BlockSampler:
         self.fill = fill
         self.out_dtype = np.dtype(out_dtype)
         self.work_dtype = _work_dtype(source.dtype, interpolation)
+        if interpolation == "nearest" and not fill_fits(fill, self.work_dtype):
+            self.work_dtype = self.out_dtype  # e.g. NaN fill for integer data into a float output
         self.max_read_voxels = int(max_read_voxels)
         self.full = np.asarray(source.shape, np.float64)
 
@@ -427,8 +429,7 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
                          "direction is the identity", field="reference")
     pull = _resolve_pull(volume, transform, grid)
     out_dtype = output_dtype(volume.dtype, interpolation, dtype)
-    if out_dtype.kind in "iu" and not np.iinfo(out_dtype).min <= fill <= np.iinfo(out_dtype).max:
-        raise InputError(f"fill {fill} does not fit the output dtype {out_dtype}", field="fill")
+    check_fill(fill, out_dtype)  # the in-memory warp's rule: a fill the output cannot hold is refused
     chunks = _as_chunks(chunks, levels is None or levels > 1)
     shape = tuple(int(s) for s in grid.shape)
     if levels is None:
