@@ -139,13 +139,10 @@ def test_nitransforms_affines_equal_simpleitk(data_dir):
 
 
 # ---------------------------------------------------------------------------------------------
-# With ITK's own Python wrapping (itk-elastix, the `bench` extra): transform lists and elastix.
-# Loading ITK's wrapping costs ~15-20 s of CPU, so these are `slow` (pytest -m slow).
+# With ITK's own Python wrapping (itk-elastix, in the `test` extra): transform lists and elastix.
+# Loading ITK's wrapping costs ~15 s of CPU once per session; the oracle is worth it.
 # ---------------------------------------------------------------------------------------------
-try:
-    import itk
-except ImportError:  # pragma: no cover - itk-elastix is not in the test extra
-    itk = None
+import itk  # noqa: E402  (itk-elastix is in the test extra: these oracles never skip)
 
 
 def test_itk_list_refused_by_load_transform_and_read_by_load_transforms(data_dir):
@@ -167,8 +164,6 @@ def _itk_points(tx, pts):
     return np.array([list(tx.TransformPoint([float(v) for v in p])) for p in pts])
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(itk is None, reason="itk-elastix is not installed")
 def test_itk_transform_lists_equal_itk_transformread(data_dir, tmp_path):
     path = data_dir / ITK_FILES / "itktflist.tfm"
     pts = np.random.default_rng(2).uniform(-20, 20, (30, 3))
@@ -236,8 +231,6 @@ def elastix_run(tmp_path_factory):
     return out, mapped
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(itk is None, reason="itk-elastix is not installed")
 def test_elastix_parameter_files_equal_transformix(elastix_run, tmp_path):
     out, mapped = elastix_run
     for n in (1, 2, 3):

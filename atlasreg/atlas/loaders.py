@@ -152,16 +152,10 @@ def ngff_anatomical_orientation(path: str | Path) -> str | None:
     p = Path(path)
     meta = None
     for name in ("zarr.json", ".zattrs"):
-        f = p / name
-        if f.is_file():
-            if f.stat().st_size > 16 * 2**20:
-                raise InputError(f"{name} is {f.stat().st_size} bytes: too large for metadata", path=f)
-            try:
-                meta = json.loads(f.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise InputError(f"{name} is not valid JSON: {exc}", path=f) from None
+        if (p / name).is_file():
+            meta = _read_json(p / name, name)
             break
-    if not isinstance(meta, dict):
+    if meta is None:
         return None
     attrs = meta.get("attributes", meta)
     ms = (attrs.get("ome") or {}).get("multiscales") if isinstance(attrs.get("ome"), dict) else attrs.get("multiscales")
@@ -399,12 +393,9 @@ def load_brainglobe(folder: str | Path, orientation: str | None = None, space: S
     """A BrainGlobe atlas folder: metadata.json, structures.json, reference/annotation/hemispheres TIFFs."""
     folder = Path(folder)
     meta_path = folder / "metadata.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise InputError("not a BrainGlobe atlas folder (no metadata.json)", path=folder) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"metadata.json is not valid JSON: {exc}", path=meta_path) from None
+    if not meta_path.is_file():
+        raise InputError("not a BrainGlobe atlas folder (no metadata.json)", path=folder)
+    meta = _read_json(meta_path, "metadata.json")
     for k in ("resolution", "orientation"):
         if k not in meta:
             raise InputError(f"metadata.json lacks {k!r}", path=meta_path, field=k)

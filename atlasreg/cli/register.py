@@ -92,9 +92,12 @@ def register(
     orientation_check: str = typer.Option("error", "--orientation-check",
                                           help="error / warn / off: the 48-orientation search that catches a wrong "
                                                "--orientation."),
+    extent: str = typer.Option("whole", "--extent",
+                               help="What part of the brain the sample covers: whole, hemisphere-left, "
+                                    "hemisphere-right, slab (a coronal slab) or auto (decided from the tissue)."),
     force: bool = typer.Option(False, "--force", help="Overwrite a complete OUTPUT."),
 ) -> None:
-    """Register a whole-brain sample to an atlas (or a fixed image) and write the result folder.
+    """Register a whole-brain sample (or part of one: --extent) to an atlas (or a fixed image) and write the result folder.
 
     A rerun with the same OUTPUT resumes after the last finished stage (OUTPUT/stages).
 
@@ -103,6 +106,8 @@ def register(
       atlasreg register brain.tif --voxel-size 50 40 40 --orientation psl --atlas allen_mouse_25um -o reg/
 
       atlasreg register brain.tif --voxel-size 50 40 40 --orientation psl --atlas atlas.npz --set working_spacing=100 -o reg/
+
+      atlasreg register left_half.tif --voxel-size 50 40 40 --orientation psl --atlas allen_mouse_25um --extent auto -o reg/
 
       atlasreg register brain.nii.gz --orientation psl --fixed template.nii.gz --fixed-orientation asr -o reg/
     """
@@ -117,6 +122,7 @@ def register(
         raise InputError("give exactly one of --atlas or --fixed", field="--atlas")
     overrides = _parse_overrides(set_)
     overrides.setdefault("orientation_search", orientation_check)
+    overrides.setdefault("extent", extent)
     moving = read_volume(sample, voxel_size=voxel_list(voxel_size), orientation=orientation,
                          space="sample")
     atlas_obj = None

@@ -325,7 +325,7 @@ def _score_registration(run, ph, T, ref: Volume, st) -> None:
                "checkerboard.png")
     back = warp(Volume(ann, ref.voxel_size, space=ATLAS), T, ph.sample.grid, interpolation="nearest")
     run.figure("Atlas region boundaries drawn on the sample (native sample grid)",
-               qc.boundary_slices(ph.sample, back.numpy(), title="atlas boundaries on the sample"),
+               qc.boundary_slices(ph.sample, back.numpy(), title="atlas boundaries on the sample", level="leaves"),
                "boundaries_on_sample.png")
     run.figure("Jacobian determinant of the atlas -> sample map (folding in black)",
                qc.jacobian_slices(Volume(det, ref.voxel_size, space=ATLAS, orientation="asr"),

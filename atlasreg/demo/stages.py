@@ -103,6 +103,19 @@ class Run:
         path.write_bytes(figure_png(fig))
         self.figures.append({"caption": caption, "file": f"figures/{filename}"})
 
+    def figure_variants(self, caption: str, figs: dict, stem: str) -> None:
+        """One figure in several versions (``{label: figure}``), shown one at a time in the report."""
+        from ..qc.figures import figure_png
+
+        files = {}
+        for j, (label, fig) in enumerate(figs.items()):
+            name = f"{stem}.png" if j == 0 else f"{stem}_{j}.png"
+            path = self.out / "figures" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(figure_png(fig))
+            files[label] = f"figures/{name}"
+        self.figures.append({"caption": caption, "file": files})
+
     def table(self, caption: str, df: pd.DataFrame, filename: str) -> None:
         path = self.out / "tables" / filename
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,9 +28,9 @@ import numpy as np
 from ..errors import InputError
 from ..parallel import serial_kernels, task_threads
 from ..spaces import Space
-from ..transforms.base import Sequence, Transform
+from ..transforms.base import NumericalInverse, Sequence, Transform
 from ..transforms.field import DisplacementField, GridFrame, InverseDisplacementField, grid_affine
-from ..transforms.inverse import MAX_ITER, InverseReport, check_on_fail
+from ..transforms.inverse import MAX_ITER, InverseReport
 from ..volume import Grid, as_grid
 from . import _kernels as BK
 from ._job import Job, mark_done
@@ -191,7 +191,7 @@ class ChunkedDisplacementField(GridFrame, Transform):
         return ChunkedInverseDisplacementField(self)
 
 
-class ChunkedInverseDisplacementField(Transform):
+class ChunkedInverseDisplacementField(NumericalInverse):
     """The inverse of a :class:`ChunkedDisplacementField`, solved per point by the one solver
     (:mod:`atlasreg.transforms.inverse`, damped Newton) with the same ``tol``, ``on_fail`` and
     ``last_report`` as the in-memory :class:`~atlasreg.transforms.field.InverseDisplacementField`.
@@ -199,19 +199,6 @@ class ChunkedInverseDisplacementField(Transform):
     For each group of points it reads the box holding every possible solution: the points' box
     grown by the largest displacement (plus two nodes), since ``|x - y| = |u(x)|``.
     """
-
-    is_numerical = True
-
-    def __init__(self, forward: ChunkedDisplacementField, tol: float | None = None, max_iter: int = MAX_ITER,
-                 on_fail: str = "nan"):
-        super().__init__(forward.dst, forward.src)
-        self.forward = forward
-        self.tol = tol if tol is not None else 1e-6 * float(forward.spacing.min())
-        self.max_iter = int(max_iter)
-        self.on_fail = check_on_fail(on_fail)
-        self.last_residual = float("nan")
-        self.last_report = InverseReport.empty(self.tol)
-        self._explicit_inverse = forward
 
     def token(self) -> str:
         from dask.base import tokenize
@@ -243,9 +230,6 @@ class ChunkedInverseDisplacementField(Transform):
         self.last_report = report
         self.last_residual = report.max_residual
         return out
-
-    def _inverse(self) -> ChunkedDisplacementField:
-        return self.forward
 
 
 # -- fields on disk ---------------------------------------------------------------------------------------

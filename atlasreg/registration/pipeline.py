@@ -143,9 +143,14 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
                                     params["orientation_spacing"], params["orientation_margin"])
         note("orientation", "done")
         if report.flagged:
-            if params["orientation_search"] == "error":
+            # the search compares with the whole fixed image: part of a brain (a hemisphere, a slab) can fit
+            # another code better without the code being wrong, so for a partial extent it only warns
+            if params["orientation_search"] == "error" and params["extent"] == "whole":
                 raise OrientationError(report.message(), field="orientation")
-            warnings.warn(report.message(), stacklevel=2)
+            partial = "" if params["extent"] == "whole" else \
+                f" (extent {params['extent']!r}: the search compares with the whole fixed image, so for part of " \
+                "a brain it only warns)"
+            warnings.warn(report.message() + partial, stacklevel=2)
 
     note("masks and initialisation", "start")
     if f_user is not None:
@@ -160,10 +165,27 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
         m_mask = pp.auto_mask(m_w.numpy(), m_w.voxel_size, params["mask_dilate"])
     else:
         m_mask = None
+    # a partial brain (hemisphere, slab): register against the part of the fixed image it covers
+    extent_what, ext = "whole brain", None
+    if params["extent"] != "whole":
+        from .extent import extent_mask
+
+        # the tissue itself (undilated): its extent and its cut faces decide
+        f_t = pp.auto_mask(f_w.numpy(), f_w.voxel_size, 0.0) if f_user is None else f_mask
+        m_t = pp.auto_mask(m_w.numpy(), m_w.voxel_size, 0.0) if m_user is None else m_mask
+        ext, extent_what = extent_mask(params["extent"], f_w, f_t, m_w, m_t)
+        if ext is not None:
+            f_mask = ext if f_mask is None else (f_mask & ext)
     lo, hi = params["normalise"]
     f_n = f_w.with_data(pp.normalise(f_w.numpy(), lo, hi, f_mask))
+    if ext is not None:
+        f_n = f_n.with_data(np.where(ext, f_n.numpy(), 0).astype(f_n.dtype))
     m_n = m_w.with_data(pp.normalise(m_w.numpy(), lo, hi, m_mask))
     init = pp.initial_affine(f_n, m_n, f_mask, m_mask, params["init"])
+    if ext is not None and f_mask is not None and m_mask is not None:
+        from .extent import check_overlap
+
+        check_overlap(init, f_n, f_mask, m_n, m_mask, where=f"atlas {extent_what}")
     # the backend's fixed grid: padded (room for the field, not image content, so after the initialisation);
     # metrics and QC stay on the unpadded one
     f_reg, f_mask_reg = f_n, f_mask
@@ -204,6 +226,7 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     metrics = _metrics(T, f_n, m_n, f_mask, core, init, C)
     note("metrics", "done")
     metrics["seconds"] = round(time.perf_counter() - t_start, 2)
+    metrics["extent"] = extent_what
     metrics["stage_seconds"] = {k: round(v["seconds"], 2) for k, v in info.get("stages", {}).items()}
     if report is not None:
         metrics["orientation"] = {"given": report.given, "best": report.best,

@@ -18,10 +18,9 @@ import numpy as np
 
 from .. import _kernels as K
 from ..errors import InputError
-from .base import Transform
+from .base import NumericalInverse, Transform
 from .field import GridFrame, grid_affine
-from .inverse import MAX_ITER, InverseReport, check_on_fail, finish, solve_bspline_inverse
-
+from .inverse import finish, solve_bspline_inverse
 
 
 class BSplineTransform(GridFrame, Transform):
@@ -96,7 +95,7 @@ class BSplineTransform(GridFrame, Transform):
         return float(np.sqrt((self.coefficients ** 2).sum(-1)).max())
 
 
-class InverseBSpline(Transform):
+class InverseBSpline(NumericalInverse):
     """The inverse of a :class:`BSplineTransform`, solved per point by :mod:`atlasreg.transforms.inverse`.
 
     Damped Newton on the spline's analytic Jacobian, from ``y``: exact to ``tol``
@@ -117,24 +116,10 @@ class InverseBSpline(Transform):
     True
     """
 
-    is_numerical = True
-
-    def __init__(self, forward: BSplineTransform, tol: float | None = None, max_iter: int = MAX_ITER,
-                 on_fail: str = "nan"):
-        super().__init__(forward.dst, forward.src)
-        self.forward = forward
-        self.tol = tol if tol is not None else 1e-6 * float(forward.spacing.min())
-        self.max_iter = int(max_iter)
-        self.on_fail = check_on_fail(on_fail)
-        self.last_report = InverseReport.empty(self.tol)
-        self._explicit_inverse = forward
-
     def _map(self, pts: np.ndarray) -> np.ndarray:
         f = self.forward
         x, res, status = solve_bspline_inverse(f.coefficients, f.physical_to_index, f.outside == "nan", pts,
                                                self.tol, self.max_iter)
         out, self.last_report = finish(x, res, status, self.tol, self.on_fail, f"inverse of {f!r}")
+        self.last_residual = self.last_report.max_residual
         return out
-
-    def _inverse(self) -> BSplineTransform:
-        return self.forward
