@@ -248,6 +248,11 @@ def test_summary_json_cannot_embed_files_outside_its_folder(tmp_path):
         with pytest.raises(InputError, match="outside|inside") as e:
             render_report(res)
         assert "summary.json" in str(e.value)
+    # a figure in several versions ({label: file}) is held to the same rule
+    (res / "summary.json").write_text(json.dumps({"title": "t", "figures": [
+        {"caption": "v", "file": {"one": "fig.png", "two": "../private/photo.png"}}]}))
+    with pytest.raises(InputError, match="outside"):
+        render_report(res)
     (res / "summary.json").write_text(json.dumps({"title": "t", "figures": {"a": "fig.png"}}))
     assert "data:image/png;base64" in render_report(res)
 
