@@ -77,3 +77,21 @@ def test_tbb_dependency_loads_from_the_environment(tmp_path):
         pytest.skip("tbb is not installed here")
     out = _run(tmp_path, "tbb")
     assert out["numba"] == "tbb" and out["safe"]
+
+
+def test_every_parallel_kernel_goes_through_njit_parallel():
+    """A kernel made with numba.njit(parallel=True) directly would abort again under workqueue."""
+    import ast
+
+    pkg = REPO / "atlasreg"
+    direct = []
+    for p in pkg.rglob("*.py"):
+        if p.name == "parallel.py" and p.parent == pkg:
+            continue
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("njit"):
+                kws = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                if kws.get("parallel") == "True" or any(k.arg is None and "_PAR" in ast.unparse(k.value)
+                                                        for k in node.keywords):
+                    direct.append(f"{p.relative_to(REPO)}:{node.lineno}")
+    assert not direct, f"use atlasreg.parallel.njit_parallel for parallel kernels: {direct}"
