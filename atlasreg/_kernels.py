@@ -9,6 +9,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .parallel import njit_parallel
+
 _PAR = dict(parallel=True, fastmath=False, cache=True, nogil=True)
 # For the point-mapping kernel: let LLVM fuse multiply-adds and reorder sums (about 1e-14 relative
 # change, ~15 % less time), but NOT assume values are finite: NaN points must stay NaN.
@@ -95,7 +97,7 @@ def _affine_field_affine_one(points, k, pre, field, to_index, post, outside_nan,
     out[k, 0], out[k, 1], out[k, 2] = _apply(post, qx + ux, qy + uy, qz + uz)
 
 
-@nb.njit(**_PAR_FAST)
+@njit_parallel(**_PAR_FAST)
 def affine_field_affine(points, pre, field, to_index, post, outside_nan, out):
     """out = post(q + u(q)) with q = pre(p); ``pre``/``post``/``to_index`` are 3x4 matrices.
 
@@ -107,7 +109,7 @@ def affine_field_affine(points, pre, field, to_index, post, outside_nan, out):
         _affine_field_affine_one(points, k, pre, field, to_index, post, outside_nan, out, nx, ny, nz)
 
 
-@nb.njit(**_PAR)
+@njit_parallel(**_PAR)
 def _block_keys(points, pre, to_index, nx, ny, nz, block, mult, off, keys):
     # Bucket of each point: the block (of block^3 voxels) its pre-mapped position falls in;
     # points off the grid go to bucket ``off`` (the last). ``mult`` numbers the blocks in the
@@ -124,7 +126,7 @@ def _block_keys(points, pre, to_index, nx, ny, nz, block, mult, off, keys):
             keys[k] = off
 
 
-@nb.njit(**_PAR)
+@njit_parallel(**_PAR)
 def _counting_order(keys, nkeys, parts, perm):
     # Stable counting sort, parallel: each of ``parts`` slices of the points counts its keys, the
     # slices' offsets are laid out bucket by bucket, then each slice places its points.
@@ -148,7 +150,7 @@ def _counting_order(keys, nkeys, parts, perm):
             counts[t, b] += 1
 
 
-@nb.njit(**_PAR)
+@njit_parallel(**_PAR)
 def _gather_rows(src, perm, dst):
     for j in nb.prange(perm.shape[0]):
         k = perm[j]
@@ -157,7 +159,7 @@ def _gather_rows(src, perm, dst):
         dst[j, 2] = src[k, 2]
 
 
-@nb.njit(**_PAR)
+@njit_parallel(**_PAR)
 def _scatter_rows(src, perm, dst):
     for j in nb.prange(perm.shape[0]):
         k = perm[j]
@@ -216,7 +218,7 @@ def affine_field_affine_any_order(points, pre, field, to_index, post, outside_na
         _scatter_rows(ordered[:m], perm[:m], out[start:stop])
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
+@njit_parallel()
 def interleave_components(planar, out):
     """``out[z, y, x, c] = planar[c, z, y, x]``; returns how many values are NaN or inf.
 
@@ -239,7 +241,7 @@ def interleave_components(planar, out):
     return bad
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
+@njit_parallel()
 def count_nonfinite(flat):
     """Number of NaN/inf values in a 1-D array (parallel; no temporary mask)."""
     bad = 0
@@ -268,7 +270,7 @@ def trilinear(data, cx, cy, cz, nx, ny, nz):
     return c0 * (1 - fz) + c1 * fz
 
 
-@nb.njit(**_PAR)
+@njit_parallel(**_PAR)
 def sample_linear(data, cidx, fill, out):
     """Trilinear sample of a 3-D array at continuous indices; ``fill`` outside [-0.5, n-0.5]."""
     n = cidx.shape[0]
@@ -283,7 +285,7 @@ def sample_linear(data, cidx, fill, out):
         out[k] = trilinear(data, cx, cy, cz, nx, ny, nz)
 
 
-@nb.njit(**_PAR)
+@njit_parallel(**_PAR)
 def sample_nearest(data, cidx, fill, out):
     """Nearest-voxel sample (round half away from zero, CONVENTIONS: round, not floor)."""
     n = cidx.shape[0]
@@ -306,7 +308,7 @@ def sample_nearest(data, cidx, fill, out):
 #: Status codes of :func:`newton_inverse` (per point).
 CONVERGED, OUTSIDE, NOT_CONVERGED = 0, 1, 2
 #: Kinds of forward map :func:`newton_inverse` evaluates.
-FIELD, TPS = 0, 1
+FIELD, TPS, BSPLINE = 0, 1, 2
 
 
 @nb.njit(inline="always")
@@ -347,6 +349,74 @@ def _trilinear_vec_jac(field, cx, cy, cz, nx, ny, nz):
     u1, d10, d11, d12 = _lerp3_jac(field, 1, x0, x1, y0, y1, z0, z1, fx, fy, fz, ax, ay, az)
     u2, d20, d21, d22 = _lerp3_jac(field, 2, x0, x1, y0, y1, z0, z1, fx, fy, fz, ax, ay, az)
     return (u0, u1, u2, d00, d01, d02, d10, d11, d12, d20, d21, d22)
+
+
+@nb.njit(inline="always")
+def bspline_inside(cx, cy, cz, nx, ny, nz):
+    # ITK's valid region of a cubic B-spline: the 4x4x4 support from floor(c) - 1 lies on the grid
+    return cx >= 1.0 and cx < nx - 2.0 and cy >= 1.0 and cy < ny - 2.0 and cz >= 1.0 and cz < nz - 2.0
+
+
+@nb.njit(inline="always")
+def _cubic_w(f):
+    # cubic B-spline weights of nodes floor(c) - 1 .. floor(c) + 2 (f = c - floor(c)) and their derivatives
+    f2 = f * f
+    f3 = f2 * f
+    g = 1.0 - f
+    return ((g * g * g / 6.0, (3.0 * f3 - 6.0 * f2 + 4.0) / 6.0, (-3.0 * f3 + 3.0 * f2 + 3.0 * f + 1.0) / 6.0,
+             f3 / 6.0),
+            (-0.5 * g * g, 1.5 * f2 - 2.0 * f, -1.5 * f2 + f + 0.5, 0.5 * f2))
+
+
+@nb.njit(cache=True, nogil=True)
+def bspline_point(w, cx, cy, cz, jac):
+    """A cubic B-spline's displacement at continuous index ``c`` (inside its support, see
+    :func:`bspline_inside`) and, with ``jac``, its derivatives along the index axes:
+    ``(u0, u1, u2, D00, D01, ..., D22)`` with ``D[j, a] = du_j / dc_a``."""
+    bx = np.floor(cx)
+    by = np.floor(cy)
+    bz = np.floor(cz)
+    wx, dx = _cubic_w(cx - bx)
+    wy, dy = _cubic_w(cy - by)
+    wz, dz = _cubic_w(cz - bz)
+    i0 = int(bx) - 1
+    j0 = int(by) - 1
+    k0 = int(bz) - 1
+    u = np.zeros(3)
+    D = np.zeros((3, 3))
+    for i in range(4):
+        for j in range(4):
+            wij = wx[i] * wy[j]
+            for k in range(4):
+                q = wij * wz[k]
+                for c in range(3):
+                    v = w[i0 + i, j0 + j, k0 + k, c]
+                    u[c] += q * v
+                    if jac:
+                        D[c, 0] += dx[i] * wy[j] * wz[k] * v
+                        D[c, 1] += wx[i] * dy[j] * wz[k] * v
+                        D[c, 2] += wij * dz[k] * v
+    return (u[0], u[1], u[2], D[0, 0], D[0, 1], D[0, 2], D[1, 0], D[1, 1], D[1, 2], D[2, 0], D[2, 1], D[2, 2])
+
+
+@njit_parallel(**_PAR)
+def bspline_map(pts, to_index, w, outside_nan, out):
+    """``out = pts + u(pts)`` for a cubic B-spline (ITK's rule: no displacement, or NaN with
+    ``outside_nan``, where the support leaves the grid)."""
+    nx, ny, nz = w.shape[0], w.shape[1], w.shape[2]
+    for n in nb.prange(pts.shape[0]):
+        p0, p1, p2 = pts[n, 0], pts[n, 1], pts[n, 2]
+        cx, cy, cz = _apply(to_index, p0, p1, p2)
+        if bspline_inside(cx, cy, cz, nx, ny, nz):
+            t = bspline_point(w, cx, cy, cz, False)
+            out[n, 0] = p0 + t[0]
+            out[n, 1] = p1 + t[1]
+            out[n, 2] = p2 + t[2]
+        else:
+            v = np.nan if outside_nan else 0.0
+            out[n, 0] = p0 + v
+            out[n, 1] = p1 + v
+            out[n, 2] = p2 + v
 
 
 @nb.njit(cache=True, nogil=True)
@@ -402,7 +472,7 @@ def tps_point(q0, q1, q2, centres, weights, coeffs, kernel, jac):
     return (o0, o1, o2, d00, d01, d02, d10, d11, d12, d20, d21, d22)
 
 
-@nb.njit(**_PAR)
+@njit_parallel(**_PAR)
 def tps_eval(q, centres, weights, coeffs, kernel, out):
     """Thin-plate spline values at points ``q`` of its normalised frame (see :func:`tps_point`)."""
     for i in nb.prange(q.shape[0]):
@@ -415,12 +485,14 @@ def tps_eval(q, centres, weights, coeffs, kernel, out):
 @nb.njit(cache=True, nogil=True)
 def _forward_jac(kind, x0, x1, x2, field, to_index, outside_nan, frame, centres, weights, coeffs, kernel):
     # (ok, T(x) (3), dT/dx row-major (9)) in physical units; ok False where T(x) is undefined.
-    if kind == FIELD:
+    if kind == FIELD or kind == BSPLINE:  # x + u(x), u sampled on a grid (``field``: nodes or coefficients)
         nx, ny, nz = field.shape[0], field.shape[1], field.shape[2]
         cx, cy, cz = _apply(to_index, x0, x1, x2)
         m = to_index
-        if _on_grid(cx, cy, cz, nx, ny, nz):
+        if kind == FIELD and _on_grid(cx, cy, cz, nx, ny, nz):
             t = _trilinear_vec_jac(field, cx, cy, cz, nx, ny, nz)
+        elif kind == BSPLINE and bspline_inside(cx, cy, cz, nx, ny, nz):
+            t = bspline_point(field, cx, cy, cz, True)
         elif outside_nan:
             return (False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         else:
@@ -469,20 +541,22 @@ def _newton_step(r, e0, e1, e2):
             inv * (C * e0 + (b * h - a * i) * e1 + (a * f - b * d) * e2))
 
 
-@nb.njit(**_PAR)
+@njit_parallel(**_PAR)
 def newton_inverse(kind, field, to_index, outside_nan, frame, centres, weights, coeffs, kernel,
                    y, x0, field_start, tol, max_iter, out, residual, status):
     """Solve ``T(x) = y`` per point by damped Newton on ``T``'s exact Jacobian.
 
     ``kind`` selects the forward map: :data:`FIELD` (``x + u(x)``, ``u`` trilinear in ``field`` with
-    ``to_index`` its physical -> index 3x4 matrix) or :data:`TPS` (the spline of ``frame``, ``centres``,
+    ``to_index`` its physical -> index 3x4 matrix), :data:`BSPLINE` (the same with ``u`` the cubic
+    B-spline of the coefficients in ``field``, see :func:`bspline_point`) or :data:`TPS` (the spline of ``frame``, ``centres``,
     ``weights``, ``coeffs``, ``kernel``; see :func:`tps_point`). The start is ``x0[k]``, or with
     ``field_start`` one fixed-point step ``y - u(y)`` (``y`` clamped onto the grid). Each step solves
     ``J dx = y - T(x)`` and halves ``dx`` until ``|T(x) - y|`` decreases (and ``x`` stays where ``T``
     is defined). A point is done when ``|T(x) - y| <= tol``.
 
     ``status[k]``: :data:`CONVERGED`; :data:`OUTSIDE` (the solution lies off the domain of ``T``: the
-    full Newton step leaves it and no shorter one helps; the forward map is NaN there too);
+    full Newton step leaves it and no shorter one helps, or it leaves it three steps in a row; the
+    forward map is NaN there too);
     :data:`NOT_CONVERGED` (``max_iter`` steps, a singular Jacobian, or no decrease). ``out[k]`` is the
     last iterate (NaN when outside), ``residual[k]`` its ``|T(x) - y|`` (NaN when outside).
     """
@@ -526,10 +600,13 @@ def newton_inverse(kind, field, to_index, outside_nan, frame, centres, weights, 
                 e2 = r[3] - y2
                 res = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
                 first_off = False
+                pinned = 0  # consecutive steps whose full length left the domain
                 for _ in range(max_iter + 1):
                     if res <= tol:
                         st = CONVERGED
                         break
+                    if pinned >= 3:
+                        break  # pressed against the domain's edge: the solution lies beyond it
                     good, d0, d1, d2 = _newton_step(r, e0, e1, e2)
                     if not good:
                         break
@@ -559,6 +636,7 @@ def newton_inverse(kind, field, to_index, outside_nan, frame, centres, weights, 
                         alpha *= 0.5
                     if not moved:
                         break
+                    pinned = pinned + 1 if first_off else 0
                 if st == NOT_CONVERGED and first_off:
                     # the last full step wanted to leave the domain: the solution lies beyond its edge
                     st = OUTSIDE

@@ -15,6 +15,10 @@ from .errors import InputError
 
 # Size of one unit in micrometres. Exact powers of ten.
 _UNIT_IN_UM = {"nm": 1e-3, "um": 1.0, "mm": 1e3}
+#: Names of a space's three axes in coordinate order, which is array-axis order (axis 0 first: ``z`` names
+#: array axis 0, NGFF's usual names), as atlasreg writes them to OME-NGFF: volumes (OME-Zarr ``axes``) and
+#: transforms (``coordinateSystems``) alike, so a volume and a transform in one space name each axis the same way.
+AXIS_NAMES = ("z", "y", "x")
 _UNIT_ALIASES = {
     "nm": "nm", "nanometer": "nm", "nanometers": "nm", "nanometre": "nm", "nanometres": "nm",
     "um": "um", "µm": "um", "μm": "um", "micron": "um", "microns": "um", "micrometer": "um",
@@ -103,6 +107,24 @@ def nifti_to_origin(code: str) -> str:
     if not isinstance(code, str) or len(code) != 3:
         raise InputError(f"NIfTI orientation code {code!r} must be three letters", field="orientation")
     return validate_orientation("".join(_OPPOSITE.get(ch, "?") for ch in code.lower()))
+
+
+def lps_direction(code: str) -> np.ndarray:
+    """The 3x3 direction matrix (ITK's LPS world, one column per array axis) that an orientation code states.
+
+    Column ``j`` is the unit vector axis ``j`` runs along: from the side its letter names toward the opposite
+    side (``a`` runs toward posterior, +y in LPS). nibabel's ``aff2axcodes`` of the NIfTI this direction goes into
+    reads ``origin_to_nifti(code)``.
+
+    >>> lps_direction("asr").astype(int).tolist()
+    [[0, 0, 1], [1, 0, 0], [0, -1, 0]]
+    """
+    toward = {"l": (0, 1.0), "r": (0, -1.0), "p": (1, 1.0), "a": (1, -1.0), "s": (2, 1.0), "i": (2, -1.0)}
+    D = np.zeros((3, 3))
+    for j, ch in enumerate(validate_orientation(code)):
+        row, sign = toward[_OPPOSITE[ch]]
+        D[row, j] = sign
+    return D
 
 
 def orientation_mapping(src_code: str, dst_code: str) -> tuple[tuple[int, ...], tuple[bool, ...]]:

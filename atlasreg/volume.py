@@ -181,6 +181,35 @@ class Volume:
         sp = as_space(space, unit=self.unit)
         return Space(sp.name, sp.unit, code)
 
+    def with_anatomical_direction(self, space: Space | str | None = None) -> "Volume":
+        """The same voxels with the direction matrix its orientation code states (ITK's LPS world), for viewers.
+
+        A volume read from TIFF, HDF5 or an array has the identity direction (CONVENTIONS: the code is metadata),
+        so NIfTI viewers (nibabel, ITK-SNAP, napari) would label its axes L/P/S whatever the anatomy. This copy
+        keeps voxel (0, 0, 0) where it is and turns the axes to the anatomical directions: a NIfTI of it is
+        labelled right. Its physical frame is a different one (default space name ``<space>_anatomical``), so
+        transforms of the original space do not apply to it unchanged: write it for viewing, register and map
+        points in the original frame.
+
+        Example
+        -------
+        >>> v = Volume(np.zeros((4, 5, 6), np.uint8), 25.0, space="ccf", orientation="asr")
+        >>> v.with_anatomical_direction().direction.astype(int).tolist()
+        [[0, 0, 1], [1, 0, 0], [0, -1, 0]]
+        """
+        from .spaces import lps_direction
+
+        if self.orientation is None:
+            raise InputError(f"volume in space {self.space.name!r} has no orientation code: nothing says which "
+                             "way its axes run", field="orientation")
+        if not np.allclose(self.direction, np.eye(3), atol=1e-9):
+            raise InputError("the volume's direction is not the identity: it already says where its axes run",
+                             field="direction")
+        sp = as_space(space, unit=self.unit) if space is not None else Space(f"{self.space.name}_anatomical",
+                                                                            self.unit)
+        return Volume(self.data, self.voxel_size, self.origin, lps_direction(self.orientation),
+                      Space(sp.name, sp.unit, self.orientation))
+
     def reorient_transform(self, code: str, space: Space | str | None = None) -> Affine:
         """Affine from this volume's physical frame to that of ``self.reorient(code, space)``."""
         if self.orientation is None:
@@ -243,7 +272,13 @@ class Volume:
 
 
 def as_grid(reference) -> Grid:
-    """The :class:`Grid` of a Volume, or a Grid itself."""
+    """The Grid of a Volume, or a Grid as it is (anything else is an InputError).
+
+    Examples
+    --------
+    >>> as_grid(Volume(np.zeros((2, 3, 4)), 1.0, space="s")).shape
+    (2, 3, 4)
+    """
     if isinstance(reference, Grid):
         return reference
     if isinstance(reference, Volume):

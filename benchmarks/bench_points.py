@@ -29,6 +29,17 @@ Warm-up: before any timing, atlasreg's numba kernels are compiled (or loaded fro
 numba's cache) and run once on 1,000 and on 200,000 points (both kernel paths),
 and ANTs is called once.
 Run: ``python benchmarks/bench_points.py`` (writes benchmarks/results/points.json and points.md).
+
+``--registration REG`` instead measures ``atlasreg points REG cells.csv`` on 1M cells of a real
+registration to the 25 µm atlas (made first with ``atlasreg register brain_psl_50x40x40um.tif
+--voxel-size 50 40 40 --orientation psl --atlas allen_mouse_25um -o REG``), end to end as a user runs it
+(a new process: start-up, CSV in, map, CSV out), against the same job done with
+``ants.apply_transforms_to_points`` on the ANTs files of that same registration (``REG/stages``:
+``syn_0GenericAffine.mat`` + ``syn_1InverseWarp.nii.gz``, the sample → atlas direction), also in a new
+process with pandas reading and writing the CSV. Both are also timed in-process without the CSV
+(atlasreg: ``RegistrationResult.load`` + ``map_points``; ANTs: one ``apply_transforms_to_points`` call,
+which reads its files each call). Cells: 1M points inside the sample's tissue (voxels above the 60th
+percentile, jittered within the voxel). Writes benchmarks/results/points_registration.json and .md.
 """
 from __future__ import annotations
 
@@ -112,7 +123,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "points.json")
     ap.add_argument("--render", action="store_true", help="only rewrite the markdown from the JSON in --out")
+    ap.add_argument("--registration", type=Path, default=None,
+                    help="an atlasreg register result folder (ANTs backend): time `atlasreg points` on it")
     args = ap.parse_args(argv)
+    if args.registration is not None:
+        return bench_registration(args)
     if args.render:
         res = json.loads(args.out.read_text())
         args.out.with_suffix(".md").write_text(render(res))
@@ -191,6 +206,141 @@ def main(argv=None) -> dict:
     args.out.with_suffix(".md").write_text(table)
     print(table)
     return res
+
+
+_ANTS_PEER = r"""
+import sys, json, numpy as np, pandas as pd, ants
+src, dst, mat, inv_warp, R = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], np.array(json.loads(sys.argv[5]))
+df = pd.read_csv(src)
+p = df[["x", "y", "z"]].to_numpy(float)
+p = p @ R[:3, :3].T + R[:3, 3]   # the exact psl -> asr axis flip/permutation atlasreg applies first
+out = ants.apply_transforms_to_points(3, pd.DataFrame(p, columns=["x", "y", "z"]), [mat, inv_warp],
+                                      whichtoinvert=[True, False])
+df[["x", "y", "z"]] = out[["x", "y", "z"]].to_numpy(float)
+df.to_csv(dst, index=False)
+"""
+
+
+def bench_registration(args) -> dict:
+    """``atlasreg points`` on a real registration vs ``ants.apply_transforms_to_points`` on its ANTs files."""
+    import subprocess
+
+    import ants
+    import pandas as pd
+
+    import atlasreg as ar
+    from atlasreg.registration import RegistrationResult
+
+    reg = args.registration
+    st = reg / "stages"
+    mat, inv_warp = st / "syn_0GenericAffine.mat", st / "syn_1InverseWarp.nii.gz"
+    for f in (mat, inv_warp):
+        if not f.is_file():
+            raise SystemExit(f"{f} is missing: --registration needs a folder of `atlasreg register` (ANTs backend)")
+    res = RegistrationResult.load(reg)
+    rec = json.loads((reg / "record.json").read_text())
+    sample_path = Path(rec["inputs"]["sample"]["path"])
+    mg = res.moving_grid
+    fixed_code = res.fixed_grid.space.orientation
+    import tifffile
+
+    img = tifffile.imread(sample_path)
+    vol = ar.Volume(img, mg.spacing, space=mg.space)
+    R = vol.reorient_transform(fixed_code, ar.Space("sample_r", mg.space.unit, fixed_code)).matrix
+    rng = np.random.default_rng(0)
+    idx = np.argwhere(img > np.percentile(img, 60))
+    idx = idx[rng.choice(len(idx), args.points, replace=True)] + rng.uniform(-0.5, 0.5, (args.points, 3))
+    pts = vol.index_to_physical(idx)
+    n = len(pts)
+    load_before = os.getloadavg()[0]
+    env = {**os.environ}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cells = tmp / "cells.csv"
+        pd.DataFrame(pts, columns=list("xyz")).to_csv(cells, index=False)
+        ours_csv, theirs_csv = tmp / "ours.csv", tmp / "theirs.csv"
+        cli = [str(Path(sys.executable).with_name("atlasreg")), "points", str(reg), str(cells), "-o", str(ours_csv),
+               "--force"]
+        peer = [sys.executable, "-c", _ANTS_PEER, str(cells), str(theirs_csv), str(mat), str(inv_warp),
+                json.dumps(R.tolist())]
+
+        def run(cmd):
+            r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"{cmd[:4]} failed: {r.stderr[-2000:]}")
+
+        run(cli), run(peer)  # warm-up: page cache, numba cache
+        # interleaved, best of `repeats`
+        t_cli, t_peer = np.inf, np.inf
+        for _ in range(args.repeats):
+            t = time.perf_counter(); run(cli); t_cli = min(t_cli, time.perf_counter() - t)
+            t = time.perf_counter(); run(peer); t_peer = min(t_peer, time.perf_counter() - t)
+        ours = pd.read_csv(ours_csv)[list("xyz")].to_numpy(float)
+        theirs = pd.read_csv(theirs_csv)[list("xyz")].to_numpy(float)
+        # in-process, no CSV: atlasreg load + map vs one ANTs call (it reads its files on every call)
+        pr = pts @ R[:3, :3].T + R[:3, 3]
+        dfr = pd.DataFrame(pr, columns=list("xyz"))
+        RegistrationResult.load(reg).transform.map_points(pts[:1000])
+        t_ours_ip, c_ours_ip, _ = best_of(lambda: RegistrationResult.load(reg).transform.map_points(pts), args.repeats)
+        t_load, _, loaded = best_of(lambda: RegistrationResult.load(reg), args.repeats)
+        t_map, _, _ = best_of(lambda: loaded.transform.map_points(pts), args.repeats)
+        call = lambda: ants.apply_transforms_to_points(3, dfr, [str(mat), str(inv_warp)], whichtoinvert=[True, False])
+        call()
+        t_ants_ip, c_ants_ip, _ = best_of(call, args.repeats)
+        sizes = {"atlasreg_fields_zarr_bytes": sum(f.stat().st_size for f in (reg / "transforms").rglob("*")
+                                                   if f.is_file() and "moving_to_fixed_fields.zarr" in f.parts),
+                 "ants_inverse_warp_gz_bytes": inv_warp.stat().st_size}
+    fin = np.isfinite(ours).all(1)
+    import numba
+
+    out = {
+        "task": "atlasreg points REG cells.csv (1M cells of a real registration to the 25 um CCF) vs "
+                "ants.apply_transforms_to_points on the ANTs files of that registration",
+        "registration": str(reg), "points": n, "repeats": args.repeats,
+        "fixed_grid": list(res.fixed_grid.shape), "moving_grid": list(mg.shape),
+        "field_grids": {"ants_inverse_warp": list(ants.image_header_info(str(inv_warp))["dimensions"])},
+        "sizes": sizes,
+        "threads": {"numba": numba.get_num_threads(), "itk": int(os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"])},
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
+        "end_to_end_csv_s": {"atlasreg_points_cli": t_cli, "ants_script": t_peer, "ratio": t_peer / t_cli},
+        "in_process_s": {"atlasreg_load_and_map": t_ours_ip, "atlasreg_load": t_load, "atlasreg_map": t_map,
+                         "ants_call": t_ants_ip, "ratio": t_ants_ip / t_ours_ip,
+                         "cpu_s": {"atlasreg": c_ours_ip, "ants": c_ants_ip}},
+        "unmapped_by_atlasreg": int((~fin).sum()),
+        "max_abs_difference_um": float(np.max(np.abs(ours[fin] - theirs[fin]))),
+        "median_abs_difference_um": float(np.median(np.linalg.norm(ours[fin] - theirs[fin], axis=1))),
+        "versions": {"python": platform.python_version(), "antspyx": ants.__version__, "atlasreg": ar.__version__},
+    }
+    target = args.out.with_name("points_registration.json") if args.out.name == "points.json" else args.out
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(out, indent=2) + "\n")
+    md = render_registration(out)
+    target.with_suffix(".md").write_text(md)
+    print(md)
+    return out
+
+
+def render_registration(r: dict) -> str:
+    e, i, la = r["end_to_end_csv_s"], r["in_process_s"], r["load_average_1min"]
+    rows = [("`atlasreg points` vs a pandas + ANTs script, CSV in and out, new process, wall s",
+             f"{e['atlasreg_points_cli']:.2f}", f"{e['ants_script']:.2f}", f"{e['ratio']:.1f}x"),
+            ("in process, no CSV: load + map vs one ANTs call, wall s", f"{i['atlasreg_load_and_map']:.2f}",
+             f"{i['ants_call']:.2f}", f"{i['ratio']:.1f}x"),
+            ("  of which atlasreg load / map, wall s", f"{i['atlasreg_load']:.2f} / {i['atlasreg_map']:.2f}", "", ""),
+            ("in process, CPU s (all threads)", f"{i['cpu_s']['atlasreg']:.2f}", f"{i['cpu_s']['ants']:.2f}",
+             f"{i['cpu_s']['ants'] / max(i['cpu_s']['atlasreg'], 1e-9):.1f}x")]
+    out = [f"# `atlasreg points` on {r['points']:,} cells of a real registration to the 25 µm CCF vs ANTs", "",
+           f"Registration: the real light-sheet brain {r['moving_grid']} → allen_mouse_25um {r['fixed_grid']}; "
+           f"ANTs' inverse warp {r['field_grids']['ants_inverse_warp']} "
+           f"({r['sizes']['ants_inverse_warp_gz_bytes'] / 1e6:.1f} MB .nii.gz), atlasreg's fields "
+           f"{r['sizes']['atlasreg_fields_zarr_bytes'] / 1e6:.1f} MB zarr (zstd chunks). "
+           f"{r['threads']['numba']} numba / {r['threads']['itk']} ITK threads, best of {r['repeats']}, "
+           f"interleaved; load average {la['before']:.1f} before, {la['after']:.1f} after. "
+           f"atlasreg vs ANTs: median {r['median_abs_difference_um']:.1e} µm, max {r['max_abs_difference_um']:.1e} µm"
+           f" ({r['unmapped_by_atlasreg']} cells left unmapped by atlasreg).", "",
+           "| | atlasreg | ANTs | ratio |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(out) + "\n"
 
 
 def render(res: dict) -> str:

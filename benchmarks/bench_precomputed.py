@@ -16,23 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 os.environ.setdefault("ATLASREG_DATA", str(HERE.parent.parent / "shared" / "data"))
-
-
-def best_of(fn, repeats):
-    best, out = np.inf, None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+sys.path.insert(0, str(HERE))
+from bench_region_of import best_of  # noqa: E402  (one timing helper for the benchmarks)
 
 
 def main() -> None:

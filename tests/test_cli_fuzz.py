@@ -9,6 +9,7 @@ and show an example command.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -304,6 +305,7 @@ def test_random_arguments(files, data, verb):
                 args += [data.draw(value) for _ in range(max(p.nargs, 1))]
     res = run(args)
     assert "Traceback" not in res.stdout + res.stderr
+    assert not re.search(r"\bpass [a-z_]+=", res.stderr), res.stderr  # the CLI speaks options (issue 16, item 9)
     assert res.exit_code in (1, 2, 3, 4), f"atlasreg {' '.join(args)} -> exit {res.exit_code}"
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     if any(ln.startswith("error: ") for ln in lines):
@@ -343,8 +345,6 @@ def test_file_system_errors_are_one_line(monkeypatch):
 
 
 # -- one option type, one spelling, every verb (issue 16, items 9-12) ---------------------------------------
-import re  # noqa: E402
-
 from atlasreg.cli._app import VOXEL_SIZE_FLAGS, cli_message, normalize_args  # noqa: E402
 
 PYTHON_WORDING = re.compile(r"\bpass [a-z_]+=")
@@ -484,3 +484,20 @@ def test_warp_big_interpolates_like_warp(tmp_path):
     assert res.exit_code == 0, res.stderr
     out = ar.read_volume(tmp_path / "w.ome.zarr").numpy()
     assert out.dtype == np.uint32 and set(np.unique(out)) <= {0, 7, 100000}
+
+
+def test_warp_can_write_the_anatomical_direction(tmp_path):
+    """Issue 16, item 19 from the command line: `warp --anatomical-direction` writes a NIfTI whose axes nibabel
+    names by anatomy (asr -> P, I, L); without it the plain frame (L, P, S for the identity)."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    reg = _tiny_result(tmp_path / "reg")
+    img = sitk.GetImageFromArray(np.random.default_rng(0).random((22, 16, 20)).astype(np.float32))
+    img.SetSpacing((0.2, 0.2, 0.2))  # mm, as NIfTI/NRRD geometry is: 200 µm, the sample's grid
+    sitk.WriteImage(img, str(tmp_path / "ch2.nrrd"))  # written by SimpleITK, not atlasreg
+    for flag, codes in (([], ("L", "P", "S")), (["--anatomical-direction"], ("P", "I", "L"))):
+        out = tmp_path / f"w{len(flag)}.nii.gz"
+        res = run(["warp", reg, tmp_path / "ch2.nrrd", *flag, "-o", out])
+        assert res.exit_code == 0, res.stderr
+        assert nib.aff2axcodes(nib.load(str(out)).affine) == codes

@@ -262,3 +262,37 @@ def test_property_sequence_inverse_undoes_the_chain(angles, shift, scale, amp, s
     ok = np.all(np.isfinite(back), axis=1)
     assert ok.all()
     assert np.allclose(back, x, atol=1e-5 * max(1.0, 1.0 / scale))
+
+
+@settings(max_examples=30, deadline=None)
+@given(u1=st.sampled_from(["nm", "um", "mm"]), u2=st.sampled_from(["nm", "um", "mm"]))
+def test_property_a_space_declared_in_two_units_is_refused(u1, u2):
+    g = ar.SpaceGraph([ar.Affine.identity(src=Space("em", u1), dst=Space("lm", u1))])
+    other = ar.Affine.identity(src=Space("em", u2), dst=Space("x", u2))
+    if u1 == u2:
+        g.add(other)
+        assert g.path("x", "lm") == ["x", "em", "lm"]
+    else:
+        with pytest.raises(SpaceMismatchError, match="one unit"):
+            g.add(other)
+        with pytest.raises(SpaceMismatchError):
+            ar.Sequence([ar.Affine.identity(src="a", dst=Space("em", u1)), other])
+
+
+def test_blockwise_warp_follows_the_same_fill_rule(tmp_path):
+    from atlasreg.distributed import warp_blockwise
+
+    vol = ar.Volume(np.ones((8, 8, 8), np.uint16), space="a")
+    T = ar.Affine.from_translation([3, 0, 0], src="a", dst="b")
+    grid = ar.Grid((8, 8, 8), (1.0, 1.0, 1.0), Space("b"))
+    for bad in (-1, 0.5, np.nan):
+        with pytest.raises(InputError, match="fill"):
+            warp_blockwise(vol, T, grid, tmp_path / "bad.ome.zarr", interpolation="nearest", fill=bad, chunks=4,
+                           levels=1, scheduler="sync", progress=False)
+    res = warp_blockwise(vol, T, grid, tmp_path / "nan.ome.zarr", interpolation="nearest", fill=np.nan,
+                         dtype=np.float32, chunks=4, levels=1, scheduler="sync", progress=False)
+    mem = ar.warp(vol, T, grid, interpolation="nearest", fill=np.nan, dtype=np.float32)
+    import zarr
+
+    out = np.asarray(zarr.open_array(str(res.path / "0"), mode="r")[:])
+    assert np.isnan(out[:3]).all() and np.array_equal(out, mem.data, equal_nan=True)

@@ -124,3 +124,38 @@ def test_demo_on_real_data(data_dir, tmp_path):
     s = json.loads((tmp_path / "real" / "summary.json").read_text())
     assert all(st["status"] == "ok" for st in s["stages"]), s["stages"]
     assert _metric(s, "Zheng CA3 EM block", "EM landmarks landing in the hippocampal formation") > 70
+
+
+def test_demo_stage_times_add_up_and_labels_are_distinct(summary):
+    """Issue 16, item 16: the registration's sub-stage lines account for its time (ANTs start-up, metrics and
+    scoring are stages of their own); no two progress lines carry one label with different numbers."""
+    import re
+
+    out = demo_run()["output"]
+    block = out.split("[3/9]")[1].split("[4/9]")[0]
+    subs = [float(x) for x in re.findall(r"^      .+ done in ([0-9.]+) s \(total", block, re.M)]
+    total = float(re.findall(r"^      done in ([0-9.]+) s \(total", block, re.M)[-1])
+    assert "ANTs start-up done in" in block and "score against the truth done in" in block
+    assert sum(subs) > 0.85 * total, (sum(subs), total, block)
+    labels = [ln.split(":")[0] for ln in out.splitlines() if ln.startswith(("landmark fit", "registration:"))]
+    assert len(labels) == len(set(labels)), labels
+    # the landmark residual figure says how much its arrows are lengthened
+    cap = [f["caption"] for f in summary["figures"] if f["file"].endswith("em_landmarks.png")]
+    assert cap and re.search(r"lengthened [0-9.]+ times", cap[0]), cap
+
+
+def test_landmark_residual_arrows_are_scaled_to_be_seen():
+    """Issue 16, item 18: residuals of ~1 µm over a 1 mm cloud are drawn lengthened (1, 2 or 5 x 10^n), and the
+    panel says by how much."""
+    from atlasreg import qc
+
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 1000, (30, 3))
+    pred = truth + rng.normal(0, 1.0, (30, 3))
+    fig = qc.landmark_residuals(pred, truth)
+    k = fig.arrow_scale
+    assert k >= 20 and f"{k:g}" in fig.axes[1].get_title()
+    q = fig.axes[1].collections[-1]  # the quiver
+    assert np.isclose(q.scale, 1.0 / k)
+    big = qc.landmark_residuals(truth + 200.0, truth)  # already visible: not lengthened
+    assert big.arrow_scale == 1.0

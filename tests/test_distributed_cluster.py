@@ -100,7 +100,7 @@ class DiesAfter(Transform):
         return self.inner.inverse()
 
     def token(self):
-        from atlasreg.distributed.warp import transform_token
+        from atlasreg.distributed.engine import transform_token
 
         return transform_token(self.inner)
 

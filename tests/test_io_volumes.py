@@ -580,3 +580,25 @@ def test_atomic_path_contract(tmp_path):
             tmp.mkdir()
             (tmp / "f").write_text(content)
     assert (d / "f").read_text() == "b" and sorted(p.name for p in tmp_path.iterdir()) == ["store.zarr", "sub"]
+
+
+@pytest.mark.parametrize("code", ["asr", "psl", "ras", "lpi", "sar", "ial"])
+def test_nifti_with_anatomical_direction_is_labelled_by_nibabel(tmp_path, code):
+    """Issue 16, item 19: a NIfTI written from `with_anatomical_direction()` carries the direction its
+    orientation code states; nibabel (not atlasreg) reports the matching axis codes; atlasreg reads it back."""
+    import nibabel as nib
+
+    from atlasreg.spaces import origin_to_nifti
+
+    v = ar.Volume(np.arange(4 * 5 * 6, dtype=np.uint16).reshape(4, 5, 6), (25.0, 20.0, 10.0), space="ccf",
+                  orientation=code)
+    plain = ar.write_volume(v, tmp_path / "plain.nii.gz")
+    assert nib.aff2axcodes(nib.load(str(plain)).affine) == ("L", "P", "S")  # identity direction: misleading
+    a = v.with_anatomical_direction()
+    p = ar.write_volume(a, tmp_path / f"{code}.nii.gz")
+    img = nib.load(str(p))
+    assert "".join(nib.aff2axcodes(img.affine)) == origin_to_nifti(code)
+    np.testing.assert_array_equal(np.asarray(img.dataobj), v.numpy())
+    back = ar.read_volume(p)
+    np.testing.assert_allclose(back.direction, a.direction, atol=1e-6)
+    np.testing.assert_allclose(back.index_to_physical([[3, 4, 5]]), a.index_to_physical([[3, 4, 5]]), atol=1e-3)

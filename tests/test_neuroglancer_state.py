@@ -127,3 +127,24 @@ def test_neuroglancer_verb(written, tmp_path):
     assert r.exit_code == 2 and "--base-url" in r.output and "base_url=" not in r.output, r.output
     r = CliRunner().invoke(app, ["neuroglancer", str(root / "atlas"), "-o", str(tmp_path / "v.json")])
     assert r.exit_code == 2 and "NAME=PATH" in r.output
+
+
+def test_atlas_annotation_warped_into_an_em_block(written, tmp_path):
+    """The atlas regions on an EM block's grid, written as a precomputed segmentation: what cloud-volume reads at
+    each voxel is the region the atlas gives for that voxel's centre mapped into CCF."""
+    import cloudvolume
+
+    _, atlas = written
+    EM = ar.Space("em", "nm")
+    T = ar.Sequence([ar.Affine.from_units(EM, ar.Space("em_um", "um")),
+                     ar.Affine.from_translation([5013.0, 3987.0, 6031.0], src="em_um", dst=atlas.space)])
+    res = np.array([20000.0, 20000.0, 20000.0])                # a coarse level of an EM pyramid: 1.2 x 1 x 0.6 mm
+    grid = ar.Grid((60, 50, 30), tuple(res), EM, origin=tuple((np.array([0, 0, 0]) + 0.5) * res))
+    regions = ar.warp(atlas.annotation, T, grid, interpolation="nearest")
+    out = write_precomputed(regions, tmp_path / "atlas_in_em", labels=atlas.ontology)
+    got = np.asarray(cloudvolume.CloudVolume("file://" + str(out), progress=False)[:, :, :])[..., 0]
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij"), -1).reshape(-1, 3)
+    want = atlas.region_of(T.map_points(regions.index_to_physical(idx))).reshape(grid.shape)
+    assert (got == want).mean() > 0.999 and len(np.unique(got)) > 3
+    info = json.loads((out / "info").read_text())
+    assert info["type"] == "segmentation" and info["scales"][0]["voxel_offset"] == [0, 0, 0]

@@ -552,3 +552,32 @@ def test_bspline_written_as_a_sampled_field_with_its_exact_grid(tmp_path, schema
     p.write_text(json.dumps(doc))
     err = np.abs(apply_points(p, "fixed", "moving", pts)[0] - want).max()
     assert 0 < err < 0.1 * np.abs(want - pts).max(), err  # linear between samples of a rough random spline
+
+
+def test_multiscales_levels_and_bare_snippets(tmp_path):
+    """A multiscales image: each level's array index space maps to the intrinsic system (scale + translation, as
+    the spec defines datasets); metadata snippets without the 'ome' wrapper, as the spec's examples are, read too."""
+    ms = {"coordinateSystems": [_cs("physical", 2, "micrometer")], "datasets": [
+        {"path": "s0", "coordinateTransformations": [
+            {"type": "scale", "scale": [0.5, 0.25], "input": {"path": "s0"}, "output": {"name": "physical"}}]},
+        {"path": "s1", "coordinateTransformations": [
+            {"type": "sequence", "input": {"path": "s1"}, "output": {"name": "physical"}, "transformations": [
+                {"type": "scale", "scale": [1.0, 0.5]}, {"type": "translation", "translation": [0.25, 0.125]}]}]}]}
+    root = tmp_path / "img.ome.zarr"
+    root.mkdir()
+    (root / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {
+        "ome": {"version": "0.6rc0", "multiscales": [ms]}}}))
+    s = read_scene(root)
+    np.testing.assert_allclose(s.map_points([[2.0, 4.0]], "s0", "physical"), [[1.0, 1.0]])
+    np.testing.assert_allclose(s.map_points([[1.0, 1.0]], "s0", "s1"), [[0.25, 0.25]])  # level 0 -> level 1 index
+    snippet = tmp_path / "affine2d2d.json"  # the spec's affine example 1: y = j + 2i + 3, x = 4j + 5i + 6
+    snippet.write_text(json.dumps({"coordinateSystems": [
+        {"name": "ji", "axes": [{"name": "j", "type": "space"}, {"name": "i", "type": "space"}]},
+        {"name": "yx", "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]}],
+        "coordinateTransformations": [{"type": "affine", "affine": [[1, 2, 3], [4, 5, 6]], "input": {"name": "ji"},
+                                       "output": {"name": "yx"}}]}))
+    np.testing.assert_allclose(apply_points(snippet, "ji", "yx", [[1.0, 1.0]])[0], [[6.0, 15.0]])
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({"type": "translation", "translation": [9, -1.42], "input": {"name": "i"},
+                               "output": {"name": "o"}}))
+    np.testing.assert_allclose(apply_points(one, "o", "i", [[9.0, -1.42]])[0], [[0.0, 0.0]])

@@ -50,7 +50,7 @@ def test_notebook_runs(path, kernel_env, data_dir, tmp_path, monkeypatch):
     for var in ("OMP_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "NUMBA_NUM_THREADS"):
         monkeypatch.setenv(var, os.environ.get(var, "2"))
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, kernel_name="atlasreg-test", timeout=60, startup_timeout=60,
+    client = NotebookClient(nb, kernel_name="atlasreg-test", timeout=300, startup_timeout=120,
                             resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError with the failing cell and traceback
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])

@@ -172,6 +172,11 @@ def test_untrusted_info_files(em_pre, tmp_path):
     (d / "info").write_bytes(b"{" + b" " * (5 * 2**20) + b"}")
     with pytest.raises(InputError, match="bytes"):
         ar.read_volume("precomputed://file://" + str(d))
+    # the same through tensorstore's key-value store (the gs:// / https:// path): at most the bound is fetched
+    from atlasreg.io.precomputed import PrecomputedSource, read_precomputed_info
+
+    with pytest.raises(InputError, match="more than 4194304 bytes"):
+        read_precomputed_info(PrecomputedSource(d.absolute().as_uri() + "/", None))
     (d / "info").write_text("not json")
     with pytest.raises(InputError, match="not valid JSON"):
         ar.read_volume("precomputed://file://" + str(d))
@@ -192,6 +197,12 @@ def test_untrusted_info_files(em_pre, tmp_path):
     v = ar.read_volume(d)
     with pytest.raises(InputError, match=r"could not read block .* of it"):
         v.numpy()
+    (tmp_path / "x.precomputed").write_bytes(b"random")
+    with pytest.raises(InputError, match="not one"):
+        ar.read_volume(tmp_path / "x.precomputed")
+    (tmp_path / "y.precomputed").mkdir()
+    with pytest.raises(InputError, match="not one"):
+        ar.read_volume(tmp_path / "y.precomputed")
     with pytest.raises(InputError, match="no such precomputed folder"):
         ar.read_volume("precomputed://file://" + str(tmp_path / "nothing"))
 
@@ -284,3 +295,15 @@ def test_remote_locations_are_tensorstore_urls():
     with pytest.raises(InputError, match="local folder"):
         ar.write_volume(ar.Volume(np.zeros((2, 2, 2), np.uint8), 1.0, space=ar.Space("em", "nm")),
                         "precomputed://gs://bucket/out")
+
+
+def test_write_from_dask_blocks_that_straddle_chunks(isbi, tmp_path):
+    """Dask blocks of the source (here 5 x 7 x 3) that do not line up with the precomputed chunks (16 x 16 x 4):
+    every voxel lands, read back by cloud-volume."""
+    import dask.array as da
+
+    a = isbi[0]
+    vol = ar.Volume(da.from_array(a, chunks=(5, 7, 3)), RES, space=ar.Space("em", "nm"))
+    out = ar.write_volume(vol, tmp_path / "em.precomputed", chunks=(16, 16, 4), levels=1)
+    np.testing.assert_array_equal(
+        np.asarray(cloudvolume.CloudVolume("file://" + str(out), progress=False)[:, :, :])[..., 0], a)

@@ -42,16 +42,47 @@ def test_figures_render_from_real_atlas(ccf):
     assert [t.split()[0] for t in titles] == ["coronal", "horizontal", "sagittal"]
 
 
-def test_boundary_figure_marks_region_edges(ccf):
+def _contour_vertices(ax) -> np.ndarray:
+    """Midpoints of the boundary line segments drawn on a panel."""
+    segs = [np.asarray(s) for coll in ax.collections for s in coll.get_segments()]
+    return np.array([s.mean(axis=0) for s in segs]) if segs else np.zeros((0, 2))
+
+
+def _on_edges(vertices: np.ndarray, lab: np.ndarray) -> np.ndarray:
+    """Is each segment midpoint (x = column, y = row) between two pixels of different labels?"""
+    x, y = vertices[:, 0], vertices[:, 1]
+    r0, c0 = np.floor(y).astype(int), np.floor(x).astype(int)
+    r1, c1 = np.ceil(y).astype(int), np.ceil(x).astype(int)
+    ok = (r0 >= 0) & (c0 >= 0) & (r1 < lab.shape[0]) & (c1 < lab.shape[1])
+    out = np.zeros(len(x), bool)
+    out[ok] = lab[r0[ok], c0[ok]] != lab[r1[ok], c1[ok]]
+    return out
+
+
+def test_boundary_figure_draws_thin_contours_at_a_hierarchy_level(ccf, data_dir):
+    from atlasreg.atlas import Ontology
+
     ref, ann = ccf
-    fig = qc.boundary_slices(ref, ann, color=(1.0, 0.0, 1.0))
-    img = fig.axes[0].images[0].get_array()
-    magenta = (img[..., 0] == 1) & (img[..., 1] == 0) & (img[..., 2] == 1)
-    lab = np.take(ann.numpy(), ann.shape[0] // 2, axis=0)
-    edges = np.zeros(lab.shape, bool)
-    edges[:-1] |= lab[:-1] != lab[1:]
-    edges[:, :-1] |= lab[:, :-1] != lab[:, 1:]
-    assert magenta.sum() >= edges.sum() > 100
+    onto = Ontology.read(data_dir / "atlas" / "allen_structure_tree.csv")
+    lab = np.take(ann.numpy(), ann.shape[0] // 2, axis=0)  # the coronal panel (asr: axis 0)
+    leaves = qc.boundary_slices(ref, ann, level="leaves")
+    major = qc.boundary_slices(ref, ann, ontology=onto)  # default: major divisions
+    v_leaf, v_major = _contour_vertices(leaves.axes[0]), _contour_vertices(major.axes[0])
+    # every line lies on an edge between two different labels of its level, and every such edge has a line
+    edges = (lab[:-1] != lab[1:]).sum() + (lab[:, :-1] != lab[:, 1:]).sum()
+    assert _on_edges(v_leaf, lab).all() and len(v_leaf) == edges > 100
+    coarse = qc.roll_labels(lab, onto, "major")
+    assert _on_edges(v_major, coarse).all()
+    # the major-division map has about a dozen regions (not the ~250 leaves of this slice) and fewer lines
+    assert len(np.unique(coarse[coarse > 0])) <= 14 < len(np.unique(lab[lab > 0]))
+    assert set(np.unique(coarse[coarse > 0])) <= set(onto.major_divisions())
+    assert len(v_major) < 0.6 * len(v_leaf)
+    # thin lines, large panels
+    assert all(c.get_linewidth()[0] <= 1.0 for c in major.axes[0].collections)
+    assert major.get_size_inches()[0] >= 15
+    # the levels the report offers, first the default
+    figs = qc.boundary_levels(ref, ann, onto)
+    assert list(figs)[0] == "major divisions" and len(figs) == 3
 
 
 def test_jacobian_figure_marks_folds():
@@ -165,19 +196,25 @@ def test_report_for_a_saved_registration(tmp_path, data_dir):
     T = ar.Affine.from_translation([200.0, 0.0, 0.0], sample.space, atlas.space)
     res = RegistrationResult(T, sample.grid, atlas.reference.grid, {"ncc_initial": 0.5, "ncc_after": 0.9,
                                                                     "seconds": 1.0}, {"preset": "test"}, "ants")
-    out = res.save(tmp_path / "reg", moving=sample, fixed=atlas.reference, atlas=atlas, inputs={"sample": path})
+    out = res.save(tmp_path / "reg", moving=sample, fixed=atlas.reference, atlas=atlas,
+                   inputs={"sample": path, "atlas_ontology": data_dir / "atlas" / "allen_structure_tree.csv"})
     r = CliRunner().invoke(app, ["qc", str(out)])
     assert r.exit_code == 0, r.output
     text = (out / "report.html").read_text()
-    assert text.count("data:image/png;base64,") == 5  # overlay, checkerboard, boundaries, Jacobian, volumes
+    # overlay, checkerboard, boundaries at three hierarchy levels, Jacobian, volumes
+    assert text.count("data:image/png;base64,") == 7
     for needle in ("boundaries drawn on the sample", "folding fraction", "correlation after registration",
-                   "Region volumes", "CA3", "needs landmarks"):
+                   "Region volumes", "CA3", "needs landmarks", ">major divisions</button>",
+                   ">every structure</button>", "atlasregShow("):
         assert needle in text, needle
+    # one level is shown at a time: the major divisions first
+    assert text.count('style="display:none"') == 2
     # the sample file changed since the run: the report says so instead of drawing on the wrong image
     ar.write_volume(sample.with_data(sample.numpy()[::-1].copy()), path, force=True)
     text = qc.render_report(out)  # save() drew the boundaries from the sample it was given: still right
-    assert text.count("data:image/png;base64,") == 5 and "changed since" not in text
-    (out / "qc" / "boundaries.png").unlink()  # a folder from before save() drew them: never the wrong image
+    assert text.count("data:image/png;base64,") == 7 and "changed since" not in text
+    for f in (out / "qc").glob("boundaries*"):  # a folder from before save() drew them: never the wrong image
+        f.unlink()
     text = qc.render_report(out)
     assert text.count("data:image/png;base64,") == 4 and "changed since the registration" in text
     (out / "COMPLETE").unlink()
@@ -243,12 +280,13 @@ def test_python_save_writes_what_the_cli_writes(tmp_path, data_dir, monkeypatch)
     out = res.save(tmp_path / "py")
     cli_files = {"warped_moving.nii.gz", "annotation_in_moving.nii.gz", "region_volumes.csv", "result.json",
                  "metrics.json", "record.json", "COMPLETE", "qc/overlay.png", "qc/checkerboard.png",
-                 "qc/jacobian.png", "qc/boundaries.png"}
+                 "qc/jacobian.png", "qc/boundaries.png", "qc/boundaries.json"}
     have = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and "transforms" not in p.parts}
     assert cli_files <= have, cli_files - have
     text = qc.render_report(out)
     assert "without an atlas" not in text and "no atlas boundaries" not in text
-    assert text.count("data:image/png;base64,") == 5  # overlay, checkerboard, boundaries, Jacobian, volumes
+    # overlay, checkerboard, boundaries at three hierarchy levels (the atlas's ontology), Jacobian, volumes
+    assert text.count("data:image/png;base64,") == 7 and ">major divisions</button>" in text
     assert qc.overlay_key("fixed", "registered sample") in text or "fixed magenta" in text
 
 

@@ -5,6 +5,8 @@ seconds; a known transform makes the moving image, so the true answer is known p
 """
 from __future__ import annotations
 
+import re
+
 import sys
 from pathlib import Path
 
@@ -378,8 +380,14 @@ def test_cli_register_to_atlas_writes_the_whole_result_folder(brain4, data_dir, 
     out = tmp_path / "reg"
     r = CliRunner().invoke(app, ["register", str(tmp_path / "sample.tif"), "--voxel-size", *map(str, SP4),
                                  "--orientation", "psl", "--atlas", "allen_mouse_200um", "--preset", "affine",
-                                 "--set", "working_spacing=400", "--set", "threads=2", "--quiet", "-o", str(out)])
+                                 "--set", "working_spacing=400", "--set", "threads=2", "-o", str(out)])
     assert r.exit_code == 0, r.output
+    from _demo_run import _drop_closed_log_handlers
+
+    _drop_closed_log_handlers()
+    # stderr is not a terminal here: one line per stage, as in a log file (issue 16, item 15)
+    for stage in ("working images", "affine", "save", "annotation on sample", "qc figures"):
+        assert re.search(rf"^registration: {stage} done in [0-9.]+ s$", r.stderr, re.M), (stage, r.stderr)
     for d in ("moving_to_fixed", "fixed_to_moving"):               # transforms, both directions, both formats
         assert (out / "transforms" / f"{d}.h5").stat().st_size > 0
         assert json.loads((out / "transforms" / f"{d}.json").read_text())

@@ -139,7 +139,7 @@ def _line_neuron(T: Affine, p0, p1, name, k=101) -> Neuron:
     t = np.linspace(0, 1, k)[:, None]
     pts = T.map_points(np.asarray(p0) + t * (np.asarray(p1) - np.asarray(p0)))
     ids = np.arange(1, k + 1)
-    return Neuron(pd.DataFrame({"id": ids, "parent": ids - 1, "x": pts[:, 0], "y": pts[:, 1], "z": pts[:, 2]}),
+    return Neuron(pd.DataFrame({"id": ids, "parent": np.r_[-1, ids[:-1]], "x": pts[:, 0], "y": pts[:, 1], "z": pts[:, 2]}),
                   CCF, name=name, provenance={"kind": "optical"})
 
 
@@ -172,7 +172,7 @@ def test_find_passing_nonlinear_block_and_real_fmost(hemibrain, fmost, chain, em
     em_line = np.array([lo[0] - 4e4, c[1], c[2]]) + t * np.array([hi[0] - lo[0] + 8e4, 0, 0])
     pts = T.map_points(em_line)
     ids = np.arange(1, 401)
-    through = Neuron(pd.DataFrame({"id": ids, "parent": ids - 1, "x": pts[:, 0], "y": pts[:, 1], "z": pts[:, 2]}),
+    through = Neuron(pd.DataFrame({"id": ids, "parent": np.r_[-1, ids[:-1]], "x": pts[:, 0], "y": pts[:, 1], "z": pts[:, 2]}),
                      CCF, name="through")
     away = Neuron(through.nodes.assign(x=through.nodes["x"] + 2000.0), CCF, name="away")
     hits = find_passing(NeuronList([through, away, *fmost]), block)

@@ -133,6 +133,20 @@ def test_swc_parent_zero_roots_read_alike_in_any_order(data_dir, tmp_path, name)
     assert len(n.roots) == len(ref.roots) and "root_parent" not in n.provenance
 
 
+def test_neuron_tables_with_parent_zero_roots_alike_in_any_order():
+    import pandas as pd
+
+    from atlasreg.tracings import Neuron
+
+    df = pd.DataFrame({"id": [1, 2, 3, 4], "type": [2, 2, 2, 3], "parent": [0, 1, 2, 1],
+                       "x": [0.0, 1, 2, 3], "y": 0.0, "z": 0.0})
+    a = Neuron(df, "x", unit="um")
+    b = Neuron(df.iloc[[2, 0, 3, 1]].reset_index(drop=True), "x", unit="um")
+    for n in (a, b):
+        assert n.nodes.loc[n.nodes["id"] == 1, "parent"].item() == -1 and len(n.roots) == 1
+        np.testing.assert_array_equal(n.soma, [0.0, 0, 0])
+
+
 def test_parent_rows_treats_a_missing_parent_zero_alike_in_any_order():
     from atlasreg.tracings.neuron import parent_rows
 

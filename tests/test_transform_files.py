@@ -329,7 +329,7 @@ def test_ngff_round_trip_of_an_ants_registration(reg, points, tmp_path):
     assert ct["type"] == "bijection" and (ct["input"], ct["output"]) == ({"name": "moving"}, {"name": "fixed"})
     assert [t["type"] for t in ct["forward"]["transformations"]] == ["affine", "displacements"]
     systems = {cs["name"]: cs for cs in doc["ome"]["scene"]["coordinateSystems"]}
-    assert systems["fixed"]["axes"][0] == {"name": "x", "type": "space", "unit": "micrometer",
+    assert systems["fixed"]["axes"][0] == {"name": "z", "type": "space", "unit": "micrometer",
                                            "orientation": {"type": "anatomical",
                                                            "value": "posterior-to-anterior"}}
     # The field is a multiscales group beside the JSON: array s0 is (3, X, Y, Z), displacement axis first.

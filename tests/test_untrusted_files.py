@@ -248,6 +248,11 @@ def test_summary_json_cannot_embed_files_outside_its_folder(tmp_path):
         with pytest.raises(InputError, match="outside|inside") as e:
             render_report(res)
         assert "summary.json" in str(e.value)
+    # a figure in several versions ({label: file}) is held to the same rule
+    (res / "summary.json").write_text(json.dumps({"title": "t", "figures": [
+        {"caption": "v", "file": {"one": "fig.png", "two": "../private/photo.png"}}]}))
+    with pytest.raises(InputError, match="outside"):
+        render_report(res)
     (res / "summary.json").write_text(json.dumps({"title": "t", "figures": {"a": "fig.png"}}))
     assert "data:image/png;base64" in render_report(res)
 
@@ -288,3 +293,18 @@ def test_manifest_mirror_path_and_url_stay_inside(tmp_path, monkeypatch):
     # the URL's last part becomes a plain token
     n = data._cached_name("ds", "f", "https://x.org/a/..%2F..%2Fevil?q=1")
     assert n.startswith("ds__f__") and ".." not in n and "%" not in n
+
+
+def test_itk_h5_transform_with_external_parameters_is_refused(tmp_path):
+    import SimpleITK as sitk
+
+    p = tmp_path / "affine.h5"
+    sitk.WriteTransform(sitk.AffineTransform(3), str(p))  # a real ITK transform file, written by ITK
+    secret = tmp_path / "params.bin"
+    secret.write_bytes(np.arange(12, dtype="<f8").tobytes())
+    with h5py.File(p, "a") as f:
+        g = f["TransformGroup/0"]
+        del g["TransformParameters"]
+        g.create_dataset("TransformParameters", shape=(12,), dtype="<f8", external=[(str(secret), 0, 96)])
+    with pytest.raises(InputError, match="external storage"):
+        ar.load_transform(p, src="a", dst="b")

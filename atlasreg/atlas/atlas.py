@@ -99,10 +99,10 @@ class Atlas:
         """
         from . import loaders
 
-        return loaders.load(source, annotation=annotation, ontology=ontology, reference=reference,
-                            hemispheres=hemispheres, voxel_size=voxel_size, resolution=resolution,
-                            file_orientation=file_orientation, orientation=orientation, unit=unit, space=space,
-                            name=name, keys=keys, download=download)
+        return cls(**loaders.load(source, annotation=annotation, ontology=ontology, reference=reference,
+                                  hemispheres=hemispheres, voxel_size=voxel_size, resolution=resolution,
+                                  file_orientation=file_orientation, orientation=orientation, unit=unit,
+                                  space=space, name=name, keys=keys, download=download))
 
     @classmethod
     def from_arrays(cls, annotation: np.ndarray, ontology: Ontology, voxel_size, orientation: str,

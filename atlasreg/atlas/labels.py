@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..parallel import njit_parallel
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
+@njit_parallel()
 def _remap_sorted(flat, table, out):
     # Binary search of each voxel's id in the sorted id table (every id is known to be present).
     n = flat.shape[0]

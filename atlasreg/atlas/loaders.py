@@ -1,4 +1,4 @@
-"""Build an :class:`~atlasreg.atlas.Atlas` from files: BrainGlobe folders, Allen-style files, manifests.
+"""The parts of an :class:`~atlasreg.atlas.Atlas`, read from files: BrainGlobe folders, Allen-style files, manifests.
 
 Whatever the source, the atlas frame is the one BrainGlobe and Allen use for
 atlas coordinates: voxel centre ``i`` at ``i * voxel_size`` (origin 0, identity
@@ -6,6 +6,11 @@ direction) in the atlas orientation. A file stored in another axis order
 (``file_orientation``) is permuted/flipped exactly into it; ``orientation``
 chooses the order the loaded atlas uses (default: the atlas's own, ``asr`` for
 the Allen CCF). Volumes are read on first use and kept.
+
+Every loader returns the keyword arguments of the :class:`~atlasreg.atlas.Atlas`
+constructor (``annotation``, ``ontology``, ``voxel_size``, ``space``, ...);
+:meth:`Atlas.load <atlasreg.atlas.Atlas.load>` builds the atlas from them, so this
+module imports nothing from :mod:`atlasreg.atlas.atlas`.
 """
 from __future__ import annotations
 
@@ -147,16 +152,10 @@ def ngff_anatomical_orientation(path: str | Path) -> str | None:
     p = Path(path)
     meta = None
     for name in ("zarr.json", ".zattrs"):
-        f = p / name
-        if f.is_file():
-            if f.stat().st_size > 16 * 2**20:
-                raise InputError(f"{name} is {f.stat().st_size} bytes: too large for metadata", path=f)
-            try:
-                meta = json.loads(f.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise InputError(f"{name} is not valid JSON: {exc}", path=f) from None
+        if (p / name).is_file():
+            meta = _read_json(p / name, name)
             break
-    if not isinstance(meta, dict):
+    if meta is None:
         return None
     attrs = meta.get("attributes", meta)
     ms = (attrs.get("ome") or {}).get("multiscales") if isinstance(attrs.get("ome"), dict) else attrs.get("multiscales")
@@ -312,8 +311,6 @@ def load_files(annotation, ontology, reference=None, hemispheres=None, *, voxel_
     ...            voxel_size=25, file_orientation="ras", orientation="asr",
     ...            role_orientations={"reference": "asr"})               # doctest: +SKIP
     """
-    from .atlas import Atlas
-
     keys = {"annotation": "annotation", "reference": "reference", "hemispheres": "hemispheres", **(keys or {})}
     unit = normalize_unit(unit)
     levels = levels or {}
@@ -366,8 +363,10 @@ def load_files(annotation, ontology, reference=None, hemispheres=None, *, voxel_
     meta = {"file_orientation": fo, "files": {k: str(v.path) for k, v in files.items()},
             **({"role_orientations": dict(role_orientations)} if role_orientations else {}),
             "ontology": onto.source, **(metadata or {})}
-    return Atlas(load_annotation, onto, voxel_size=vs, space=sp, reference=loader("reference"),
-                 hemispheres=loader("hemispheres"), name=name or ann.path.stem, metadata=meta)
+    # the Atlas's constructor arguments: atlas.Atlas.load builds it (this module knows nothing of Atlas)
+    return {"annotation": load_annotation, "ontology": onto, "voxel_size": vs, "space": sp,
+            "reference": loader("reference"), "hemispheres": loader("hemispheres"), "name": name or ann.path.stem,
+            "metadata": meta}
 
 
 def _suffixed_space(space, base: str, native: str, orientation: str | None):
@@ -394,12 +393,9 @@ def load_brainglobe(folder: str | Path, orientation: str | None = None, space: S
     """A BrainGlobe atlas folder: metadata.json, structures.json, reference/annotation/hemispheres TIFFs."""
     folder = Path(folder)
     meta_path = folder / "metadata.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise InputError("not a BrainGlobe atlas folder (no metadata.json)", path=folder) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"metadata.json is not valid JSON: {exc}", path=meta_path) from None
+    if not meta_path.is_file():
+        raise InputError("not a BrainGlobe atlas folder (no metadata.json)", path=folder)
+    meta = _read_json(meta_path, "metadata.json")
     for k in ("resolution", "orientation"):
         if k not in meta:
             raise InputError(f"metadata.json lacks {k!r}", path=meta_path, field=k)

@@ -402,6 +402,36 @@ class Ontology:
         out = np.where(real, self._path_table[pos, level], flat)
         return out.reshape(np.shape(ids))
 
+    def major_divisions(self) -> list[int]:
+        """Ids of the atlas's major divisions (about a dozen regions), for coarse overviews.
+
+        For an Allen-style ontology these are Allen's major divisions (Isocortex, OLF, HPF, CTXsp, STR, PAL,
+        TH, HY, MB, P, MY, CB) with the fiber tracts and ventricles (``fiber tracts``, ``VS``) where the
+        ontology has them; for any other ontology, the structures at the shallowest depth that has at least
+        ten (or the deepest level, if none has).
+
+        >>> onto.acronyms(onto.major_divisions())                       # doctest: +SKIP
+        array(['Isocortex', 'OLF', 'HPF', 'CTXsp', 'STR', 'PAL', 'TH', 'HY', 'MB', 'P', 'MY', 'CB',
+               'fiber tracts', 'VS'], dtype=object)
+        """
+        allen = ["Isocortex", "OLF", "HPF", "CTXsp", "STR", "PAL", "TH", "HY", "MB", "P", "MY", "CB"]
+        try:
+            got = [int(i) for i in self.ids_of(allen)]
+        except InputError:
+            got = []
+        if got:
+            for a in ("fiber tracts", "VS"):
+                try:
+                    got.append(int(self.id_of(a)))
+                except InputError:
+                    pass
+            return got
+        depth = np.asarray(self.depth)
+        for d in range(int(depth.max()) + 1):
+            if (depth == d).sum() >= 10:
+                return [int(i) for i in self.ids[depth == d]]
+        return [int(i) for i in self.ids[depth == depth.max()]]
+
     def rollup(self, ids, parents: Sequence, other: int = NO_STRUCTURE) -> np.ndarray:
         """Map each id to the deepest of ``parents`` that is it or one of its ancestors.
 

@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..spaces import Space, orientation_mapping, reorient_points, unit_scale
 from ..transforms.base import as_points
 from .ontology import NO_STRUCTURE, OUTSIDE
+from ..parallel import njit_parallel
 
 
 class AtlasQueryWarning(UserWarning):
@@ -75,7 +76,7 @@ def _continuous_index(atlas, pts: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pts @ m[:, :3].T + m[:, 3])
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
+@njit_parallel()
 def _lookup(points, m, index, lut, out):
     """out[k] = lut[index[nearest voxel of points[k]]]; lut[-1] where the voxel is outside the volume.
 
@@ -173,7 +174,7 @@ def region_of(atlas, points, space=None, graph=None, nearest_within: float | Non
     return ids
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
+@njit_parallel()
 def _nearest_labelled(index, cidx, vs, radius, zero_idx, out):
     # For each point: the label index of the nearest voxel centre within `radius` whose label is
     # not "no structure", or -1 if there is none.

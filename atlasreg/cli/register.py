@@ -34,20 +34,31 @@ def _parse_overrides(items: Optional[List[str]]) -> dict:
 
 
 class _Stages:
-    """Rich progress: one line per stage with a spinner and elapsed time."""
+    """Progress of the stages: on a terminal a live display (spinner, elapsed time); otherwise (a log file, a
+    pipe) the registration logger's one line per stage on stderr. Nothing with -q."""
 
     def __init__(self, quiet: bool):
+        import logging
+        import sys
+
+        from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+        self.live = not quiet and sys.stderr.isatty()
+        self.logger = logging.getLogger("atlasreg.registration")
         self.p = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=False,
-                          disable=quiet)
+                          disable=not self.live, console=Console(stderr=True))
         self.tasks = {}
 
     def __enter__(self):
+        self._level = self.logger.level
+        if self.live:  # the live display says it; the log lines would only break it
+            self.logger.setLevel(30)
         self.p.__enter__()
         return self
 
     def __exit__(self, *exc):
+        self.logger.setLevel(self._level)
         self.p.__exit__(*exc)
 
     def __call__(self, stage: str, status: str) -> None:
@@ -81,9 +92,12 @@ def register(
     orientation_check: str = typer.Option("error", "--orientation-check",
                                           help="error / warn / off: the 48-orientation search that catches a wrong "
                                                "--orientation."),
+    extent: str = typer.Option("whole", "--extent",
+                               help="What part of the brain the sample covers: whole, hemisphere-left, "
+                                    "hemisphere-right, slab (a coronal slab) or auto (decided from the tissue)."),
     force: bool = typer.Option(False, "--force", help="Overwrite a complete OUTPUT."),
 ) -> None:
-    """Register a whole-brain sample to an atlas (or a fixed image) and write the result folder.
+    """Register a whole-brain sample (or part of one: --extent) to an atlas (or a fixed image) and write the result folder.
 
     A rerun with the same OUTPUT resumes after the last finished stage (OUTPUT/stages).
 
@@ -92,6 +106,8 @@ def register(
       atlasreg register brain.tif --voxel-size 50 40 40 --orientation psl --atlas allen_mouse_25um -o reg/
 
       atlasreg register brain.tif --voxel-size 50 40 40 --orientation psl --atlas atlas.npz --set working_spacing=100 -o reg/
+
+      atlasreg register left_half.tif --voxel-size 50 40 40 --orientation psl --atlas allen_mouse_25um --extent auto -o reg/
 
       atlasreg register brain.nii.gz --orientation psl --fixed template.nii.gz --fixed-orientation asr -o reg/
     """
@@ -106,6 +122,7 @@ def register(
         raise InputError("give exactly one of --atlas or --fixed", field="--atlas")
     overrides = _parse_overrides(set_)
     overrides.setdefault("orientation_search", orientation_check)
+    overrides.setdefault("extent", extent)
     moving = read_volume(sample, voxel_size=voxel_list(voxel_size), orientation=orientation,
                          space="sample")
     atlas_obj = None
@@ -163,6 +180,10 @@ def warp(
                                                    "the registration's sample or atlas space), e.g. ras for the "
                                                    "25 µm annotation TIFF; reoriented exactly."),
     interpolation: str = typer.Option("auto", "--interpolation", help="auto (nearest for labels), linear, nearest."),
+    anatomical_direction: bool = typer.Option(False, "--anatomical-direction",
+                                              help="Write the direction matrix the orientation code states, so "
+                                                   "NIfTI viewers name the axes by anatomy (a frame of its own: "
+                                                   "for viewing; the saved transforms keep the plain frame)."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT."),
 ) -> None:
     """Warp a volume with a saved registration, either way.
@@ -184,6 +205,8 @@ def warp(
     vol = res.read_input(volume, "moving" if to == "fixed" else "fixed", voxel_size=voxel_list(voxel_size),
                          orientation=orientation)
     w = res.warp(vol, interpolation) if to == "fixed" else res.warp_back(vol, interpolation)
+    if anatomical_direction:
+        w = w.with_anatomical_direction()
     write_volume(w, out, force=force)
     say(f"wrote {out}")
 

@@ -8,7 +8,7 @@ from ..graph import SpaceGraph
 from ..transforms.base import Affine, Sequence
 from ..volume import Volume, warp
 from .phantom import ATLAS, EM, SAMPLE, make_phantom
-from .pipeline import Unavailable, _call, _fit_report, _landmark_transform, _need, _stats
+from .stages import Unavailable, call_accepting, error_stats, fit_report, landmark_transform, need
 
 REG = "Register the sample to the atlas"
 EMFIT = "Fit the EM block's landmarks to the sample"
@@ -26,7 +26,7 @@ DEMO_REGISTRATION = {"preset": "fast", "working_spacing": 150.0, "rigid_iteratio
 
 def register_sample(sample: Volume, reference: Volume, progress):
     """``atlasreg.register`` with :data:`DEMO_REGISTRATION`, stage progress reported to ``progress``."""
-    register = _need("atlasreg.registration", "register")
+    register = need("atlasreg.registration", "register")
     return register(moving=sample, fixed=reference, progress=progress, **DEMO_REGISTRATION)
 
 
@@ -60,8 +60,8 @@ def run_phantom_chain(run, data_dir=None, seed: int = 0) -> None:
     # 2 ----------------------------------------------------------------------------------------
     with run.stage(ATLAS_STAGE, needs=(GEN,)) as st:
         if st is not None:
-            Atlas = _need("atlasreg.atlas", "Atlas")
-            Ontology = _need("atlasreg.atlas", "Ontology")
+            Atlas = need("atlasreg.atlas", "Atlas")
+            Ontology = need("atlasreg.atlas", "Ontology")
             onto = Ontology(ph.structures)
             atlas = Atlas(ph.atlas_annotation.numpy(), onto, voxel_size=ph.atlas_reference.voxel_size,
                           space=ATLAS, reference=ph.atlas_reference.numpy(),
@@ -74,12 +74,15 @@ def run_phantom_chain(run, data_dir=None, seed: int = 0) -> None:
     with run.stage(REG, needs=(GEN,)) as st:
         if st is not None:
             ref = Volume(ph.atlas_reference.numpy(), ph.atlas_reference.voxel_size, space=ATLAS)
-            res = register_sample(ph.sample, ref, run.progress())
+            note = run.progress()
+            res = register_sample(ph.sample, ref, note)
             T = res.transform
             ctx["T"] = T
             with _suppress_unavailable(run, "saving the registration"):
-                res.save(out / "registration")
+                res.save(out / "registration", progress=note)
+            note("score against the truth", "start")
             _score_registration(run, ph, T, ref, st)
+            note("score against the truth", "done")
 
     # 4 ----------------------------------------------------------------------------------------
     with run.stage("Move detected cells into the atlas and count them per region",
@@ -90,7 +93,7 @@ def run_phantom_chain(run, data_dir=None, seed: int = 0) -> None:
             est = atlas.region_of(mapped, on_invalid="ignore")
             truth = atlas.region_of(ph.cells_atlas, on_invalid="ignore")
             agree = float(np.mean(est == truth))
-            e_med, e95 = _stats(np.linalg.norm(mapped - ph.cells_atlas, axis=1))
+            e_med, e95 = error_stats(np.linalg.norm(mapped - ph.cells_atlas, axis=1))
             run.metric("cells", "cells assigned their true region", 100 * agree, "%",
                        f"{len(mapped)} cells")
             run.metric("cells", "cell position error median", e_med, "µm", f"p95 {e95:.1f} µm")
@@ -114,20 +117,20 @@ def run_phantom_chain(run, data_dir=None, seed: int = 0) -> None:
     # 5 ----------------------------------------------------------------------------------------
     with run.stage(EMFIT, needs=(GEN,)) as st:
         if st is not None:
-            fit_landmarks = _need("atlasreg.registration.landmarks", "fit_landmarks")
+            fit_landmarks = need("atlasreg.registration.landmarks", "fit_landmarks")
             lm = ph.em_landmarks
             em_pts = lm[["em_x", "em_y", "em_z"]].to_numpy()
             lm_meas = lm[["lm_x", "lm_y", "lm_z"]].to_numpy()
             lm_true = lm[["lm_true_x", "lm_true_y", "lm_true_z"]].to_numpy()
-            fit = _call(fit_landmarks, em_pts, lm_meas, model="auto", src=EM, dst=SAMPLE)
-            T_em = _landmark_transform(fit)
+            fit = call_accepting(fit_landmarks, em_pts, lm_meas, model="auto", src=EM, dst=SAMPLE)
+            T_em = landmark_transform(fit)
             ctx["T_em"] = T_em
-            rep = _fit_report(fit)
+            rep = fit_report(fit)
             syn_true = ph.em_to_sample.map_points(ph.em_synapses)
             err = np.linalg.norm(T_em.map_points(ph.em_synapses) - syn_true, axis=1)
-            med, p95 = _stats(err)
-            aff = _landmark_transform(_call(fit_landmarks, em_pts, lm_meas, model="affine", src=EM, dst=SAMPLE))
-            a_med, a95 = _stats(np.linalg.norm(aff.map_points(ph.em_synapses) - syn_true, axis=1))
+            med, p95 = error_stats(err)
+            aff = landmark_transform(call_accepting(fit_landmarks, em_pts, lm_meas, model="affine", src=EM, dst=SAMPLE))
+            a_med, a95 = error_stats(np.linalg.norm(aff.map_points(ph.em_synapses) - syn_true, axis=1))
             fit_res = np.linalg.norm(T_em.map_points(em_pts) - lm_meas, axis=1)
             if "model" in rep:
                 run.metric("EM block -> sample", "model chosen", rep["model"], "", "model='auto'")
@@ -142,13 +145,13 @@ def run_phantom_chain(run, data_dir=None, seed: int = 0) -> None:
             run.metric("EM block -> sample", "held-out synapse error median", med, "µm",
                        f"p95 {p95:.2f} µm; {len(err)} synapses vs truth")
             run.metric("EM block -> sample", "same, plain affine fit", a_med, "µm", f"p95 {a95:.2f} µm")
-            run.figure("EM landmarks mapped into the sample: residuals against their true positions",
-                       qc.landmark_residuals(T_em.map_points(em_pts), lm_true, labels=list(lm["name"]),
-                                             title="EM landmarks in the sample (µm): fitted vs true"),
-                       "em_landmarks.png")
+            fig = qc.landmark_residuals(T_em.map_points(em_pts), lm_true, labels=list(lm["name"]),
+                                        title="EM landmarks in the sample (µm): fitted vs true")
+            run.figure("EM landmarks mapped into the sample: residuals against their true positions (arrows "
+                       f"lengthened {fig.arrow_scale:g} times to be seen)", fig, "em_landmarks.png")
             with _suppress_unavailable(run, "saving the EM transform"):
-                save_transform = _need("atlasreg.transforms.files", "save_transform")
-                _call(save_transform, T_em, _mk(out / "transforms") / "em_to_sample.json")
+                save_transform = need("atlasreg.transforms.files", "save_transform")
+                call_accepting(save_transform, T_em, _mk(out / "transforms") / "em_to_sample.json")
             st["detail"] = f"{rep.get('model', type(T_em).__name__)}: synapses within {med:.2f} µm (median)"
 
     # 6 ----------------------------------------------------------------------------------------
@@ -162,7 +165,7 @@ def run_phantom_chain(run, data_dir=None, seed: int = 0) -> None:
             pred = g.map_points(ph.em_synapses, EM.name, ATLAS.name)
             truth = ph.sample_to_atlas.map_points(ph.em_to_sample.map_points(ph.em_synapses))
             ctx["syn_atlas"], ctx["syn_truth"] = pred, truth
-            med, p95 = _stats(np.linalg.norm(pred - truth, axis=1))
+            med, p95 = error_stats(np.linalg.norm(pred - truth, axis=1))
             atlas = ctx["atlas"]
             est_r = atlas.region_of(pred, on_invalid="ignore")
             tru_r = atlas.region_of(truth, on_invalid="ignore")
@@ -181,7 +184,7 @@ def run_phantom_chain(run, data_dir=None, seed: int = 0) -> None:
     # 7 ----------------------------------------------------------------------------------------
     with run.stage(NEURONS, needs=(REG, ATLAS_STAGE)) as st:
         if st is not None:
-            tr = _need("atlasreg.tracings")
+            tr = need("atlasreg.tracings")
             atlas, T = ctx["atlas"], ctx["T"]
             rows, moved, node_ids = [], [], []
             for n in ph.neurons:
@@ -201,7 +204,7 @@ def run_phantom_chain(run, data_dir=None, seed: int = 0) -> None:
             ok = int((tab["soma region"] == tab["true soma region"]).sum())
             all_err = np.concatenate([np.linalg.norm(m.points - n["atlas_xyz"], axis=1)
                                       for m, n in zip(moved, ph.neurons)])
-            med, p95 = _stats(all_err)
+            med, p95 = error_stats(all_err)
             run.metric("neurons -> atlas", "somata in their true region", f"{ok} of {len(tab)}", "")
             run.metric("neurons -> atlas", "node position error median", med, "µm", f"p95 {p95:.1f} µm")
             run.table("Traced neurons in the atlas", tab, "neurons.csv")
@@ -220,7 +223,7 @@ def run_phantom_chain(run, data_dir=None, seed: int = 0) -> None:
     with run.stage("Combine EM and optical data in the atlas",
                    needs=(REG, EMFIT, NEURONS, "Carry EM synapses into the atlas (EM -> sample -> atlas)")) as st:
         if st is not None:
-            tr = _need("atlasreg.tracings")
+            tr = need("atlasreg.tracings")
             size = np.asarray(ph.em.shape) * ph.em.voxel_size
             block = tr.EMBlock(np.zeros(3), size, Sequence([ctx["T_em"], ctx["T"]]), name="phantom_em_block")
             true_block = tr.EMBlock(np.zeros(3), size, Sequence([ph.em_to_sample, ph.sample_to_atlas]),
@@ -283,9 +286,9 @@ def _score_registration(run, ph, T, ref: Volume, st) -> None:
     y = ph.atlas_reference.index_to_physical(pick)
     x = ph.atlas_to_sample.map_points(y)
     pred = T.map_points(x)
-    med, p95 = _stats(np.linalg.norm(pred - y, axis=1))
+    med, p95 = error_stats(np.linalg.norm(pred - y, axis=1))
     oracle = Affine.fit(x, y, "affine", SAMPLE, ATLAS)
-    o_med, o95 = _stats(np.linalg.norm(oracle.map_points(x) - y, axis=1))
+    o_med, o95 = error_stats(np.linalg.norm(oracle.map_points(x) - y, axis=1))
     run.metric("registration", "TRE median", med, "µm", f"p95 {p95:.1f} µm; 4000 points in the brain")
     run.metric("registration", "best possible affine (oracle), median", o_med, "µm", f"p95 {o95:.1f} µm")
     # Dice: the true sample labels carried into the atlas vs the atlas annotation
@@ -322,7 +325,7 @@ def _score_registration(run, ph, T, ref: Volume, st) -> None:
                "checkerboard.png")
     back = warp(Volume(ann, ref.voxel_size, space=ATLAS), T, ph.sample.grid, interpolation="nearest")
     run.figure("Atlas region boundaries drawn on the sample (native sample grid)",
-               qc.boundary_slices(ph.sample, back.numpy(), title="atlas boundaries on the sample"),
+               qc.boundary_slices(ph.sample, back.numpy(), title="atlas boundaries on the sample", level="leaves"),
                "boundaries_on_sample.png")
     run.figure("Jacobian determinant of the atlas -> sample map (folding in black)",
                qc.jacobian_slices(Volume(det, ref.voxel_size, space=ATLAS, orientation="asr"),
@@ -363,14 +366,14 @@ def _write_inputs(run, ph) -> None:
     pd.DataFrame(ph.cells_atlas, columns=["x", "y", "z"]).to_csv(t / "cells_atlas_um.csv", index=False)
     ph.em_landmarks.to_csv(t / "em_landmarks_with_truth.csv", index=False)
     with _suppress_unavailable(run, "writing the phantom volumes"):
-        write_volume = _need("atlasreg.io.volumes", "write_volume")
+        write_volume = need("atlasreg.io.volumes", "write_volume")
         for name, vol in (("atlas_reference", ph.atlas_reference), ("atlas_annotation", ph.atlas_annotation),
                           ("atlas_hemispheres", ph.atlas_hemispheres), ("sample", ph.sample),
                           ("em", ph.em)):
             write_volume(vol, d / f"{name}.nii.gz", force=True)
         write_volume(ph.sample_annotation, t / "sample_annotation.nii.gz", force=True)
     with _suppress_unavailable(run, "writing the traced neurons"):
-        tr = _need("atlasreg.tracings")
+        tr = need("atlasreg.tracings")
         nd = _mk(d / "neurons_sample")
         for n in ph.neurons:
             tr.write_swc(tr.Neuron(n["swc"], space=SAMPLE, name=n["name"]), nd / f"{n['name']}.swc", force=True)

@@ -19,9 +19,6 @@ Example
 """
 from __future__ import annotations
 
-import contextlib
-import importlib
-import inspect
 import json
 import logging
 import shutil
@@ -29,107 +26,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ..errors import InputError, OutputExistsError
+from .stages import Run
 
 log = logging.getLogger("atlasreg.demo")
 
 #: Files and folders the demo writes inside its result folder (what --force replaces).
 _OWNED = ("inputs", "registration", "transforms", "atlas_space", "figures", "tables", "summary.json",
           "report.html")
-
-
-class Unavailable(Exception):
-    """A part of atlasreg a stage needs is not available in this installation."""
-
-
-def _need(module: str, name: str | None = None):
-    """Import ``module`` (and get ``name``) or raise :class:`Unavailable` naming what is missing."""
-    try:
-        m = importlib.import_module(module)
-        return getattr(m, name) if name else m
-    except (ImportError, AttributeError) as exc:
-        raise Unavailable(f"{module}{'.' + name if name else ''} is not available ({exc})") from None
-
-
-class _Run:
-    """Collects stages, numbers, figures and tables; prints progress as it goes."""
-
-    def __init__(self, out: Path, n_stages: int, echo):
-        self.out = out
-        self.n = n_stages
-        self.k = 0
-        self.echo = echo
-        self.t0 = time.perf_counter()
-        self.stages: list[dict] = []
-        self.metrics: list[dict] = []
-        self.figures: list[dict] = []
-        self.tables: list[dict] = []
-        self.notes: list[str] = []
-        self.failed: dict[str, str] = {}
-
-    @contextlib.contextmanager
-    def stage(self, name: str, needs: tuple = ()):
-        self.k += 1
-        rec = {"name": name, "status": "ok", "seconds": 0.0, "detail": ""}
-        self.stages.append(rec)
-        missing = [n for n in needs if n in self.failed]
-        if missing:
-            rec.update(status="skipped", detail=f"needs '{missing[0]}' ({self.failed[missing[0]]})")
-            self.failed[name] = "skipped"
-            self.echo(f"[{self.k}/{self.n}] {name}: skipped, {rec['detail']}")
-            yield None
-            return
-        self.echo(f"[{self.k}/{self.n}] {name} ...")
-        t = time.perf_counter()
-        try:
-            yield rec
-        except Unavailable as exc:
-            rec.update(status="skipped", detail=str(exc))
-            self.failed[name] = "not available"
-            self.echo(f"      skipped: {exc}")
-        finally:
-            rec["seconds"] = round(time.perf_counter() - t, 2)
-        if rec["status"] == "ok":
-            self.echo(f"      done in {rec['seconds']:.1f} s (total {time.perf_counter() - self.t0:.0f} s)"
-                      + (f": {rec['detail']}" if rec["detail"] else ""))
-
-    def progress(self):
-        """A ``progress(stage, status)`` callback for :func:`atlasreg.register`: one line as each of its stages
-        starts and one with its time when it ends, so a long registration says how it is getting on."""
-        started: dict = {}
-
-        def note(name: str, what: str) -> None:
-            if what == "start":
-                started[name] = time.perf_counter()
-                self.echo(f"      {name} ...")
-            elif what == "done" and name in started:
-                self.echo(f"      {name} done in {time.perf_counter() - started.pop(name):.1f} s "
-                          f"(total {time.perf_counter() - self.t0:.0f} s)")
-            elif what == "skip":
-                self.echo(f"      {name}: already done (resumed)")
-
-        return note
-
-    def metric(self, section: str, name: str, value, unit: str = "", note: str = "") -> None:
-        if isinstance(value, (np.floating, np.integer)):
-            value = value.item()
-        self.metrics.append({"section": section, "name": name, "value": value, "unit": unit, "note": note})
-
-    def figure(self, caption: str, fig, filename: str) -> None:
-        from ..qc.figures import figure_png
-
-        path = self.out / "figures" / filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(figure_png(fig))
-        self.figures.append({"caption": caption, "file": f"figures/{filename}"})
-
-    def table(self, caption: str, df: pd.DataFrame, filename: str) -> None:
-        path = self.out / "tables" / filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(path, index=False)
-        self.tables.append({"caption": caption, "file": f"tables/{filename}"})
 
 
 def _prepare_out(out: Path, force: bool) -> None:
@@ -147,69 +52,6 @@ def _prepare_out(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _stats(err: np.ndarray) -> tuple[float, float]:
-    e = err[np.isfinite(err)]
-    return (float(np.median(e)), float(np.percentile(e, 95))) if e.size else (float("nan"), float("nan"))
-
-
-def _call(func, *args, **kwargs):
-    """Call ``func`` with only the keyword arguments its signature accepts."""
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return func(*args, **kwargs)
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return func(*args, **kwargs)
-    return func(*args, **{k: v for k, v in kwargs.items() if k in params})
-
-
-def _landmark_transform(fit):
-    """The Transform inside whatever ``fit_landmarks`` returned."""
-    from ..transforms.base import Transform
-
-    if isinstance(fit, Transform):
-        return fit
-    t = getattr(fit, "transform", None)
-    if isinstance(t, Transform):
-        return t
-    raise Unavailable(f"fit_landmarks returned {type(fit).__name__} without a transform")
-
-
-def _fit_report(fit) -> dict:
-    """Model choice and cross-validated error of a landmark fit (its ``.report``), where it has them."""
-    out = {}
-    rep = getattr(fit, "report", None)
-    for src in (rep, fit):
-        if src is None:
-            continue
-        if "model" not in out and isinstance(getattr(src, "model", None), str):
-            out["model"] = src.model
-        for key, name in (("cv_median", "cv"), ("cv_p95", "cv_p95")):
-            v = getattr(src, key, None)
-            if name not in out and isinstance(v, (int, float, np.floating)):
-                out[name] = float(v)
-        cands = getattr(src, "candidates", None)
-        if "candidates" not in out and isinstance(cands, list) and cands:
-            out["candidates"] = _best_candidates(pd.DataFrame(cands))
-    return out
-
-
-def _best_candidates(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per model (and spline kernel): the chosen setting, or the best by held-out error."""
-    if "model" not in df.columns:
-        return df
-    key = ["model"] + (["kernel"] if "kernel" in df.columns else [])
-    score = "cv_mean" if "cv_mean" in df.columns else ("cv_median" if "cv_median" in df.columns else None)
-    rows = []
-    for _, g in df.groupby(key, dropna=False, sort=False):
-        if "selected" in g.columns and g["selected"].astype(bool).any():
-            rows.append(g[g["selected"].astype(bool)].iloc[0])
-        else:
-            rows.append(g.loc[g[score].idxmin()] if score else g.iloc[0])
-    return pd.DataFrame(rows).reset_index(drop=True)
-
-
-# =================================================================================================
 def run_demo(out="atlasreg-demo", *, data_dir=None, force: bool = False, seed: int = 0, echo=None) -> dict:
     """Run the demo and write ``out`` (inputs, results, figures, ``summary.json``, ``report.html``).
 
@@ -247,9 +89,15 @@ def run_demo(out="atlasreg-demo", *, data_dir=None, force: bool = False, seed: i
         from .real_chain import run_real_chain as chain
         title = f"atlasreg demo on real data ({data_dir})"
         n = 6
-    run = _Run(out, n, echo)
+    run = Run(out, n, echo)
     echo(f"atlasreg demo -> {out.resolve()}")
-    chain(run, data_dir=data_dir, seed=seed)
+    reg_log = logging.getLogger("atlasreg.registration")
+    level = reg_log.level
+    reg_log.setLevel(logging.WARNING)  # the demo prints each registration stage itself (with the running total)
+    try:
+        chain(run, data_dir=data_dir, seed=seed)
+    finally:
+        reg_log.setLevel(level)
     with run.stage("Write the QC report"):
         from ..qc.report import SUMMARY_FILE, write_report
 
@@ -272,7 +120,7 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
-def _summary_paragraph(run: _Run, phantom: bool) -> str:
+def _summary_paragraph(run: Run, phantom: bool) -> str:
     ok = sum(s["status"] == "ok" for s in run.stages)
     skipped = [s["name"] for s in run.stages if s["status"] == "skipped"]
     what = ("Every number below is measured against the phantom's exact ground truth."
@@ -284,7 +132,7 @@ def _summary_paragraph(run: _Run, phantom: bool) -> str:
     return s
 
 
-def _summary_text(run: _Run, report: Path, seconds: float) -> str:
+def _summary_text(run: Run, report: Path, seconds: float) -> str:
     lines = ["", "Accuracy of each step:"]
     section = None
     for m in run.metrics:
@@ -293,9 +141,9 @@ def _summary_text(run: _Run, report: Path, seconds: float) -> str:
         if m["section"] != section:
             section = m["section"]
             lines.append(f"  {section}")
-        from ..qc.report import _fmt
+        from ..qc.report import format_value
 
-        lines.append(f"    {m['name']:<46} {_fmt(m['value']):>10} {m['unit']:<4} {m['note']}".rstrip())
+        lines.append(f"    {m['name']:<46} {format_value(m['value']):>10} {m['unit']:<4} {m['note']}".rstrip())
     skipped = [s for s in run.stages if s["status"] != "ok"]
     for s in skipped:
         lines.append(f"  {s['name']}: {s['status']} ({s['detail']})")

@@ -13,21 +13,23 @@ import pandas as pd
 from ..spaces import Space
 from ..transforms.base import Sequence
 from ..volume import Volume, warp
-from .pipeline import _call, _fit_report, _landmark_transform, _need, _stats
+from .stages import call_accepting, error_stats, fit_report, landmark_transform, need
 
 CCF = Space("ccf", "um", "asr")
 SAMPLE = Space("sample", "um", "psl")
 ZHENG_EM = Space("zheng_em", "nm")
 UCT = Space("zheng_uct", "um")
 
-ATLAS_STAGE = "Load the CCF 200 µm atlas"
+ATLAS_STAGE = "Load the CCF 25 µm atlas"
 REG = "Register the light-sheet brain to the CCF"
 EM_STAGE = "Bring the Zheng CA3 EM block into the CCF (EM -> µCT -> CCF)"
 NEURONS = "Annotate the fMOST neurons by region"
 
 
 def _files(data_dir: Path) -> dict:
-    f = {"atlas": data_dir / "atlas" / "allen_mouse_200um.npz",
+    f = {"atlas": data_dir / "atlas" / "ABA_25um_2017_annotation.tif",
+         "template": data_dir / "atlas" / "allen_mouse_25um_template.tif",
+         "hemispheres": data_dir / "atlas" / "ABA_25um_2017_hemispheres.tif",
          "ontology": data_dir / "atlas" / "allen_structure_tree.csv",
          "lightsheet": data_dir / "lightsheet" / "brain_psl_50x40x40um.tif",
          "brainreg": data_dir / "lightsheet" / "brainreg_output",
@@ -36,7 +38,7 @@ def _files(data_dir: Path) -> dict:
          "neurons": data_dir / "neurons" / "fmost_ccf25"}
     from ..errors import InputError
 
-    for key in ("atlas", "ontology", "lightsheet", "em_uct", "uct_ccf", "neurons"):
+    for key in ("atlas", "template", "ontology", "lightsheet", "em_uct", "uct_ccf", "neurons"):
         if not f[key].exists():
             raise InputError(f"the real-data demo needs {f[key].relative_to(data_dir)} in the data folder",
                              path=f[key])
@@ -51,41 +53,48 @@ def run_real_chain(run, data_dir: Path, seed: int = 0) -> None:
     ctx: dict = {}
 
     with run.stage(ATLAS_STAGE) as st:
-        Atlas = _need("atlasreg.atlas", "Atlas")
-        atlas = Atlas.load(f["atlas"], ontology=f["ontology"], voxel_size=200.0, file_orientation="asr",
-                           space=CCF)
+        load_files = need("atlasreg.atlas.loaders", "load_files")
+        Atlas = need("atlasreg.atlas", "Atlas")
+        # the mirror's files of allen_mouse_25um: annotation and hemispheres stored LR/AP/DV, template AP/DV/LR
+        atlas = Atlas(**load_files(f["atlas"], f["ontology"], f["template"],
+                                   f["hemispheres"] if f["hemispheres"].exists() else None, voxel_size=25.0,
+                                   file_orientation="ras", orientation="asr", space=CCF, name="allen_mouse_25um",
+                                   role_orientations={"reference": "asr"}))
         ctx["atlas"] = atlas
         st["detail"] = f"{'x'.join(map(str, atlas.shape))} voxels, {len(atlas.ontology)} structures"
 
     with run.stage(REG, needs=(ATLAS_STAGE,)) as st:
         if st is not None:
-            read_volume = _need("atlasreg.io.volumes", "read_volume")
-            register = _need("atlasreg.registration", "register")
+            read_volume = need("atlasreg.io.volumes", "read_volume")
+            register = need("atlasreg.registration", "register")
             sample = read_volume(f["lightsheet"], voxel_size=(50.0, 40.0, 40.0), orientation="psl", space=SAMPLE)
             atlas = ctx["atlas"]
             ref = atlas.reference
-            run.echo(f"      light-sheet {sample.shape} @ 50x40x40 µm -> CCF {ref.shape} @ 200 µm "
+            run.echo(f"      light-sheet {sample.shape} @ 50x40x40 µm -> CCF {ref.shape} @ 25 µm "
                      "(a few minutes on two cores)")
 
-            res = register(moving=sample, fixed=ref, preset="lightsheet-to-atlas", progress=run.progress())
+            note = run.progress()
+            res = register(moving=sample, fixed=ref, preset="lightsheet-to-atlas", progress=note)
             T = res.transform
             ctx["T"] = T
-            res.save(out / "registration")
+            res.save(out / "registration", progress=note)
+            note("score the registration", "start")
             _score_real_registration(run, atlas, sample, T, f, st)
+            note("score the registration", "done")
 
     with run.stage(EM_STAGE, needs=(ATLAS_STAGE,)) as st:
         if st is not None:
-            fit_landmarks = _need("atlasreg.registration.landmarks", "fit_landmarks")
+            fit_landmarks = need("atlasreg.registration.landmarks", "fit_landmarks")
             a = pd.read_csv(f["em_uct"])
             b = pd.read_csv(f["uct_ccf"])
             em = a[["x_em_nm", "y_em_nm", "z_em_nm"]].to_numpy(float)
             uct_a = a[["x_uct_um", "y_uct_um", "z_uct_um"]].to_numpy(float)
             uct_b = b[["x_uct", "y_uct", "z_uct"]].to_numpy(float)
             ccf = b[["x_ccf", "y_ccf", "z_ccf"]].to_numpy(float)
-            t1 = _call(fit_landmarks, em, uct_a, model="auto", src=ZHENG_EM, dst=UCT)
-            t2 = _call(fit_landmarks, uct_b, ccf, model="auto", src=UCT, dst=CCF)
-            r1, r2 = _fit_report(t1), _fit_report(t2)
-            T1, T2 = _landmark_transform(t1), _landmark_transform(t2)
+            t1 = call_accepting(fit_landmarks, em, uct_a, model="auto", src=ZHENG_EM, dst=UCT)
+            t2 = call_accepting(fit_landmarks, uct_b, ccf, model="auto", src=UCT, dst=CCF)
+            r1, r2 = fit_report(t1), fit_report(t2)
+            T1, T2 = landmark_transform(t1), landmark_transform(t2)
             for name, r, n in (("EM -> µCT", r1, len(em)), ("µCT -> CCF", r2, len(ccf))):
                 run.metric("Zheng CA3 EM block", f"{name}: model chosen", r.get("model", "?"), "",
                            f"{n} landmark pairs")
@@ -104,7 +113,7 @@ def run_real_chain(run, data_dir: Path, seed: int = 0) -> None:
             run.metric("Zheng CA3 EM block", "EM landmarks landing in the hippocampal formation",
                        100 * float(np.mean(in_hpf)), "%", ", ".join(f"{k} {v}" for k, v in names.items()))
             lo, hi = em.min(0), em.max(0)
-            tr = _need("atlasreg.tracings")
+            tr = need("atlasreg.tracings")
             ctx["block"] = tr.EMBlock(lo, hi, chain, name="zheng_ca3")
             centre = chain.map_points(((lo + hi) / 2)[None])[0]
             run.metric("Zheng CA3 EM block", "block centre in the CCF (AP, DV, LR)",
@@ -117,13 +126,8 @@ def run_real_chain(run, data_dir: Path, seed: int = 0) -> None:
 
     with run.stage(NEURONS, needs=(ATLAS_STAGE,)) as st:
         if st is not None:
-            tr = _need("atlasreg.tracings")
+            tr = need("atlasreg.tracings")
             atlas = ctx["atlas"]
-            fine = data_dir / "atlas" / "ABA_25um_2017_annotation.tif"
-            if fine.exists():  # the neurons are traced in the 25 µm CCF: look them up there
-                Atlas = _need("atlasreg.atlas", "Atlas")
-                atlas = Atlas.load(annotation=fine, ontology=f["ontology"], voxel_size=25.0,
-                                   file_orientation="ras", orientation="asr", space=CCF)
             onto = atlas.ontology
             vs = float(atlas.voxel_size[0])
             r = 100.0
@@ -164,7 +168,7 @@ def run_real_chain(run, data_dir: Path, seed: int = 0) -> None:
     with run.stage("Combine: fMOST neurons passing through the Zheng EM block",
                    needs=(EM_STAGE, NEURONS)) as st:
         if st is not None:
-            tr = _need("atlasreg.tracings")
+            tr = need("atlasreg.tracings")
             hits = tr.find_passing(ctx["neurons"], ctx["block"])
             run.metric("EM + optical", "fMOST neurons through the EM block footprint", len(hits), "",
                        ", ".join(hits["name"]) if len(hits) else "none of the 16 pass through it")
@@ -180,8 +184,17 @@ def run_real_chain(run, data_dir: Path, seed: int = 0) -> None:
 def _score_real_registration(run, atlas, sample: Volume, T, f: dict, st) -> None:
     from .. import qc
 
-    ref = atlas.reference
-    ann = atlas.annotation.numpy()
+    from ..volume import Grid
+
+    # Scored on brainreg's own 100 µm atlas grid (132 x 80 x 114, voxel i at 100 i µm: BrainGlobe's
+    # allen_mouse_100um), so its warped brain compares voxel for voxel; the 25 µm template and annotation are
+    # sampled onto it (linear / nearest).
+    ref25 = atlas.reference
+    g100 = Grid(tuple(n // 4 for n in ref25.shape), (100.0,) * 3, ref25.space)
+    ref = warp(ref25, None, g100)
+    labels = atlas.annotation
+    ann = warp(Volume(np.asarray(labels.data), labels.voxel_size, space=labels.space), None, g100,
+               interpolation="nearest").numpy()
     brain = ann > 0
     warped = warp(sample, T, ref)
     ncc = qc.ncc(ref, warped, mask=brain)
@@ -191,9 +204,7 @@ def _score_real_registration(run, atlas, sample: Volume, T, f: dict, st) -> None
         import tifffile
 
         b = tifffile.imread(br).astype(np.float32)
-        if tuple(s // 2 for s in b.shape) == ref.shape:  # 100 µm -> 200 µm by 2x2x2 means
-            s = ref.shape
-            b = b[:2 * s[0], :2 * s[1], :2 * s[2]].reshape(s[0], 2, s[1], 2, s[2], 2).mean(axis=(1, 3, 5))
+        if b.shape == ref.shape:
             note = f"brainreg (same brain, its own run) {qc.ncc(ref, b, mask=brain):.3f}"
     run.metric("registration", "NCC template vs registered brain", ncc, "", note)
     run.metric("registration", "mutual information", qc.mutual_information(ref, warped, mask=brain), "nats")
@@ -207,10 +218,12 @@ def _score_real_registration(run, atlas, sample: Volume, T, f: dict, st) -> None
                "overlay.png")
     run.figure("Checkerboard of template and registered brain", qc.checkerboard_slices(fixed, moved),
                "checkerboard.png")
-    back = warp(atlas.annotation, T, sample.grid, interpolation="nearest")
-    run.figure("CCF region boundaries drawn on the light-sheet brain (native grid)",
-               qc.boundary_slices(sample, back.numpy(), title="CCF boundaries on the sample"),
-               "boundaries_on_sample.png")
+    back = warp(Volume(np.asarray(labels.data), labels.voxel_size, space=labels.space), T, sample.grid,
+                interpolation="nearest")
+    run.figure_variants("CCF region boundaries drawn on the light-sheet brain (native grid); the buttons switch "
+                        "the hierarchy level",
+                        qc.boundary_levels(sample, back.numpy(), atlas.ontology, title="CCF boundaries on the sample"),
+                        "boundaries_on_sample")
     run.figure("Jacobian determinant of the CCF -> sample map (folding in black)",
                qc.jacobian_slices(Volume(det, ref.voxel_size, space=CCF, orientation="asr"), mask=brain),
                "jacobian.png")

@@ -13,7 +13,7 @@ dask.distributed cluster (``scheduler="tcp://HOST:PORT"`` or a ``Client``):
 Outputs are built under ``<output>.partial/`` and appear under their name only
 when complete; an interrupted run resumes where it stopped.
 """
-from ._ngff import is_complete
+from ..io.ome_zarr import is_complete
 from .engine import Engine, open_engine
 from .fields import (ChunkedDisplacementField, ChunkedInverseDisplacementField, compose_fields, invert_field,
                      open_field, sample_field)

@@ -107,29 +107,3 @@ def sample_box(data, cidx, lo, full, nearest, fill, round_clip, vmin, vmax, out)
         if round_clip:
             v = min(max(np.rint(v), vmin), vmax)
         out[k] = v
-
-
-@nb.njit(**_SER)
-def mean2(a, out, round_int):
-    """2x2x2 means of ``a`` into ``out`` (shape ceil(n/2)); a lone last voxel of an odd axis counts twice.
-
-    Same numbers as averaging the edge-padded array (what :func:`_ngff.downsample2` specifies);
-    ``round_int`` rounds half to even for integer outputs.
-    """
-    nx, ny, nz = a.shape
-    mx, my, mz = out.shape
-    for i in range(mx):
-        i0 = 2 * i
-        i1 = min(i0 + 1, nx - 1)
-        for j in range(my):
-            j0 = 2 * j
-            j1 = min(j0 + 1, ny - 1)
-            for k in range(mz):
-                k0 = 2 * k
-                k1 = min(k0 + 1, nz - 1)
-                s = (float(a[i0, j0, k0]) + float(a[i0, j0, k1]) + float(a[i0, j1, k0]) + float(a[i0, j1, k1])
-                     + float(a[i1, j0, k0]) + float(a[i1, j0, k1]) + float(a[i1, j1, k0]) + float(a[i1, j1, k1]))
-                v = s / 8.0
-                if round_int:
-                    v = np.rint(v)
-                out[i, j, k] = v

@@ -169,3 +169,38 @@ def run_tasks(tasks: list, engine: Engine, progress: bool | None = None, descrip
             # optimize_graph=False keeps task keys as built, so the callback can count them.
             dask.compute(*tasks, optimize_graph=False, **kwargs)
         return len(tasks)
+
+
+def transform_token(t) -> str:
+    """A content fingerprint of a transform (stable across processes; ignores cached plans)."""
+    from dask.base import tokenize
+
+    from ..transforms.base import Affine, Sequence
+    from ..transforms.field import DisplacementField, InverseDisplacementField
+
+    if t is None:
+        return "none"
+    if isinstance(t, Sequence):
+        return tokenize("seq", [transform_token(s) for s in t.steps])
+    if isinstance(t, Affine):
+        return tokenize("affine", t.matrix, t.src, t.dst)
+    if isinstance(t, DisplacementField):
+        return tokenize("field", t.displacement, t.index_to_physical, t.outside, t.src, t.dst)
+    if isinstance(t, InverseDisplacementField):
+        return tokenize("invfield", transform_token(t.forward), t.tol, t.max_iter, t.on_fail)
+    tok = getattr(t, "token", None)
+    if callable(tok):
+        return tokenize(type(t).__name__, tok())
+    return tokenize(t)
+
+
+def check_shippable(obj, what: str) -> None:
+    """Raise InputError now if ``obj`` cannot be sent to cluster workers (rather than mid-job)."""
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(obj)
+    except Exception as exc:  # noqa: BLE001 - pickling fails with many exception types
+        raise InputError(f"the {what} ({type(obj).__name__}) cannot be sent to dask workers: {exc}. Use the local "
+                         "scheduler, or give an object that pickles (e.g. a function of the points that loads "
+                         "what it needs)", field=what) from None

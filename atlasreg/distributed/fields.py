@@ -26,38 +26,20 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..parallel import serial_kernels, task_threads
 from ..spaces import Space
-from ..transforms.base import Sequence, Transform
+from ..transforms.base import NumericalInverse, Sequence, Transform
 from ..transforms.field import DisplacementField, GridFrame, InverseDisplacementField, grid_affine
-from ..transforms.inverse import MAX_ITER, InverseReport, check_on_fail
+from ..transforms.inverse import MAX_ITER, InverseReport
 from ..volume import Grid, as_grid
 from . import _kernels as BK
 from ._job import Job, mark_done
 from ._source import Source
-from .engine import open_engine, run_tasks
+from .engine import open_engine, run_tasks, transform_token
 
 log = logging.getLogger(__name__)
 
 FIELD_KIND = "atlasreg.displacement_field"
-
-
-class _serial_kernels:
-    """Run numba kernels on this thread only while many small groups of points are mapped.
-
-    Launching the parallel kernels costs more than mapping a few hundred
-    points; the setting is per thread, so other threads are unaffected.
-    """
-
-    def __enter__(self):
-        import numba
-
-        self._n = numba.get_num_threads()
-        numba.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        import numba
-
-        numba.set_num_threads(self._n)
 
 
 class ChunkedDisplacementField(GridFrame, Transform):
@@ -197,7 +179,7 @@ class ChunkedDisplacementField(GridFrame, Transform):
 
     def _map(self, pts: np.ndarray) -> np.ndarray:
         out = self._fill_unread(pts)
-        with _serial_kernels():
+        with serial_kernels():
             for rows, lo, hi in self._boxes_for(pts, 0):
                 f = self.box_field(lo, hi)
                 if rows is None:
@@ -209,7 +191,7 @@ class ChunkedDisplacementField(GridFrame, Transform):
         return ChunkedInverseDisplacementField(self)
 
 
-class ChunkedInverseDisplacementField(Transform):
+class ChunkedInverseDisplacementField(NumericalInverse):
     """The inverse of a :class:`ChunkedDisplacementField`, solved per point by the one solver
     (:mod:`atlasreg.transforms.inverse`, damped Newton) with the same ``tol``, ``on_fail`` and
     ``last_report`` as the in-memory :class:`~atlasreg.transforms.field.InverseDisplacementField`.
@@ -217,19 +199,6 @@ class ChunkedInverseDisplacementField(Transform):
     For each group of points it reads the box holding every possible solution: the points' box
     grown by the largest displacement (plus two nodes), since ``|x - y| = |u(x)|``.
     """
-
-    is_numerical = True
-
-    def __init__(self, forward: ChunkedDisplacementField, tol: float | None = None, max_iter: int = MAX_ITER,
-                 on_fail: str = "nan"):
-        super().__init__(forward.dst, forward.src)
-        self.forward = forward
-        self.tol = tol if tol is not None else 1e-6 * float(forward.spacing.min())
-        self.max_iter = int(max_iter)
-        self.on_fail = check_on_fail(on_fail)
-        self.last_residual = float("nan")
-        self.last_report = InverseReport.empty(self.tol)
-        self._explicit_inverse = forward
 
     def token(self) -> str:
         from dask.base import tokenize
@@ -242,7 +211,7 @@ class ChunkedInverseDisplacementField(Transform):
         out = f._fill_unread(pts)
         report = InverseReport.empty(self.tol)
         unread = np.ones(len(pts), bool)
-        with _serial_kernels():
+        with serial_kernels():
             for rows, lo, hi in f._boxes_for(pts, margin):
                 inv = InverseDisplacementField(f.box_field(lo, hi), tol=self.tol, max_iter=self.max_iter,
                                                on_fail=self.on_fail)
@@ -261,9 +230,6 @@ class ChunkedInverseDisplacementField(Transform):
         self.last_report = report
         self.last_residual = report.max_residual
         return out
-
-    def _inverse(self) -> ChunkedDisplacementField:
-        return self.forward
 
 
 # -- fields on disk ---------------------------------------------------------------------------------------
@@ -298,10 +264,9 @@ def open_field(path, max_read_voxels: int = 8_000_000) -> ChunkedDisplacementFie
 
 
 def _field_task(ctx: dict, key: str, lo, hi) -> tuple[float, int]:
-    import numba
     import zarr
 
-    numba.set_num_threads(1)
+    task_threads()
     lo = np.asarray(lo)
     hi = np.asarray(hi)
     shape = tuple(int(v) for v in hi - lo)
@@ -344,8 +309,6 @@ def sample_field(transform: Transform, grid, output, *, chunks=64, dtype="float3
     """
     import zarr
     from dask.base import tokenize
-
-    from .warp import transform_token
 
     t0 = time.perf_counter()
     if not isinstance(transform, Transform):

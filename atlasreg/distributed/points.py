@@ -24,9 +24,10 @@ import numpy as np
 from ..errors import InputError
 from ..graph import SpaceGraph
 from ..io.atomic import atomic_path
+from ..parallel import task_threads
 from ..transforms.base import Transform, as_points
 from ._job import Job, mark_done
-from .engine import open_engine, run_tasks
+from .engine import check_shippable, open_engine, run_tasks, transform_token
 
 log = logging.getLogger(__name__)
 
@@ -92,26 +93,8 @@ def map_and_annotate(points: np.ndarray, transform: Transform, annotate: Callabl
     return mapped, ids
 
 
-def check_shippable(obj, what: str) -> None:
-    """Raise InputError now if ``obj`` cannot be sent to cluster workers (rather than mid-job)."""
-    import cloudpickle
-
-    try:
-        cloudpickle.dumps(obj)
-    except Exception as exc:  # noqa: BLE001 - pickling fails with many exception types
-        raise InputError(f"the {what} ({type(obj).__name__}) cannot be sent to dask workers: {exc}. Use the local "
-                         "scheduler, or give an object that pickles (e.g. a function of the points that loads "
-                         "what it needs)", field=what) from None
-
-
-def _task_threads():
-    import numba
-
-    numba.set_num_threads(1)  # parallelism comes from dask's workers
-
-
 def _array_chunk(points, transform, annotate, i):
-    _task_threads()
+    task_threads()  # parallelism comes from dask's workers
     pts = np.asarray(points, dtype=np.float64)
     mapped, ids = map_and_annotate(pts, transform, annotate)
     return i, mapped, ids
@@ -295,7 +278,7 @@ def _map_table_chunk(df, ctx: dict, i: int) -> int:
     """Map one chunk of a table and write it as a part file (atomically), then mark it done."""
     import pyarrow as pa
 
-    _task_threads()
+    task_threads()  # parallelism comes from dask's workers
     cols = list(ctx["columns"])
     pts = np.ascontiguousarray(df[cols].to_numpy(dtype=np.float64))
     mapped, ids = map_and_annotate(pts, ctx["transform"], ctx["annotate"])
@@ -446,8 +429,6 @@ def map_points_file(input, output, transform, *, src=None, dst=None, columns=("x
     """
     import dask
     from dask.base import tokenize
-
-    from .warp import transform_token
 
     t0 = time.perf_counter()
     T = _resolve_transform(transform, src, dst)

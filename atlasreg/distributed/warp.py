@@ -26,14 +26,15 @@ import numpy as np
 from .. import _kernels as K
 from ..errors import InputError, SpaceMismatchError
 from ..graph import SpaceGraph
-from ..transforms.base import Affine, Sequence, Transform, fusion_plan
-from ..transforms.field import DisplacementField, InverseDisplacementField
-from ..volume import Grid, Volume, as_grid, pull_transform, resolve_interpolation
+from ..io.ome_zarr import create_multiscale, downsample_block, set_status
+from ..parallel import task_threads
+from ..transforms.base import Sequence, Transform, fusion_plan
+from ..transforms.field import DisplacementField
+from ..volume import Grid, Volume, as_grid, check_fill, fill_fits, pull_transform, resolve_interpolation
 from . import _kernels as BK
-from . import _ngff
 from ._job import Job, mark_done
 from ._source import Source
-from .engine import open_engine, run_tasks
+from .engine import check_shippable, open_engine, run_tasks, transform_token
 
 log = logging.getLogger(__name__)
 
@@ -44,26 +45,6 @@ _MIN_TASKS = 8
 
 
 # -- the map from output voxel indices to source continuous indices -----------------------------------
-def transform_token(t) -> str:
-    """A content fingerprint of a transform (stable across processes; ignores cached plans)."""
-    from dask.base import tokenize
-
-    if t is None:
-        return "none"
-    if isinstance(t, Sequence):
-        return tokenize("seq", [transform_token(s) for s in t.steps])
-    if isinstance(t, Affine):
-        return tokenize("affine", t.matrix, t.src, t.dst)
-    if isinstance(t, DisplacementField):
-        return tokenize("field", t.displacement, t.index_to_physical, t.outside, t.src, t.dst)
-    if isinstance(t, InverseDisplacementField):
-        return tokenize("invfield", transform_token(t.forward), t.tol, t.max_iter, t.on_fail)
-    tok = getattr(t, "token", None)
-    if callable(tok):
-        return tokenize(type(t).__name__, tok())
-    return tokenize(t)
-
-
 class _Fused:
     """A fused plan step of a transform other than an in-memory field, mapped through its own kernel."""
 
@@ -171,6 +152,8 @@ class BlockSampler:
         self.fill = fill
         self.out_dtype = np.dtype(out_dtype)
         self.work_dtype = _work_dtype(source.dtype, interpolation)
+        if interpolation == "nearest" and not fill_fits(fill, self.work_dtype):
+            self.work_dtype = self.out_dtype  # e.g. NaN fill for integer data into a float output
         self.max_read_voxels = int(max_read_voxels)
         self.full = np.asarray(source.shape, np.float64)
 
@@ -250,22 +233,36 @@ class _WarpContext:
         return arr
 
 
+_HALF = (2, 2, 2)  # the blockwise pyramid halves every axis per level (super-blocks of 2**k chunks)
+
+
+def _factors(levels: int) -> list[np.ndarray]:
+    return [np.full(3, 2 ** lvl, np.int64) for lvl in range(levels)]
+
+
+def _auto_levels(shape, chunks, max_levels: int = 8) -> int:
+    """Halve until the largest axis fits in one chunk (a viewer's overview), at most ``max_levels``."""
+    levels, cur = 1, np.asarray(shape)
+    while levels < max_levels and np.any(cur > np.asarray(chunks)) and np.all(cur >= 2):
+        cur = cur // 2
+        levels += 1
+    return levels
+
+
 def _slices(lo, hi):
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
 def _warp_superblock(ctx: _WarpContext, key: str, start, stop) -> int:
     """Warp one super-block: its level-0 chunks, then its levels 1..k; marks it done last."""
-    import numba
-
-    numba.set_num_threads(1)  # this thread is one of dask's workers; no nested pool
+    task_threads()  # this thread is one of dask's workers; no nested pool
     lvl0 = ctx.array(0)
     start = np.asarray(start)
     stop = np.asarray(stop)
     buf = None
     if ctx.k >= 1:
         lo1 = start // 2
-        hi1 = (stop + 1) // 2
+        hi1 = stop // 2  # a level has n // 2 voxels (ome_zarr.downsample_block)
         buf = np.empty(tuple(hi1 - lo1), ctx.sampler.out_dtype)
     c = np.asarray(ctx.chunks)
     for idx in itertools.product(*(range(int(a), int(b), int(s)) for a, b, s in zip(start, stop, c))):
@@ -274,14 +271,14 @@ def _warp_superblock(ctx: _WarpContext, key: str, start, stop) -> int:
         vals = ctx.sampler.block(b0, b1)
         lvl0[_slices(b0, b1)] = vals
         if buf is not None:
-            d = _ngff.downsample2(vals, ctx.method)
+            d = downsample_block(vals, _HALF, ctx.method)
             o = b0 // 2 - lo1
             buf[_slices(o, o + d.shape)] = d
     if buf is not None:
         lo = start // 2
         for lvl in range(1, ctx.k + 1):
             if lvl > 1:
-                buf = _ngff.downsample2(buf, ctx.method)
+                buf = downsample_block(buf, _HALF, ctx.method)
                 lo = lo // 2
             ctx.array(lvl)[_slices(lo, lo + buf.shape)] = buf
     mark_done(ctx.done_dir, key)
@@ -295,7 +292,7 @@ def _pyramid_chunk(ctx: _WarpContext, level: int, key: str, lo, hi) -> int:
     hi = np.asarray(hi)
     fine = np.asarray(src.shape)
     block = np.asarray(src[_slices(2 * lo, np.minimum(2 * hi, fine))])
-    ctx.array(level)[_slices(lo, hi)] = _ngff.downsample2(block, ctx.method)
+    ctx.array(level)[_slices(lo, hi)] = downsample_block(block, _HALF, ctx.method)
     mark_done(ctx.done_dir, key)
     return int(np.prod(hi - lo))
 
@@ -421,18 +418,20 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
     if interpolation not in ("linear", "nearest"):
         raise InputError("interpolation must be 'auto', 'linear' or 'nearest'", field="interpolation")
     grid = as_grid(reference)
-    output = _ngff.check_output_name(output)
+    output = Path(output)
+    if not output.name.endswith(".zarr"):
+        raise InputError("blockwise output is written as OME-Zarr: give a path ending in .ome.zarr (or .zarr)",
+                         path=output, field="output")
     if not np.allclose(np.asarray(grid.direction, float), np.eye(3), atol=1e-9):
         raise InputError("OME-Zarr (NGFF 0.4) cannot record a rotated grid: give a reference grid whose "
                          "direction is the identity", field="reference")
     pull = _resolve_pull(volume, transform, grid)
     out_dtype = output_dtype(volume.dtype, interpolation, dtype)
-    if out_dtype.kind in "iu" and not np.iinfo(out_dtype).min <= fill <= np.iinfo(out_dtype).max:
-        raise InputError(f"fill {fill} does not fit the output dtype {out_dtype}", field="fill")
+    check_fill(fill, out_dtype)  # the in-memory warp's rule: a fill the output cannot hold is refused
     chunks = _as_chunks(chunks, levels is None or levels > 1)
     shape = tuple(int(s) for s in grid.shape)
     if levels is None:
-        levels = _ngff.auto_levels(shape, chunks)
+        levels = _auto_levels(shape, chunks)
     if int(levels) < 1:
         raise InputError("levels must be >= 1", field="levels")
     levels = int(levels)
@@ -461,17 +460,19 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
 
     with open_engine(scheduler, num_workers) as eng:
         if not eng.shared_memory:
-            from .points import check_shippable
-
             check_shippable(pull, "transform")
         job.begin()
         try:
             store = job.target
             if not job.resumed:
-                _ngff.create_pyramid(store, shape, chunks, out_dtype, levels, spacing=grid.spacing,
-                                     origin=grid.origin, direction=grid.direction, space=grid.space,
-                                     method=method, fill=fill, name=output.name,
-                                     extra={"interpolation": interpolation, "source_space": volume.space.name})
+                create_multiscale(store, shape, chunks, out_dtype, _factors(levels),
+                                  {"voxel_size": grid.spacing, "origin": grid.origin, "unit": grid.space.unit,
+                                   "space": grid.space.name, "orientation": grid.space.orientation}, method,
+                                  fill=fill, name=output.name, status="incomplete",
+                                  extra={"interpolation": interpolation, "source_space": volume.space.name,
+                                         "voxel_size": [float(v) for v in grid.spacing],
+                                         "origin": [float(v) for v in grid.origin],
+                                         "direction": np.eye(3).tolist()})
                 job.started()
             done = job.done_keys()
             ctx = _WarpContext(sampler, str(store), str(job.done_dir), chunks, k, method)
@@ -490,7 +491,7 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
             computed = len(tasks)
             run_tasks(tasks, eng, progress, f"warp {output.name}")
             for lvl in range(k + 1, levels):
-                lshape = _ngff.level_shapes(shape, levels)[lvl]
+                lshape = tuple(int(s) // 2 ** lvl for s in shape)
                 tail = []
                 for lo, hi in _boxes(lshape, chunks):
                     key = _key(f"L{lvl}", lo)
@@ -501,7 +502,7 @@ def warp_blockwise(volume: Volume, transform, reference, output, *, interpolatio
                                                                         dask_key_name=f"pyr-{key}-{token}"))
                 computed += len(tail)
                 run_tasks(tail, eng, progress, f"level {lvl}")
-            _ngff.set_status(store, "complete")
+            set_status(store, "complete")
             path = job.publish()
         finally:
             job.release()

@@ -307,26 +307,19 @@ def build_pyramid(source, output: str | os.PathLike, *, voxel_size=None, unit: s
 def _coarsened(vol: Volume, f, chunks) -> Volume:
     """The lazy block mean of ``vol`` over ``f``-voxel blocks, voxel 0 centred on the block it averages.
 
-    Input blocks are ``f`` times an output block of about ``chunks / f`` voxels, so each task holds about one
-    ``chunks``-sized block of the source whatever ``f`` is.
+    The OME-Zarr writer's own downsampler with step ``f``: input blocks are ``f`` times an output block of
+    about ``chunks / f`` voxels, so each task holds about one ``chunks``-sized block of the source whatever
+    ``f`` is.
     """
     import dask.array as da
 
+    from ..io.ome_zarr import downsample_dask, level_geometry
+
     f = np.asarray(f, np.int64)
-    dtype = np.dtype(vol.dtype)
     x = vol.data if hasattr(vol.data, "rechunk") else da.from_array(np.asarray(vol.data), chunks=chunks)
-    n = np.asarray(vol.shape, np.int64) // f
-    x = x[tuple(slice(0, int(a * b)) for a, b in zip(n, f))]
     oc = [max(1, int(c) // int(k)) for c, k in zip(chunks, f)]
-    x = x.rechunk(tuple(int(o * k) for o, k in zip(oc, f)))
-    work = np.float64 if dtype.itemsize > 4 else np.float32
-    m = da.coarsen(np.mean, x.astype(work), {i: int(k) for i, k in enumerate(f)}, trim_excess=True)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        m = da.clip(da.rint(m), info.min, info.max)
-    vs0 = np.asarray(vol.voxel_size, np.float64)
-    origin = np.asarray(vol.origin, np.float64) + (f - 1) / 2.0 * vs0
-    return Volume(m.astype(dtype), vs0 * f, origin, vol.direction, vol.space)
+    vs, origin = level_geometry(vol.voxel_size, vol.origin, f, "mean")
+    return Volume(downsample_dask(x, f, "mean", oc), vs, origin, vol.direction, vol.space)
 
 
 def open_pyramid(path: str | os.PathLike, space: Space | str | None = None) -> Pyramid:

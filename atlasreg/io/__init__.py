@@ -13,6 +13,7 @@ _LAZY = {
     "volume_format": "atlasreg.io.volumes",
     "atomic_path": "atlasreg.io.atomic",
     "check_writable": "atlasreg.io.atomic",
+    "write_atomic": "atlasreg.io.atomic",
 }
 
 __all__ = list(_LAZY)

@@ -7,16 +7,30 @@ axes' units: voxel ``i`` sits at ``scale * i + translation`` per array axis,
 so the direction is the identity. Time and channel axes of length 1 are
 dropped; longer ones are an error (pick one first).
 
+This is atlasreg's one OME-Zarr writer: :func:`write_ome_zarr` (``write_volume``),
+the EM pyramids (:mod:`atlasreg.em.pyramid`) and the blockwise warp
+(:mod:`atlasreg.distributed`) all lay out their stores with
+:func:`create_multiscale` and downsample with :func:`downsample_block`.
+
 Writing makes a pyramid blockwise from dask (never the whole volume in
 memory): level 0 is the volume itself; each further level halves the axes
-whose voxels are not already much coarser than the finest one, averaging
-2-voxel blocks (``downsample="mean"``, anti-aliased; its voxel 0 sits at the
-centre of the block it averages) or taking every other voxel
-(``downsample="nearest"``, for label volumes). Each level is computed from the
-level written before it, read back from disk. Axes are named ``z, y, x`` for
-array axes 0, 1, 2 (NGFF's usual names; atlasreg's index order is the array
-order). NGFF 0.4/0.5 cannot express a rotation, so a volume whose direction
-is not the identity is refused: write NIfTI/NRRD/HDF5, or resample it first.
+whose voxels are not already much coarser than the finest one
+(:func:`level_factors`; the blockwise warp halves every axis), averaging the
+blocks (``downsample="mean"``, anti-aliased; its voxel 0 sits at the centre
+of the block it averages) or taking every other voxel
+(``downsample="nearest"``, for label volumes). A level has ``n // f`` voxels
+along an axis of ``n`` (a last incomplete block is left out, so every voxel
+of every level sits exactly where its geometry says). Each level is computed
+from the level written before it, read back from disk.
+
+Axes are named ``z, y, x`` for array axes 0, 1, 2 (:data:`atlasreg.spaces.AXIS_NAMES`,
+NGFF's usual names): the names are listed in array-axis order, the order of
+atlasreg's coordinates, exactly as :mod:`atlasreg.transforms.ngff` names the
+axes of the same space, so a volume and a transform in one space agree axis by
+axis. (Readers, atlasreg's included, go by the order of the ``axes`` list,
+not by the letters.) NGFF
+0.4/0.5 cannot express a rotation, so a volume whose direction is not the
+identity is refused: write NIfTI/NRRD/HDF5, or resample it first.
 
 atlasreg also records ``{"atlasreg": {"space": ..., "orientation": ...}}`` in
 the root attributes so the space name and orientation survive a round trip. A
@@ -31,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..spaces import normalize_unit
+from ..spaces import AXIS_NAMES, normalize_unit
 from ._checks import RawVolume, check_dtype, check_shape, open_lazy, wrap_read_error
 
 ZARR_SUFFIXES = (".zarr",)  # ".ome.zarr" ends with ".zarr" too
@@ -254,6 +268,11 @@ def level_factors(shape, spacing, levels: int | None, min_size: int = 64, max_le
     of that level (so an EM stack of 4x4x40 nm first halves only in-plane) and
     it has at least 2 voxels. Without ``levels``, halving stops once every
     axis is at most ``min_size`` voxels.
+
+    Examples
+    --------
+    >>> [f.tolist() for f in level_factors((8, 256, 256), (40, 4, 4), 3)]
+    [[1, 1, 1], [1, 2, 2], [1, 4, 4]]
     """
     shape = np.asarray(shape, np.int64)
     vs = np.asarray(spacing, np.float64)
@@ -276,65 +295,173 @@ def level_factors(shape, spacing, levels: int | None, min_size: int = 64, max_le
     return out
 
 
-def _downsample(src, step, dtype, mode: str, out_chunks):
-    import dask.array as da
+def level_geometry(voxel_size, origin, factor, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel size and origin of a level ``factor`` times coarser than level 0 (identity direction).
 
-    step = [int(s) for s in step]
+    ``"mean"`` levels average ``factor`` blocks, so voxel 0 sits at the block's centre,
+    ``origin + (factor - 1) / 2 * voxel_size``; ``"nearest"`` levels keep voxel 0 where it was.
+
+    Examples
+    --------
+    >>> [v.tolist() for v in level_geometry((40, 4, 4), (0, 0, 0), (1, 2, 2), "mean")]
+    [[40.0, 8.0, 8.0], [0.0, 2.0, 2.0]]
+    """
+    vs = np.asarray(voxel_size, np.float64)
+    f = np.asarray(factor, np.float64)
+    o = np.asarray(origin, np.float64)
+    return vs * f, (o + (f - 1) / 2 * vs if method == "mean" else o.copy())
+
+
+def downsample_block(a, step, method: str = "mean") -> np.ndarray:
+    """One block of a coarser level: the mean of each ``step`` block (``"mean"``) or its first voxel (``"nearest"``).
+
+    atlasreg's one downsampler (the OME-Zarr writer, EM pyramids, the blockwise warp). An axis of ``n``
+    voxels gives ``n // step`` (an incomplete last block is left out). Means are taken in float64 (float32
+    for float32 and integers of up to 16 bits, where that is exact) and integers are rounded half to even.
+    Boolean (label) blocks always take the first voxel.
+
+    Examples
+    --------
+    >>> downsample_block(np.arange(8, dtype=np.uint8).reshape(2, 2, 2), (2, 2, 2)).tolist()
+    [[[4]]]
+    >>> downsample_block(np.arange(8, dtype=np.uint8).reshape(2, 2, 2), (1, 1, 2), "nearest")[..., 0].tolist()
+    [[0, 2], [4, 6]]
+    """
+    a = np.asarray(a)
+    step = tuple(int(s) for s in step)
+    n = tuple(d // s for d, s in zip(a.shape, step))
+    a = a[tuple(slice(0, k * s) for k, s in zip(n, step))]
+    if method == "nearest" or a.dtype == np.bool_:
+        return np.ascontiguousarray(a[tuple(slice(None, None, s) for s in step)])
+    if method != "mean":
+        raise InputError(f"downsample must be 'mean' or 'nearest', got {method!r}", field="downsample")
+    exact32 = a.dtype == np.float32 or (a.dtype.kind in "iu" and a.dtype.itemsize <= 2)
+    work = np.float32 if exact32 else np.float64
+    m = a.reshape(n[0], step[0], n[1], step[1], n[2], step[2]).mean(axis=(1, 3, 5), dtype=work)
+    if a.dtype.kind in "iu":
+        info = np.iinfo(a.dtype)
+        m = np.clip(np.rint(m), info.min, info.max)
+    return m.astype(a.dtype, copy=False)
+
+
+def downsample_dask(src, step, method: str, out_chunks):
+    """A dask array ``step`` times coarser than ``src`` (:func:`downsample_block` on every block).
+
+    Blocks are ``step`` times ``out_chunks``, so one task reads about one output chunk's worth per voxel of it.
+    """
+    step = tuple(int(s) for s in step)
     keep = tuple(slice(0, (n // s) * s) for n, s in zip(src.shape, step))
-    x = src[keep]
-    if mode == "nearest":
-        return x[tuple(slice(None, None, s) for s in step)].rechunk(out_chunks)
-    x = x.rechunk(tuple(c * s for c, s in zip(out_chunks, step)))
-    work = np.float64 if dtype.itemsize > 4 or dtype == np.float64 else np.float32
-    m = da.coarsen(np.mean, x.astype(work), {i: s for i, s in enumerate(step)}, trim_excess=True)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        m = da.clip(da.rint(m), info.min, info.max)
-    return m.astype(dtype)
+    x = src[keep].rechunk(tuple(max(1, int(c)) * s for c, s in zip(out_chunks, step)))
+    chunks = tuple(tuple(b // s for b in bc) for bc, s in zip(x.chunks, step))
+    return x.map_blocks(downsample_block, step, method, dtype=x.dtype, chunks=chunks)
+
+
+def create_multiscale(path, shape, chunks, dtype, factors, geometry: dict, method: str, *,
+                      ngff_version: str = "0.4", fill=None, name: str | None = None, status: str | None = None,
+                      extra: dict | None = None):
+    """Create an empty multiscale OME-Zarr group (one array per level) with its NGFF metadata; return the group.
+
+    Parameters
+    ----------
+    path : folder of the store
+    shape, chunks, dtype : level 0's shape, the chunk shape of every level (clipped to the level), the dtype
+    factors : per-level cumulative factors (level 0 first), e.g. from :func:`level_factors`
+    geometry : ``voxel_size``, ``origin`` (level 0, identity direction), ``unit``, ``space``, ``orientation``
+    method : ``"mean"`` or ``"nearest"`` (how the levels are made; sets each level's ``translation``)
+    ngff_version : ``"0.4"`` (Zarr v2) or ``"0.5"`` (Zarr v3)
+    fill : the arrays' fill value (what unwritten chunks read as)
+    status : recorded as ``attrs["atlasreg"]["status"]``; readers refuse a store that is not ``"complete"``
+        (see :func:`set_status`)
+    extra : more keys for ``attrs["atlasreg"]``
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> g = create_multiscale(pathlib.Path(tempfile.mkdtemp()) / "v.ome.zarr", (8, 8, 8), (4, 4, 4), "uint8",
+    ...                       level_factors((8, 8, 8), (1, 1, 1), 2), {"voxel_size": [1, 1, 1], "origin": [0, 0, 0],
+    ...                       "unit": "um", "space": "s"}, "mean")
+    >>> [a["name"] for a in g.attrs["multiscales"][0]["axes"]], g["1"].shape
+    (['z', 'y', 'x'], (4, 4, 4))
+    """
+    import zarr
+
+    zarr_format = 2 if str(ngff_version) == "0.4" else 3
+    dtype = np.dtype(dtype)
+    group = zarr.open_group(store=str(path), mode="w", zarr_format=zarr_format)
+    kw = {"chunk_key_encoding": {"name": "v2", "separator": "/"}} if zarr_format == 2 else {}
+    if fill is not None:
+        kw["fill_value"] = np.asarray(fill, dtype)[()]
+    shape0 = np.asarray(shape, np.int64)
+    datasets = []
+    for k, f in enumerate(factors):
+        shp = tuple(int(v) for v in shape0 // np.asarray(f, np.int64))
+        group.create_array(str(k), shape=shp, chunks=_clip(chunks, shp), dtype=dtype, **kw)
+        scale, trans = level_geometry(geometry["voxel_size"], geometry["origin"], f, method)
+        datasets.append({"path": str(k), "coordinateTransformations": [
+            {"type": "scale", "scale": [float(v) for v in scale]},
+            {"type": "translation", "translation": [float(v) for v in trans]}]})
+    unit = _UNIT_TO_NGFF.get(geometry.get("unit"))
+    axes = [{"name": n, "type": "space", **({"unit": unit} if unit else {})} for n in AXIS_NAMES]
+    ms = {"axes": axes, "datasets": datasets, "name": name or geometry.get("space"), "type": method,
+          "metadata": {"description": "written by atlasreg", "method": "block mean" if method == "mean"
+                       else "first voxel of each block"}}
+    meta = {"space": geometry.get("space"), "orientation": geometry.get("orientation"), "unit": geometry.get("unit"),
+            "downsampling": method}
+    if status is not None:
+        meta["status"] = status
+    meta.update(extra or {})
+    if zarr_format == 2:
+        group.attrs.update({"multiscales": [{"version": "0.4", **ms}], "atlasreg": meta})
+    else:
+        group.attrs.update({"ome": {"version": "0.5", "multiscales": [ms]}, "atlasreg": meta})
+    return group
+
+
+def set_status(path, status: str) -> None:
+    """Record ``attrs["atlasreg"]["status"]`` of a store made by :func:`create_multiscale` (``"complete"`` at the end)."""
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r+")
+    meta = dict(g.attrs.get("atlasreg", {}))
+    meta["status"] = status
+    g.attrs["atlasreg"] = meta
+
+
+def is_complete(path) -> bool:
+    """True when ``path`` is an OME-Zarr atlasreg finished writing (status ``"complete"``).
+
+    Examples
+    --------
+    >>> is_complete("/nonexistent.ome.zarr")
+    False
+    """
+    import zarr
+
+    try:
+        g = zarr.open_group(str(path), mode="r")
+    except Exception:  # noqa: BLE001 - not a zarr group at all
+        return False
+    return dict(g.attrs.get("atlasreg", {})).get("status") == "complete"
 
 
 def write_ome_zarr(vol, tmp: Path, chunks, geometry: dict, levels: int | None = None, ngff_version: str = "0.4",
                    downsample: str = "mean") -> None:
     import dask.array as da
-    import zarr
 
-    zarr_format = 2 if ngff_version == "0.4" else 3
     dtype = np.dtype(vol.data.dtype)
     data = vol.data if hasattr(vol.data, "compute") else da.from_array(np.asarray(vol.data), chunks=chunks)
-    vs0 = np.asarray(geometry["voxel_size"], np.float64)
-    origin0 = np.asarray(geometry["origin"], np.float64)
     mode = "nearest" if dtype == np.bool_ else downsample
-    factors = level_factors(data.shape, vs0, levels)
-    group = zarr.open_group(store=str(tmp), mode="w", zarr_format=zarr_format)
-    kw = {"chunk_key_encoding": {"name": "v2", "separator": "/"}} if zarr_format == 2 else {}
-    datasets, prev, prev_f = [], None, None
+    factors = level_factors(data.shape, geometry["voxel_size"], levels)
+    group = create_multiscale(tmp, data.shape, chunks, dtype, factors, geometry, mode, ngff_version=ngff_version)
+    prev, prev_f = None, None
     for k, f in enumerate(factors):
+        arr = group[str(k)]
         if k == 0:
             x = data
         else:
-            step = f // prev_f
-            out_chunks = _clip(chunks, [n // s for n, s in zip(prev.shape, step)])
-            x = _downsample(da.from_zarr(prev), step, dtype, mode, out_chunks)
-        c = _clip(chunks, x.shape)
-        x = x.rechunk(c)
-        arr = group.create_array(str(k), shape=x.shape, chunks=c, dtype=dtype, **kw)
-        da.store(x, arr, lock=False)  # chunk-aligned: every block goes to its own zarr chunks
-        scale = vs0 * f
-        trans = origin0 + ((f - 1) / 2 * vs0 if mode == "mean" else 0.0)
-        datasets.append({"path": str(k), "coordinateTransformations": [
-            {"type": "scale", "scale": [float(v) for v in scale]},
-            {"type": "translation", "translation": [float(v) for v in trans]}]})
+            x = downsample_dask(da.from_zarr(prev), f // prev_f, mode, arr.chunks)
+        da.store(x.rechunk(arr.chunks), arr, lock=False)  # chunk-aligned: every block goes to its own zarr chunks
         prev, prev_f = arr, f
-    unit = _UNIT_TO_NGFF[geometry["unit"]]
-    ms = {"axes": [{"name": n, "type": "space", "unit": unit} for n in ("z", "y", "x")],
-          "datasets": datasets, "name": geometry["space"], "type": mode,
-          "metadata": {"description": "written by atlasreg", "method": "dask coarsen mean" if mode == "mean"
-                       else "every other voxel"}}
-    extra = {"space": geometry["space"], "orientation": geometry.get("orientation"), "unit": geometry["unit"]}
-    if ngff_version == "0.4":
-        group.attrs.update({"multiscales": [{"version": "0.4", **ms}], "atlasreg": extra})
-    else:
-        group.attrs.update({"ome": {"version": "0.5", "multiscales": [ms]}, "atlasreg": extra})
 
 
 def _clip(chunks, shape):

@@ -51,7 +51,7 @@ import numpy as np
 from ..errors import InputError
 from ._checks import RawVolume, check_dtype, open_lazy, wrap_read_error
 
-__all__ = ["PrecomputedSource", "precomputed_source", "read_precomputed_info", "read_precomputed",
+__all__ = ["PrecomputedSource", "precomputed_source", "read_precomputed_info", "read_precomputed", "read_bounded",
            "write_precomputed", "require", "MAX_INFO_BYTES", "PREFIX"]
 
 PREFIX = "precomputed://"
@@ -213,15 +213,29 @@ def read_precomputed_info(source, key: str = "info") -> dict:
     ts = require("tensorstore")
     try:
         kv = ts.KvStore.open(src.url).result()
-        res = kv.read(key).result()
+        res = read_bounded(kv, key, MAX_INFO_BYTES)
     except Exception as exc:  # noqa: BLE001 - network and driver errors
         raise InputError(f"could not read its {key!r} file ({type(exc).__name__}: {str(exc)[:300]})",
                          path=src.display) from exc
+    if res is None:
+        raise InputError(f"its {key!r} file is more than {MAX_INFO_BYTES} bytes: not a precomputed info file",
+                         path=src.display)
     if res.state != "value":
         raise InputError(f"has no {key!r} file: not a neuroglancer precomputed dataset", path=src.display)
-    if len(res.value) > MAX_INFO_BYTES:
-        raise InputError(f"its {key!r} file is {len(res.value)} bytes, more than {MAX_INFO_BYTES}", path=src.display)
     return _parse_info(bytes(res.value), src.display)
+
+
+def read_bounded(kv, key, bound: int):
+    """Read ``key`` from a tensorstore KvStore unless it is longer than ``bound`` bytes (then ``None``, having
+    fetched one byte of it): a probe one byte past the bound first, so a huge remote file is never downloaded."""
+    try:
+        probe = kv.read(key, byte_range=slice(bound, bound + 1)).result()
+        if probe.state == "value" and len(probe.value):
+            return None
+    except Exception:  # noqa: BLE001 - OUT_OF_RANGE: the value ends before the probe (a store without ranges
+        pass           # is read whole, and checked below)
+    res = kv.read(key).result()
+    return None if res.state == "value" and len(res.value) > bound else res
 
 
 def _ints(v, n, what, where, positive):
@@ -486,7 +500,7 @@ def write_precomputed(vol, path, force: bool = False, *, chunks=64, levels: int 
             except Exception as exc:  # noqa: BLE001
                 raise InputError(f"tensorstore could not create scale {k} ({str(exc)[:300]})", path=p) from exc
             if k == 0:
-                _store(vol, dtype, t, offset)
+                _store(vol, dtype, t, chunk)
             else:
                 prev = ts.open({"driver": "neuroglancer_precomputed", "kvstore": url, "scale_index": k - 1},
                                context=_context()).result()
@@ -508,15 +522,22 @@ def _to_nm(unit: str) -> float:
     return unit_scale(unit, "nm")
 
 
-def _store(vol, dtype, t, offset) -> None:
-    """Level 0 from the volume's (numpy or dask) data, one dask block at a time."""
+def _store(vol, dtype, t, chunk) -> None:
+    """Level 0 from the volume's (numpy or dask) data, in blocks of whole chunks.
+
+    Every block covers whole precomputed chunks (the chunk grid starts at ``voxel_offset``, index 0 here), so each
+    chunk is encoded and written once, not read back and rewritten for every source block that touches it
+    (tensorstore keeps such overlapping writes correct, but pays for each one).
+    """
     import dask.array as da
     import tensorstore as ts
 
     view = t[ts.d[:].translate_to[0]][..., 0]
-    data = vol.data if isinstance(vol.data, da.Array) else da.from_array(np.asarray(vol.data),
-                                                                        chunks=(256, 256, 256))
-    data = data.astype(dtype)
+    per = max(1, (64 * 2**20) // (dtype.itemsize * math.prod(chunk)))
+    m = max(1, int(per ** (1 / 3)))
+    block = tuple(min(n, c * m) for n, c in zip(vol.shape, chunk))
+    data = vol.data if isinstance(vol.data, da.Array) else da.from_array(np.asarray(vol.data), chunks=block)
+    data = data.astype(dtype).rechunk(block)
     da.store(data, _Writer(view), lock=False, compute=True)
 
 

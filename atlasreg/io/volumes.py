@@ -192,6 +192,9 @@ def read_volume(path: str | os.PathLike, voxel_size=None, orientation: str | Non
     elif fmt == "precomputed":
         from .precomputed import read_precomputed
 
+        if src is None:
+            raise InputError("is named as a neuroglancer precomputed folder but is not one (a precomputed volume "
+                             "is a folder whose 'info' file has 'scales')", path=p)
         raw = read_precomputed(src, level, allow_nonfinite)
         p = src.display
     else:

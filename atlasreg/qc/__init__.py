@@ -28,7 +28,8 @@ _LAZY = {
     "folding_fraction": "metrics", "ncc": "metrics", "mutual_information": "metrics",
     # figures
     "figure_png": "figures", "overlay_slices": "figures", "overlay_key": "figures", "checkerboard_slices": "figures",
-    "boundary_slices": "figures", "jacobian_slices": "figures", "landmark_residuals": "figures",
+    "boundary_slices": "figures", "boundary_levels": "figures", "roll_labels": "figures",
+    "jacobian_slices": "figures", "landmark_residuals": "figures",
     "region_counts_bar": "figures", "matched_points": "figures", "registration_figures": "figures", "tracings_projection": "figures",
     # report
     "write_report": "report", "render_report": "report",

@@ -216,41 +216,105 @@ def checkerboard_slices(fixed, moving, tiles: int = 8, positions=None, title: st
     return fig
 
 
-def _boundaries(labels2d: np.ndarray) -> np.ndarray:
-    b = np.zeros(labels2d.shape, bool)
-    b[:-1, :] |= labels2d[:-1, :] != labels2d[1:, :]
-    b[1:, :] |= labels2d[:-1, :] != labels2d[1:, :]
-    b[:, :-1] |= labels2d[:, :-1] != labels2d[:, 1:]
-    b[:, 1:] |= labels2d[:, :-1] != labels2d[:, 1:]
-    return b
+def roll_labels(labels: np.ndarray, ontology=None, level="major") -> np.ndarray:
+    """Structure ids rolled up to a hierarchy level, for drawing boundaries at that level.
 
-
-def boundary_slices(image, annotation, positions=None, title: str | None = None, color=(1.0, 0.85, 0.0)):
-    """Region boundaries of ``annotation`` drawn over ``image`` (same grid) in three planes.
-
-    Use it with the sample and the atlas annotation warped onto it (or the sample warped into
-    the atlas): boundaries should follow the tissue's own edges.
+    ``level``: ``"major"`` (the ontology's major divisions, about a dozen regions: see
+    :meth:`atlasreg.atlas.Ontology.major_divisions`), a depth in the tree (``7``), or ``"leaves"`` /
+    None (every structure as labelled). Without an ontology the labels are returned as they are.
 
     Example
     -------
-    >>> fig = boundary_slices(sample, result.warp_back(atlas.annotation, interpolation="nearest"))  # doctest: +SKIP
+    >>> coarse = roll_labels(labels_on_sample, atlas.ontology, "major")     # doctest: +SKIP
+    """
+    lab = np.asarray(labels)
+    if ontology is None or level in (None, "leaves"):
+        return lab
+    vals, inv = np.unique(lab, return_inverse=True)
+    known = np.array([int(v) in ontology for v in vals]) if hasattr(ontology, "__contains__") else \
+        np.ones(len(vals), bool)
+    mapped = vals.astype(np.int64).copy()
+    ok = known & (vals > 0)
+    if ok.any():
+        if level == "major":
+            mapped[ok] = ontology.rollup(vals[ok].astype(np.int64), ontology.major_divisions())
+        elif isinstance(level, (int, np.integer)):
+            mapped[ok] = ontology.at_level(vals[ok].astype(np.int64), int(level))
+        else:
+            raise InputError(f"level is 'major', 'leaves' or a depth in the structure tree, got {level!r}",
+                             field="level")
+    return mapped[inv].reshape(lab.shape)
+
+
+def _contours(ax, labels2d: np.ndarray, color, linewidth: float) -> None:
+    """Thin lines along every pixel border between two different labels of a 2-D slice (one LineCollection:
+    vectorised, so even every leaf structure draws in well under a second)."""
+    from matplotlib.collections import LineCollection
+
+    lab = np.asarray(labels2d)
+    r, c = np.nonzero(lab[:-1, :] != lab[1:, :])  # between rows r and r+1: a horizontal border
+    h = np.stack([np.stack([c - 0.5, r + 0.5], 1), np.stack([c + 0.5, r + 0.5], 1)], 1)
+    r2, c2 = np.nonzero(lab[:, :-1] != lab[:, 1:])  # between columns c and c+1: a vertical border
+    v = np.stack([np.stack([c2 + 0.5, r2 - 0.5], 1), np.stack([c2 + 0.5, r2 + 0.5], 1)], 1)
+    segs = np.concatenate([h, v]).astype(float)
+    if len(segs):
+        ax.add_collection(LineCollection(segs, colors=[color], linewidths=linewidth, capstyle="butt"))
+
+
+def boundary_slices(image, annotation, positions=None, title: str | None = None, color=(1.0, 0.85, 0.0), *,
+                    ontology=None, level="major", linewidth: float = 0.7, panel_size=(6.0, 5.2)):
+    """Region boundaries of ``annotation`` drawn over ``image`` (same grid) in three planes, as thin contours.
+
+    Use it with the sample and the atlas annotation warped onto it (or the sample warped into
+    the atlas): boundaries should follow the tissue's own edges. With ``ontology``, the regions are
+    first rolled up to ``level`` (default ``"major"``: about a dozen major divisions; a depth such as
+    7; or ``"leaves"``), see :func:`roll_labels`. Contours are drawn per region with sub-voxel
+    ``linewidth`` points wide along the voxel borders between regions, on panels of ``panel_size`` inches.
+
+    Example
+    -------
+    >>> fig = boundary_slices(sample, result.warp_back(atlas.annotation, interpolation="nearest"),
+    ...                       ontology=atlas.ontology, level="major")          # doctest: +SKIP
     """
     img, vs, code = _as_array(image, "image")
     lab, _, _ = _as_array(annotation, "annotation")
     _same_shape(img, lab, "image/annotation")
     pos = _positions(img.shape, positions)
     im = _norm(img)
-    fig, axes = _new_figure(1, 3)
+    fig, axes = _new_figure(1, 3, size=panel_size)
     for a in range(3):
         s = _slice(im, a, pos[a], code)
-        rgb = np.repeat(s[..., None], 3, axis=-1)
-        rgb[_boundaries(_slice(lab, a, pos[a], code))] = color
         ax = axes[0, a]
-        ax.imshow(rgb, aspect=_aspect(vs, a, code), interpolation="nearest")
+        ax.imshow(s, cmap="gray", vmin=0, vmax=1, aspect=_aspect(vs, a, code), interpolation="bilinear")
+        _contours(ax, roll_labels(_slice(lab, a, pos[a], code), ontology, level), color, linewidth)
+        ax.set_xlim(-0.5, s.shape[1] - 0.5)
+        ax.set_ylim(s.shape[0] - 0.5, -0.5)
         ax.set_title(_plane_title(a, pos[a], code), fontsize=9)
         _axis_labels(ax, a, code)
     fig.suptitle(title or "atlas region boundaries on the image", fontsize=10)
     return fig
+
+
+#: Hierarchy levels the QC report offers for atlas boundaries (label, level for :func:`roll_labels`).
+BOUNDARY_LEVELS = (("major divisions", "major"), ("depth 7: areas and nuclei", 7), ("every structure", "leaves"))
+
+
+def boundary_levels(image, annotation, ontology=None, positions=None, title: str | None = None,
+                    levels=BOUNDARY_LEVELS) -> dict:
+    """:func:`boundary_slices` at several hierarchy levels: ``{label: figure}`` (first = the default view).
+
+    Without an ontology only the labels as they are can be drawn: ``{"every structure": figure}``.
+
+    Example
+    -------
+    >>> figs = boundary_levels(sample, labels_on_sample, atlas.ontology)        # doctest: +SKIP
+    >>> list(figs)
+    ['major divisions', 'depth 7: areas and nuclei', 'every structure']
+    """
+    if ontology is None:
+        levels = [lv for lv in levels if lv[1] in (None, "leaves")] or [("every structure", "leaves")]
+    return {name: boundary_slices(image, annotation, positions, title=f"{title or 'atlas boundaries'}: {name}",
+                                  ontology=ontology, level=lv) for name, lv in levels}
 
 
 def jacobian_slices(jacobian, positions=None, mask=None, title: str | None = None):
@@ -304,6 +368,27 @@ def jacobian_slices(jacobian, positions=None, mask=None, title: str | None = Non
     return fig
 
 
+def arrow_scale(points_2d, lengths) -> float:
+    """How much to lengthen residual arrows so the median one is about 8 % of the points' extent: 1, 2 or 5
+    times a power of ten, never below 1 (arrows are never shortened).
+
+    Example
+    -------
+    >>> arrow_scale([[0, 0], [1000, 1000]], [2.0, 3.0])
+    20.0
+    """
+    pts = np.asarray(points_2d, float)
+    med = float(np.median(np.asarray(lengths, float))) if np.size(lengths) else 0.0
+    extent = float(np.max(np.ptp(pts, axis=0))) if len(pts) > 1 else 0.0
+    if not (med > 0 and extent > 0):
+        return 1.0
+    want = 0.08 * extent / med
+    if want <= 1:
+        return 1.0
+    p = 10.0 ** np.floor(np.log10(want))
+    return float(max(m * p for m in (1, 2, 5) if m * p <= want))
+
+
 def landmark_residuals(predicted, truth, labels=None, unit: str = "\u00b5m", title: str | None = None):
     """Residuals of mapped landmarks against their true positions: sorted bar chart + 2-D arrows.
 
@@ -347,13 +432,16 @@ def landmark_residuals(predicted, truth, labels=None, unit: str = "\u00b5m", tit
     spread = np.nanstd(t, axis=0)
     a0, a1 = sorted(np.argsort(spread)[-2:])
     ax.scatter(t[:, a1], t[:, a0], s=10, c="k", label="true")
+    k = arrow_scale(t[ok][:, [a0, a1]], err[ok]) if ok.any() else 1.0
     if ok.any():
         ax.quiver(t[ok, a1], t[ok, a0], r[ok, a1], r[ok, a0], err[ok], cmap="viridis", angles="xy",
-                  scale_units="xy", scale=1.0, width=0.006)
+                  scale_units="xy", scale=1.0 / k, width=0.006)
     ax.set_xlabel(f"axis {a1} ({unit})")
     ax.set_ylabel(f"axis {a0} ({unit})")
     ax.set_aspect("equal", adjustable="datalim")
-    ax.set_title("residual vectors (true \u2192 mapped)", fontsize=9)
+    ax.set_title("residual vectors (true \u2192 mapped)" + (f", arrows \u00d7{k:g}" if k != 1 else ""),
+                 fontsize=9)
+    fig.arrow_scale = k  # how much the arrows are lengthened (also in the panel's title)
     ax.legend(fontsize=8)
     fig.suptitle(title or "landmark residuals", fontsize=10)
     return fig

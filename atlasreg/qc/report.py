@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import InputError, OutputExistsError
 from ..io.paths import inside
-from .figures import OVERLAY_KEY
+from .figures import overlay_key
 
 REGION_ROWS_SHOWN = 40  # rows of the region-volume table in the report; the CSV holds them all
 
@@ -55,6 +55,9 @@ tr.sec td{background:#f0f2f5;font-weight:600}
 .ok{color:#1a7f37;font-weight:600} .failed{color:#c62828;font-weight:600} .skipped{color:#8a6d00;font-weight:600}
 figure{background:#fff;border:1px solid #d5d9e0;margin:14px 0;padding:8px;display:inline-block;max-width:100%}
 figure img{max-width:100%;height:auto;display:block}
+.toggle{margin:0 0 6px} button.variant{font:inherit;font-size:.85em;padding:3px 10px;margin-right:4px;
+border:1px solid #1f3a5f;background:#fff;color:#1f3a5f;border-radius:3px;cursor:pointer}
+button.variant.on{background:#1f3a5f;color:#fff}
 figcaption{font-size:.9em;color:#444;margin-top:4px}
 .summary{background:#fff;border-left:4px solid #1f3a5f;padding:8px 14px;margin:14px 0}
 footer{color:#777;font-size:.8em;padding:0 28px 20px}
@@ -63,6 +66,14 @@ footer{color:#777;font-size:.8em;padding:0 28px 20px}
 # Sets body attributes once the page has loaded, so a headless browser (and a person with the
 # developer tools open) can see at a glance whether every figure decoded.
 _JS = """
+function atlasregShow(group, index) {
+  var els = document.querySelectorAll('[data-group="' + group + '"]');
+  for (var i = 0; i < els.length; i++) {
+    var mine = els[i].getAttribute("data-index") === String(index);
+    if (els[i].tagName === "IMG") { els[i].style.display = mine ? "" : "none"; }
+    else { els[i].className = "variant" + (mine ? " on" : ""); }
+  }
+}
 window.addEventListener("load", function () {
   var imgs = document.images, broken = [];
   for (var i = 0; i < imgs.length; i++) {
@@ -132,7 +143,14 @@ def _metric_rows(metrics) -> list[dict]:
     return [dict(r) for r in metrics]
 
 
-def _fmt(v) -> str:
+def format_value(v) -> str:
+    """A number as the report shows it (thousands separated, 4 significant digits, n/a for None/NaN).
+
+    Examples
+    --------
+    >>> format_value(12345.678), format_value(0.000012), format_value(float("nan"))
+    ('12,345.7', '1.200e-05', 'n/a')
+    """
     if v is None:
         return "n/a"
     if isinstance(v, (bool, np.bool_)):
@@ -165,8 +183,12 @@ def _load_folder(folder: Path) -> dict:
         data["_base"] = folder
         # summary.json is a file like any other: the files it names must lie inside its folder
         try:
-            data["figures"] = [(cap, inside(folder, f, source=summ, field="figures"))
-                               for cap, f in _items(data.get("figures"))]
+            def confined(f):  # a figure file, or {label: file} for a figure in several versions
+                if isinstance(f, Mapping):
+                    return {str(k): inside(folder, v, source=summ, field="figures") for k, v in f.items()}
+                return inside(folder, f, source=summ, field="figures")
+
+            data["figures"] = [(cap, confined(f)) for cap, f in _items(data.get("figures"))]
             tables = []
             for cap, f in _items(data.get("tables")):
                 import pandas as pd
@@ -223,18 +245,23 @@ def _load_registration(folder: Path) -> dict:
     rows.append({"section": "registration", "name": "TRE", "value": None, "unit": "µm",
                  "note": "needs landmarks: atlasreg landmarks fit / report"})
     figs = []
-    for name, cap in (("overlay", f"Fixed image and registered sample, three planes: {OVERLAY_KEY}"),
+    for name, cap in (("overlay", f"Fixed image and registered sample, three planes: "
+                                  f"{overlay_key('fixed', 'registered sample')}"),
                       ("checkerboard", "Checkerboard of fixed image and registered sample"),
                       ("jacobian", "Jacobian determinant of the fixed -> moving map (folding in black)")):
         if (folder / "qc" / f"{name}.png").is_file():
             figs.append((cap, Path("qc") / f"{name}.png"))  # relative to the folder (the report's base)
-    if (folder / "qc" / "boundaries.png").is_file():  # drawn by save() when it had the sample and the atlas
+    levels = _boundary_index(folder)
+    if levels:  # drawn by save() when it had the sample and the atlas, one file per hierarchy level
+        boundary, why = levels, None
+    elif (folder / "qc" / "boundaries.png").is_file():
         boundary, why = Path("qc") / "boundaries.png", None
     else:
         boundary, why = _boundaries_on_sample(folder, grids[0])
     notes = [why] if why else []
     if boundary is not None:
-        figs.insert(2, ("Atlas region boundaries drawn on the sample (native sample grid)", boundary))
+        figs.insert(2, ("Atlas region boundaries drawn on the sample (native sample grid); the buttons switch "
+                        "the hierarchy level", boundary))
     tables = []
     vol_csv = folder / "region_volumes.csv"
     if vol_csv.is_file():
@@ -263,6 +290,24 @@ def _load_registration(folder: Path) -> dict:
                                           f"{(doc.get('params') or {}).get('preset', '?')}",
             "summary": f"Registration result in {folder}. Similarity and inverse consistency are measured on "
                        "the working grid; the Jacobian on the fixed grid."}
+
+
+def _boundary_index(folder: Path) -> dict:
+    """``{level label: qc/<file>.png}`` from the ``qc/boundaries.json`` save() writes ({} if absent)."""
+    f = folder / "qc" / "boundaries.json"
+    if not f.is_file():
+        return {}
+    try:
+        index = json.loads(f.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc})", path=f) from None
+    out = {}
+    for label, name in (index.items() if isinstance(index, dict) else []):
+        p = Path(str(name))
+        if p.name != str(name) or not (folder / "qc" / p.name).is_file():  # a bare file name inside qc/ only
+            raise InputError(f"boundary figure {name!r} is not a file in qc/", path=f)
+        out[str(label)] = Path("qc") / p.name
+    return out
 
 
 def _sha256(path: Path) -> str:
@@ -294,7 +339,7 @@ def _boundaries_on_sample(folder: Path, moving_grid: dict):
         return None, f"no atlas boundaries on the sample: the sample file {sample} is not there any more"
     from ..io.volumes import read_volume
     from ..volume import Volume
-    from .figures import boundary_slices
+    from .figures import boundary_levels
 
     if digest and _sha256(sample) != digest:  # changed since: never draw on the wrong image
         return None, f"no atlas boundaries on the sample: {sample} changed since the registration (sha256)"
@@ -307,10 +352,38 @@ def _boundaries_on_sample(folder: Path, moving_grid: dict):
         return None, f"no atlas boundaries on the sample: {sample} has shape {img.shape}, the result {ann.shape}"
     code = moving_grid["space"].get("orientation")
     img = Volume(img.numpy(), img.voxel_size, space=img.space.name, orientation=code)
-    return boundary_slices(img, ann.numpy(), title="atlas boundaries on the sample"), None
+    onto = None
+    onto_path = ((rec.get("inputs") or {}).get("atlas_ontology") or {}).get("path")
+    if onto_path and Path(onto_path).is_file():
+        from ..atlas.ontology import Ontology
+
+        try:
+            onto = Ontology.read(onto_path)
+        except AtlasregError:
+            onto = None
+    return boundary_levels(img, ann.numpy(), onto, title="atlas boundaries on the sample"), None
 
 
 # -- rendering --------------------------------------------------------------------------------------
+def _variant_figure(k: int, cap: str, variants: Mapping, base) -> str:
+    """One figure with several versions (``{label: figure}``) and buttons that show one at a time; the first
+    is shown first. Works without a server: plain inline script."""
+    e = html.escape
+    if not variants:
+        raise InputError(f"figure {cap!r} has no versions", field="figures")
+    buttons, imgs = [], []
+    for j, (label, fig) in enumerate(variants.items()):
+        b64 = base64.b64encode(_png_bytes(fig, base)).decode("ascii")
+        on = j == 0
+        hide = "" if on else ' style="display:none"'
+        buttons.append(f"<button type=\"button\" class=\"variant{' on' if on else ''}\" data-group=\"v{k}\" "
+                       f"data-index=\"{j}\" onclick=\"atlasregShow('v{k}',{j})\">{e(str(label))}</button>")
+        imgs.append(f"<img data-group=\"v{k}\" data-index=\"{j}\" alt=\"{e(f'{cap}: {label}', quote=True)}\" "
+                    f"src=\"data:image/png;base64,{b64}\"{hide}>")
+    return (f"<figure class=\"variants\"><div class=\"toggle\">{''.join(buttons)}</div>{''.join(imgs)}"
+            f"<figcaption>{e(cap)}</figcaption></figure>")
+
+
 def render_report(result) -> str:
     """The HTML text of a report (see the module docstring for what ``result`` may be).
 
@@ -355,7 +428,7 @@ def render_report(result) -> str:
             status = str(s.get("status", ""))
             cls = status if status in ("ok", "failed", "skipped") else ""
             parts.append(f"<tr><td>{e(str(s.get('name', '')))}</td><td class=\"{cls}\">{e(status)}</td>"
-                         f"<td class=\"num\">{e(_fmt(s.get('seconds')))}</td>"
+                         f"<td class=\"num\">{e(format_value(s.get('seconds')))}</td>"
                          f"<td>{e(str(s.get('detail', '')))}</td></tr>")
         parts.append("</table>")
 
@@ -370,14 +443,17 @@ def render_report(result) -> str:
                 section = sec
             v = r.get("value")
             parts.append(f"<tr><td>{e(str(r.get('name', '')))}</td>"
-                         f"<td class=\"{'num' if _is_num(v) else ''}\">{e(_fmt(v))}</td>"
+                         f"<td class=\"{'num' if _is_num(v) else ''}\">{e(format_value(v))}</td>"
                          f"<td>{e(str(r.get('unit', '') or ''))}</td><td>{e(str(r.get('note', '') or ''))}</td></tr>")
         parts.append("</table>")
 
     figs = _items(result.get("figures"))
     if figs:
         parts.append("<h2>Figures</h2>")
-        for cap, fig in figs:
+        for k, (cap, fig) in enumerate(figs):
+            if isinstance(fig, Mapping):  # variants of one figure (e.g. hierarchy levels): a toggle shows one
+                parts.append(_variant_figure(k, str(cap), fig, base))
+                continue
             b64 = base64.b64encode(_png_bytes(fig, base)).decode("ascii")
             parts.append(f"<figure><img alt=\"{e(str(cap), quote=True)}\" src=\"data:image/png;base64,{b64}\">"
                          f"<figcaption>{e(str(cap))}</figcaption></figure>")

@@ -97,12 +97,16 @@ def register_ants(fixed: Volume, moving: Volume, init: Affine, params: dict, wor
     ``init`` maps FIXED points to MOVING points. Stage outputs go to ``workdir/<stage>_*``; a stage whose
     ``.done`` marker exists is not run again (resume). ``on_stage(name, "start"|"done"|"skip")`` reports.
     """
+    if on_stage:  # importing ANTs takes seconds on a first run: a stage of its own, so stage times add up
+        on_stage("ANTs start-up", "start")
     import ants
     from ants.internal import get_pointer_string
 
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     f_img, m_img = fixed.to_ants(), moving.to_ants()
+    if on_stage:
+        on_stage("ANTs start-up", "done")
     fs, ms = get_pointer_string(f_img), get_pointer_string(m_img)
     mask_opt = []
     keep = [f_img, m_img]  # the pointer strings are only valid while these live

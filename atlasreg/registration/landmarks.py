@@ -639,5 +639,5 @@ def fit_landmarks(src_points, dst_points=None, model: str = "auto", src: Space |
         heldout=heldout, residuals=residuals, rejected=np.flatnonzero(~keep), n_pairs=N, candidates=rows,
         names=names, outlier_threshold=thr, iterations=it, notes=notes)
     T.report = report
-    log.info("landmark fit %s -> %s: %s", src.name, dst.name, report.summary().splitlines()[1])
+    log.info("landmark fit %s -> %s, %s: %s", src.name, dst.name, chosen.model, report.summary().splitlines()[1])
     return T

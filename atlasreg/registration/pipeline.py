@@ -20,6 +20,7 @@ from ..transforms.base import Affine, Sequence
 from ..volume import Volume
 from . import preprocess as pp
 from .presets import get_preset
+from .progress import with_logging
 from .result import RegistrationResult
 
 log = logging.getLogger("atlasreg.registration")
@@ -67,6 +68,8 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     workdir : folder for the stage outputs. With the same folder a rerun resumes after the last finished
         stage (each stage's transform is saved there as it completes). Default: a temporary folder.
     progress : callable(stage, status), optional
+        Called as each stage starts and ends. Every stage is also logged on the ``atlasreg.registration``
+        logger (INFO, one line with its time as it ends): ``logging.basicConfig(level=logging.INFO)`` shows them.
     **overrides : any preset key, e.g. ``syn_iterations=(50, 20)``, ``working_spacing=100``.
 
     Returns
@@ -93,7 +96,7 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}", field="backend")
     params = get_preset(preset, **overrides)
-    note = progress or (lambda stage, status: None)
+    note = with_logging(progress)
 
     # -- checks (cheap, before anything long) --------------------------------------------------
     pp.check_volume(moving, "moving")
@@ -140,9 +143,14 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
                                     params["orientation_spacing"], params["orientation_margin"])
         note("orientation", "done")
         if report.flagged:
-            if params["orientation_search"] == "error":
+            # the search compares with the whole fixed image: part of a brain (a hemisphere, a slab) can fit
+            # another code better without the code being wrong, so for a partial extent it only warns
+            if params["orientation_search"] == "error" and params["extent"] == "whole":
                 raise OrientationError(report.message(), field="orientation")
-            warnings.warn(report.message(), stacklevel=2)
+            partial = "" if params["extent"] == "whole" else \
+                f" (extent {params['extent']!r}: the search compares with the whole fixed image, so for part of " \
+                "a brain it only warns)"
+            warnings.warn(report.message() + partial, stacklevel=2)
 
     note("masks and initialisation", "start")
     if f_user is not None:
@@ -157,10 +165,27 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
         m_mask = pp.auto_mask(m_w.numpy(), m_w.voxel_size, params["mask_dilate"])
     else:
         m_mask = None
+    # a partial brain (hemisphere, slab): register against the part of the fixed image it covers
+    extent_what, ext = "whole brain", None
+    if params["extent"] != "whole":
+        from .extent import extent_mask
+
+        # the tissue itself (undilated): its extent and its cut faces decide
+        f_t = pp.auto_mask(f_w.numpy(), f_w.voxel_size, 0.0) if f_user is None else f_mask
+        m_t = pp.auto_mask(m_w.numpy(), m_w.voxel_size, 0.0) if m_user is None else m_mask
+        ext, extent_what = extent_mask(params["extent"], f_w, f_t, m_w, m_t)
+        if ext is not None:
+            f_mask = ext if f_mask is None else (f_mask & ext)
     lo, hi = params["normalise"]
     f_n = f_w.with_data(pp.normalise(f_w.numpy(), lo, hi, f_mask))
+    if ext is not None:
+        f_n = f_n.with_data(np.where(ext, f_n.numpy(), 0).astype(f_n.dtype))
     m_n = m_w.with_data(pp.normalise(m_w.numpy(), lo, hi, m_mask))
     init = pp.initial_affine(f_n, m_n, f_mask, m_mask, params["init"])
+    if ext is not None and f_mask is not None and m_mask is not None:
+        from .extent import check_overlap
+
+        check_overlap(init, f_n, f_mask, m_n, m_mask, where=f"atlas {extent_what}")
     # the backend's fixed grid: padded (room for the field, not image content, so after the initialisation);
     # metrics and QC stay on the unpadded one
     f_reg, f_mask_reg = f_n, f_mask
@@ -197,8 +222,11 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     back = [(C if C is not None else None), core.inverse(), R.inverse()]
     T = Sequence(steps).with_inverse(Sequence([b for b in back if b is not None]))
 
+    note("metrics", "start")
     metrics = _metrics(T, f_n, m_n, f_mask, core, init, C)
+    note("metrics", "done")
     metrics["seconds"] = round(time.perf_counter() - t_start, 2)
+    metrics["extent"] = extent_what
     metrics["stage_seconds"] = {k: round(v["seconds"], 2) for k, v in info.get("stages", {}).items()}
     if report is not None:
         metrics["orientation"] = {"given": report.given, "best": report.best,

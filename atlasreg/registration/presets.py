@@ -73,6 +73,9 @@ _COMMON = {
     "bspline_smooth": (2, 1, 0),
     "random_seed": 1,
     "threads": 0,
+    # which part of the fixed image the moving one covers (atlasreg.registration.extent): whole brain, one
+    # hemisphere, a coronal slab, or decided from the tissue extents
+    "extent": "whole",
 }
 
 #: The table. Each row lists only what differs from the common defaults above.
@@ -105,6 +108,7 @@ _CHOICES = {
     "mask": ("auto", "none"),
     "init": ("moments", "com", "none"),
     "orientation_search": ("error", "warn", "off"),
+    "extent": ("whole", "hemisphere-left", "hemisphere-right", "slab", "auto"),
     "affine_metric": ("MI", "Mattes", "CC", "MeanSquares"),
     "syn_metric": ("CC", "MI", "Mattes", "MeanSquares"),
 }

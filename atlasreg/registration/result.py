@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import InputError, OutputExistsError
 from ..spaces import Space
-from ..transforms.base import Transform
+from ..transforms.base import LazyTransform, Transform
 from ..volume import Grid, Volume, resolve_interpolation, warp
 
 COMPLETE = "COMPLETE"
@@ -190,9 +190,12 @@ class RegistrationResult:
         ext_v = np.asarray(vol.shape) * vol.voxel_size
         ext_g = np.asarray(grid.shape) * np.asarray(grid.spacing)
         if np.any(np.abs(ext_v - ext_g) > 0.15 * ext_g):
-            raise InputError(f"the volume spans {tuple(np.round(ext_v, 1))} {sp.unit} (shape {vol.shape}, voxel "
-                             f"{tuple(np.round(vol.voxel_size, 4))}, axes {code}) but the registration's {sp.name} "
-                             f"grid spans {tuple(np.round(ext_g, 1))} {sp.unit}: check its voxel size and "
+            def show(v):
+                return "x".join(f"{float(x):g}" for x in v)
+
+            raise InputError(f"the volume spans {show(np.round(ext_v, 1))} {sp.unit} (shape {vol.shape}, voxel "
+                             f"{show(np.round(vol.voxel_size, 4))}, axes {code}) but the registration's {sp.name} "
+                             f"grid spans {show(np.round(ext_g, 1))} {sp.unit}: check its voxel size and "
                              "orientation", path=path, field="shape")
         return vol
 
@@ -235,7 +238,9 @@ class RegistrationResult:
                                     "pass force=True / --force")
         out.mkdir(parents=True, exist_ok=True)
         (out / COMPLETE).unlink(missing_ok=True)
-        note = progress or (lambda stage, status: None)
+        from .progress import with_logging
+
+        note = with_logging(progress)
         note("save", "start")
         tdir = out / "transforms"
         tdir.mkdir(exist_ok=True)
@@ -282,13 +287,13 @@ class RegistrationResult:
             note("annotation on sample", "done")
         if figures:
             note("qc figures", "start")
-            self._figures(out / "qc", warped, fixed, moving, on_sample)
+            self._figures(out / "qc", warped, fixed, moving, on_sample, getattr(atlas, "ontology", None))
             note("qc figures", "done")
         _write_text(out / COMPLETE, datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds") + "\n")
         return out
 
     def _figures(self, qdir: Path, warped: Volume | None, fixed: Volume | None, moving: Volume | None = None,
-                 labels_on_sample: Volume | None = None) -> None:
+                 labels_on_sample: Volume | None = None, ontology=None) -> None:
         from .. import qc
 
         qdir.mkdir(exist_ok=True)
@@ -313,8 +318,14 @@ class RegistrationResult:
         if moving is not None and labels_on_sample is not None:
             code = moving.orientation or self.moving_grid.space.orientation
             img = Volume(moving.numpy(), moving.voxel_size, space=moving.space.name, orientation=code)
-            figs["boundaries"] = qc.boundary_slices(img, labels_on_sample.numpy(),
-                                                    title="atlas boundaries on the sample")
+            # one figure per hierarchy level (major divisions first); boundaries.json says which file is which
+            levels = qc.boundary_levels(img, labels_on_sample.numpy(), ontology, title="atlas boundaries on the sample")
+            index = {}
+            for j, (label, fig) in enumerate(levels.items()):
+                name = "boundaries" if j == 0 else f"boundaries_{j}"
+                figs[name] = fig
+                index[label] = f"{name}.png"
+            _write_json(qdir / "boundaries.json", index)
         for name, fig in figs.items():
             from ..io.atomic import atomic_path
 
@@ -336,7 +347,10 @@ class RegistrationResult:
         doc = json.loads((d / "result.json").read_text())
         mg, fg = _grid_from(doc["moving_grid"]), _grid_from(doc["fixed_grid"])
         fwd = load_transform(d / doc["transforms"]["moving_to_fixed"], mg.space, fg.space)
-        inv = load_transform(d / doc["transforms"]["fixed_to_moving"], fg.space, mg.space)
+        # the inverse is read when first used: mapping sample points (atlasreg points) never pays for it
+        inv_path = d / doc["transforms"]["fixed_to_moving"]
+        inv = LazyTransform(lambda: load_transform(inv_path, fg.space, mg.space), fg.space, mg.space,
+                            f"the saved fixed -> moving transform ({inv_path.name})")
         fwd.with_inverse(inv)
         params = doc["params"]
         return cls(fwd, mg, fg, doc.get("metrics", {}), params, doc["backend"], doc.get("info", {}))

@@ -138,6 +138,20 @@ def validate_structure(ids, parents, path=None, lines=None) -> np.ndarray:
     return prow
 
 
+def normalize_roots(ids, parents) -> tuple[np.ndarray, int]:
+    """Parents with every root as -1: any negative parent, and parent 0 where no node has id 0 (writers
+    that number nodes from 1 use 0 for "no parent"). Returns ``(parents, how many had parent 0)``; the
+    rule looks at ids only, so it is the same whatever the order of the rows.
+
+    >>> normalize_roots([1, 2, 3], [0, 1, 1])
+    (array([-1,  1,  1]), 1)
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    parents = np.asarray(parents, dtype=np.int64)
+    zero = (parents == 0) & (not (ids == 0).any())
+    return np.where((parents < 0) | zero, -1, parents), int(zero.sum())
+
+
 def _coerce_nodes(df: pd.DataFrame, source=None) -> pd.DataFrame:
     if not isinstance(df, pd.DataFrame):
         raise InputError(f"nodes must be a pandas DataFrame, got {type(df).__name__}", path=source)
@@ -166,7 +180,7 @@ def _coerce_nodes(df: pd.DataFrame, source=None) -> pd.DataFrame:
             out[c] = v.astype(np.int64)
         else:
             out[c] = v
-    out.loc[out["parent"] < 0, "parent"] = -1
+    out["parent"] = normalize_roots(out["id"].to_numpy(), out["parent"].to_numpy())[0]
     extra = [c for c in df.columns if c not in NODE_COLUMNS]
     for c in extra:
         out[c] = df[c].to_numpy()

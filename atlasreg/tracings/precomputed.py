@@ -46,7 +46,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..io.precomputed import PrecomputedSource, check_key, precomputed_source, read_precomputed_info, require
+from ..io.precomputed import (PrecomputedSource, check_key, precomputed_source, read_bounded, read_precomputed_info,
+                              require)
 from ..spaces import Space
 from .neuron import Neuron, NeuronList
 from .tables import PointTable
@@ -290,13 +291,13 @@ def read_precomputed_skeletons(path, ids=None, space: Space | str = "em") -> Neu
                 raise InputError(f"skeleton {i} is {f.stat().st_size} bytes, more than {MAX_SKELETON_BYTES}",
                                  path=where)
         try:
-            res = kv.read(key(i)).result()
+            res = read_bounded(kv, key(i), MAX_SKELETON_BYTES)
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"could not read skeleton {i} ({str(exc)[:200]})", path=where) from exc
+        if res is None:
+            raise InputError(f"skeleton {i} is more than {MAX_SKELETON_BYTES} bytes", path=where)
         if res.state != "value":
             raise InputError(f"there is no skeleton for segment {i}", path=where, field="ids")
-        if len(res.value) > MAX_SKELETON_BYTES:
-            raise InputError(f"skeleton {i} is {len(res.value)} bytes, more than {MAX_SKELETON_BYTES}", path=where)
         verts, edges, values = _decode(bytes(res.value), i, attrs, where)
         out.append(_to_neuron(i, verts, edges, values, m, sp, where, src.display))
     return out

@@ -33,7 +33,7 @@ import pandas as pd
 from ..errors import InputError, OutputExistsError
 from ..spaces import Space, known_space, normalize_unit, validate_orientation
 from .mouselight import ccf_axes
-from .neuron import Neuron, make_space, validate_structure
+from .neuron import Neuron, make_space, normalize_roots, validate_structure
 
 SIDECAR_FORMAT = "atlasreg-swc-sidecar"
 _SWC_FIELDS = ("id", "type", "x", "y", "z", "radius", "parent")
@@ -246,10 +246,7 @@ def read_swc(path, space: Space | str | None = None, unit: str | None = None, vo
         parsed = _parse_swc_text(text, p)[:2]
     ints, floats = parsed
     ids, types = ints[:, 0], ints[:, 1]
-    # Roots: parent -1 (the standard), any negative, or 0 in a file with no node 0 (writers whose ids
-    # start at 1 use 0 for "no parent"), wherever the lines stand.
-    zero_roots = (ints[:, 2] == 0) & (not (ids == 0).any())
-    parents = np.where((ints[:, 2] < 0) | zero_roots, -1, ints[:, 2])
+    parents, zero_roots = normalize_roots(ids, ints[:, 2])  # -1, any negative, or 0 with no node 0
     try:
         validate_structure(ids, parents, p)
     except InputError:
@@ -271,7 +268,7 @@ def read_swc(path, space: Space | str | None = None, unit: str | None = None, vo
     if perm is not None and not isinstance(meta.get("provenance"), dict):
         prov["source_axes"] = "".join("xyz"[a] for a in perm)  # file axes taken as the space's axes 0, 1, 2
         prov["annotation_space"] = ml_space
-    if zero_roots.any():
+    if zero_roots:
         prov["root_parent"] = 0  # the file marked its roots with parent 0 (written back as -1)
     if kind is not None:
         prov["kind"] = kind

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import InputError, SpaceMismatchError
 from ..spaces import Space, as_points, as_space, unit_scale
+from .inverse import MAX_ITER, InverseReport, check_on_fail
 
 __all__ = ["Transform", "Affine", "Sequence", "LazyTransform", "as_points", "with_ends", "fusion_plan",
            "resolved"]
@@ -407,3 +408,33 @@ class LazyTransform(Transform):
 def resolved(T: Transform) -> Transform:
     """``T`` itself, or what a :class:`LazyTransform` stands for (read now)."""
     return T.load() if isinstance(T, LazyTransform) else T
+
+
+class NumericalInverse(Transform):
+    """What every numerically solved inverse shares: its forward map, ``tol``, ``max_iter``, the
+    ``on_fail`` policy, the last :class:`InverseReport` and ``inverse() is forward``.
+
+    ``tol`` defaults to 1e-6 of the forward map's finest grid spacing (``default_tol`` overrides it);
+    subclasses implement ``_map`` with a ``solve_*_inverse`` function and
+    :func:`~atlasreg.transforms.inverse.finish`.
+    """
+
+    is_numerical = True
+
+    def __init__(self, forward: Transform, tol: float | None = None, max_iter: int | None = None,
+                 on_fail: str = "nan"):
+        super().__init__(forward.dst, forward.src)
+        self.forward = forward
+        self.tol = float(tol) if tol is not None else self.default_tol(forward)
+        self.max_iter = int(MAX_ITER if max_iter is None else max_iter)
+        self.on_fail = check_on_fail(on_fail)
+        self.last_residual: float = float("nan")
+        self.last_report = InverseReport.empty(self.tol)
+        self._explicit_inverse = forward
+
+    @staticmethod
+    def default_tol(forward) -> float:
+        return 1e-6 * float(forward.spacing.min())
+
+    def _inverse(self) -> Transform:
+        return self.forward

@@ -5,8 +5,8 @@ import numpy as np
 
 from .. import _kernels as K
 from ..errors import InputError
-from .base import Affine, Transform, as_points
-from .inverse import MAX_ITER, InverseReport, check_on_fail, finish, solve_field_inverse
+from .base import Affine, NumericalInverse, Transform, as_points
+from .inverse import finish, solve_field_inverse
 
 
 def grid_affine(spacing, origin=None, direction=None) -> np.ndarray:
@@ -140,7 +140,7 @@ class DisplacementField(GridFrame, Transform):
         return idx @ self.index_to_physical[:3, :3].T + self.index_to_physical[:3, 3]
 
 
-class InverseDisplacementField(Transform):
+class InverseDisplacementField(NumericalInverse):
     """The inverse of a :class:`DisplacementField`, solved per point by :mod:`atlasreg.transforms.inverse`.
 
     Damped Newton on the trilinear field's Jacobian: exact to ``tol`` (physical
@@ -162,19 +162,6 @@ class InverseDisplacementField(Transform):
     True
     """
 
-    is_numerical = True
-
-    def __init__(self, forward: DisplacementField, tol: float | None = None, max_iter: int = MAX_ITER,
-                 on_fail: str = "nan"):
-        super().__init__(forward.dst, forward.src)
-        self.forward = forward
-        self.tol = tol if tol is not None else 1e-6 * float(forward.spacing.min())
-        self.max_iter = int(max_iter)
-        self.on_fail = check_on_fail(on_fail)
-        self.last_residual: float = float("nan")
-        self.last_report = InverseReport.empty(self.tol)
-        self._explicit_inverse = forward
-
     def _map(self, pts: np.ndarray) -> np.ndarray:
         f = self.forward
         x, res, status = solve_field_inverse(f.displacement, f.physical_to_index, f.outside == "nan", pts,
@@ -182,9 +169,6 @@ class InverseDisplacementField(Transform):
         out, self.last_report = finish(x, res, status, self.tol, self.on_fail, f"inverse of {f!r}")
         self.last_residual = self.last_report.max_residual
         return out
-
-    def _inverse(self) -> DisplacementField:
-        return self.forward
 
     def to_field(self, shape=None, spacing=None, origin=None, direction=None) -> DisplacementField:
         """Sample this inverse on a grid (by default the forward field's) as a DisplacementField."""

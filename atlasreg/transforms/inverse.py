@@ -1,7 +1,8 @@
 """Numerical inverses: ONE solver for every transform without a closed-form inverse.
 
 :class:`~atlasreg.transforms.field.InverseDisplacementField`,
-:class:`~atlasreg.transforms.tps.InverseThinPlateSpline`, the chunked field
+:class:`~atlasreg.transforms.tps.InverseThinPlateSpline`,
+:class:`~atlasreg.transforms.bspline.InverseBSpline`, the chunked field
 inverse of :mod:`atlasreg.distributed.fields` and every numerical edge of a
 :class:`~atlasreg.graph.SpaceGraph` solve ``T(x) = y`` here: damped Newton on
 the forward map's exact Jacobian (the trilinear interpolant's for a field, the
@@ -112,6 +113,23 @@ def solve_field_inverse(field: np.ndarray, physical_to_index: np.ndarray, outsid
     K.newton_inverse(K.FIELD, field, np.ascontiguousarray(physical_to_index[:3], dtype=np.float64),
                      bool(outside_nan), _EYE34, _NO_POINTS, _NO_POINTS, _NO_COEFFS, 0, y, y, True,
                      float(tol), int(max_iter), out, res, status)
+    return out, res, status
+
+
+def solve_bspline_inverse(coefficients: np.ndarray, physical_to_index: np.ndarray, outside_nan: bool,
+                          points: np.ndarray, tol: float, max_iter: int = MAX_ITER):
+    """Solve ``x + u(x) = y`` for each row of ``points``, ``u`` the cubic B-spline of ``coefficients``
+    (X, Y, Z, 3) on the grid of ``physical_to_index``, starting from ``y``.
+
+    Returns ``(x, residual, status)``; see :func:`finish`.
+    """
+    y = np.ascontiguousarray(points, dtype=np.float64)
+    out = np.empty_like(y)
+    res = np.empty(len(y))
+    status = np.empty(len(y), np.int8)
+    K.newton_inverse(K.BSPLINE, np.ascontiguousarray(coefficients, dtype=np.float64),
+                     np.ascontiguousarray(physical_to_index[:3], dtype=np.float64), bool(outside_nan), _EYE34,
+                     _NO_POINTS, _NO_POINTS, _NO_COEFFS, 0, y, y, False, float(tol), int(max_iter), out, res, status)
     return out, res, status
 
 

@@ -163,9 +163,15 @@ def _precheck_transform_file(path: Path) -> list[int] | None:
     elif suf in (".h5", ".hdf5"):
         import h5py
 
+        from ..io.hdf5 import check_self_contained
+
         try:
             with h5py.File(path, "r") as f:
                 f.visit(lambda name: None)  # walks the tree: a truncated file fails here, quietly
+                # ITK would read parameters stored in other files (external storage, VDS, external links)
+                check_self_contained(f, path)
+        except InputError:
+            raise
         except Exception as exc:
             raise InputError(f"not a readable HDF5 transform file (truncated or damaged): {exc}",
                              path=path) from None

@@ -7,8 +7,8 @@ from scipy.spatial.distance import cdist
 
 from .. import _kernels as K
 from ..errors import InputError
-from .base import Transform, as_points
-from .inverse import MAX_ITER, InverseReport, check_on_fail, finish, solve_tps_inverse
+from .base import NumericalInverse, Transform, as_points
+from .inverse import MAX_ITER, finish, solve_tps_inverse
 
 KERNELS = ("r", "r2logr", "r3")
 
@@ -196,7 +196,7 @@ def _check_frame(frame) -> np.ndarray:
     return F
 
 
-class InverseThinPlateSpline(Transform):
+class InverseThinPlateSpline(NumericalInverse):
     """Numerical inverse of a :class:`ThinPlateSpline`, solved per point by :mod:`atlasreg.transforms.inverse`.
 
     Starts from a spline fitted the other way and runs damped Newton on the
@@ -206,19 +206,13 @@ class InverseThinPlateSpline(Transform):
     counts them and ``last_residual`` is the worst residual of the points returned.
     """
 
-    is_numerical = True
+    @staticmethod
+    def default_tol(forward) -> float:
+        return 1e-10 * (float(np.abs(forward.dst_points).max()) or 1.0)
 
     def __init__(self, forward: ThinPlateSpline, tol: float | None = None, max_iter: int = MAX_ITER,
                  on_fail: str = "nan"):
-        super().__init__(forward.dst, forward.src)
-        self.forward = forward
-        scale = float(np.abs(forward.dst_points).max()) or 1.0
-        self.tol = tol if tol is not None else 1e-10 * scale
-        self.max_iter = int(max_iter)
-        self.on_fail = check_on_fail(on_fail)
-        self.last_residual = float("nan")
-        self.last_report = InverseReport.empty(self.tol)
-        self._explicit_inverse = forward
+        super().__init__(forward, tol, max_iter, on_fail)
         self._guess = ThinPlateSpline(forward.dst_points, forward.src_points,
                                       regularization=max(forward.regularization, 1e-9),
                                       kernel=forward.kernel, src=forward.dst, dst=forward.src)
@@ -232,5 +226,3 @@ class InverseThinPlateSpline(Transform):
         self.last_residual = self.last_report.max_residual
         return out
 
-    def _inverse(self) -> ThinPlateSpline:
-        return self.forward

@@ -256,5 +256,6 @@ def scene_graph(path, outside: str | None = None, spaces: dict | None = None):
     conv = _Converter(scene, given)
     g = SpaceGraph()
     for e in scene.edges:
-        g.add(conv.edge(e, True))
+        if not e.dataset:  # array index spaces of image levels are grids, not atlasreg spaces
+            g.add(conv.edge(e, True))
     return g

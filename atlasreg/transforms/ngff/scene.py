@@ -86,6 +86,8 @@ class Edge:
     obj: dict
     ctx: Context
     name: str | None = None
+    #: True for a multiscales level's array index -> intrinsic system (its input is an array, not a space)
+    dataset: bool = False
     _t: NDTransform | None = field(default=None, repr=False)
 
 
@@ -98,6 +100,8 @@ class Scene:
         self.edges: list[Edge] = []
         self._groups_read: set[str] = set()
         ome = attrs.get("ome")
+        if not isinstance(ome, dict) and any(k in attrs for k in ("coordinateTransformations", "multiscales", "scene")):
+            ome = attrs  # a bare metadata snippet, as the specification's examples are written
         if not isinstance(ome, dict):
             raise InputError("expected OME-Zarr attributes with an 'ome' object", path=doc_path, field="ome")
         self.ome = ome
@@ -152,9 +156,20 @@ class Scene:
 
     def _add_multiscales(self, ome: dict, prefix: str, ctx: Context) -> None:
         for ms in ome.get("multiscales") or []:
-            if isinstance(ms, dict):
-                self._add_systems(ms.get("coordinateSystems"), prefix)
-                self._add_edges(ms.get("coordinateTransformations"), prefix, ctx)
+            if not isinstance(ms, dict):
+                continue
+            self._add_systems(ms.get("coordinateSystems"), prefix)
+            self._add_edges(ms.get("coordinateTransformations"), prefix, ctx)
+            # Each resolution level: its array's index space (node named by the array's path) -> intrinsic system.
+            for ds in ms.get("datasets") or []:
+                cts = ds.get("coordinateTransformations") if isinstance(ds, dict) else None
+                if not isinstance(ds.get("path") if isinstance(ds, dict) else None, str) or not isinstance(cts, list):
+                    continue
+                for ct in cts:
+                    if isinstance(ct, dict) and isinstance(ct.get("type"), str) and ct.get("output") is not None:
+                        array = _norm_path(_collapse(f"{prefix}/{ds['path']}" if prefix else ds["path"]))
+                        self.edges.append(Edge(array, node_key(ct["output"], prefix), ct, ctx, ct.get("name"),
+                                               dataset=True))
 
     def _read_group_of(self, key: str) -> None:
         if "/" not in key:
@@ -265,10 +280,11 @@ class Scene:
         rec = self.attrs.get("atlasreg")
         if isinstance(rec, dict) and isinstance(rec.get("input"), str) and isinstance(rec.get("output"), str):
             return rec["input"], rec["output"]
-        if len(self.edges) == 1:
-            return self.edges[0].src, self.edges[0].dst
-        listing = ", ".join(f"{e.src} -> {e.dst}" for e in self.edges)
-        raise InputError(f"the file holds {len(self.edges)} transformations ({listing}); pass src= and dst= to "
+        edges = [e for e in self.edges if not e.dataset] or self.edges
+        if len(edges) == 1:
+            return edges[0].src, edges[0].dst
+        listing = ", ".join(f"{e.src} -> {e.dst}" for e in edges)
+        raise InputError(f"the file holds {len(edges)} transformations ({listing}); pass src= and dst= to "
                          "pick one", path=self.doc_path)
 
 
@@ -295,7 +311,9 @@ def read_scene(path, outside: str | None = None) -> Scene:
         doc = store.read_json(p)
         attrs = doc.get("attributes") if isinstance(doc.get("attributes"), dict) else doc
         doc_path, root = p, p.parent
-    if not isinstance(attrs, dict) or "ome" not in attrs:
+    if isinstance(attrs, dict) and isinstance(attrs.get("type"), str) and "ome" not in attrs:
+        attrs = {"coordinateTransformations": [attrs]}  # one bare transformation (the spec's examples)
+    if not isinstance(attrs, dict) or not any(k in attrs for k in ("ome", "coordinateTransformations", "multiscales")):
         raise InputError("expected a JSON object with 'ome' metadata", path=doc_path, field="ome")
     return Scene(root, doc_path, attrs, outside)
 

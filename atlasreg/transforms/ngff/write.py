@@ -4,14 +4,15 @@ A saved transform is a JSON document holding the attributes of an NGFF scene
 group (it validates against the specification's ``scene.schema``)::
 
     {"ome": {"version": "0.6rc0",
-             "scene": {"coordinateSystems": [{"name": "ccf", "axes": [{"name": "x", "type": "space",
+             "scene": {"coordinateSystems": [{"name": "ccf", "axes": [{"name": "z", "type": "space",
                                                                       "unit": "micrometer"}, ...]}, ...],
                        "coordinateTransformations": [{"type": "sequence", "input": {"name": "em"},
                                                       "output": {"name": "ccf"}, ...}]}},
      "atlasreg": {"input": "em", "output": "ccf"}}
 
 * Axes are listed in array-axis order, which is atlasreg's coordinate order
-  ``x, y, z`` (array axis 0, 1, 2); units are NGFF names (``nanometer``, ...); a
+  (coordinate 0 = array axis 0), and named ``z, y, x`` as atlasreg's OME-Zarr
+  volumes name their array axes; units are NGFF names (``nanometer``, ...); a
   space's orientation is written per axis as RFC-4 ``orientation``.
 * A chain becomes one scene edge per step, between the named spaces it passes,
   so every intermediate space is a coordinate system of the scene. A step known
@@ -43,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError, SpaceMismatchError
-from ...spaces import Space
+from ...spaces import AXIS_NAMES, Space
 from ..base import Affine, Sequence, Transform, resolved
 from ..bspline import BSplineTransform
 from ..field import DisplacementField, InverseDisplacementField
@@ -52,8 +53,6 @@ from .read import ORIGIN_TO_RFC4
 from .units import ATLASREG_TO_NGFF
 
 NGFF_VERSION = "0.6rc0"
-#: Axis names of atlasreg spaces, in array-axis order (= atlasreg's coordinate order).
-AXIS_NAMES = ("x", "y", "z")
 #: Nodes along the longest side of the grid a thin-plate spline is sampled on.
 TPS_GRID_NODES = 32
 #: Most nodes of the field a B-spline is sampled on.
@@ -61,10 +60,10 @@ BSPLINE_MAX_SAMPLES = 2**21
 
 
 def coordinate_system(space: Space) -> dict:
-    """The NGFF coordinate system of a Space (three space axes named in array-axis order ``x, y, z``).
+    """The NGFF coordinate system of a Space: three space axes listed in array-axis order (``z, y, x``).
 
     >>> coordinate_system(Space("ccf", "um"))["axes"][0]
-    {'name': 'x', 'type': 'space', 'unit': 'micrometer'}
+    {'name': 'z', 'type': 'space', 'unit': 'micrometer'}
     """
     axes = []
     for i, name in enumerate(AXIS_NAMES):
