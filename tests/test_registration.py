@@ -416,3 +416,33 @@ def test_cli_register_to_atlas_writes_the_whole_result_folder(brain4, data_dir, 
         assert record["inputs"][role]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert record["params"]["working_spacing"] == 400 and record["params"]["preset"] == "affine"
     assert record["versions"]["atlasreg"] == ar.__version__
+
+
+def test_progress_reports_iterations_per_level_and_nothing_leaks(brain4, capfd, caplog):
+    """Issue 16 item 15: iterations done / total per level reach the callback and the log; ANTs' own verbose
+    output (read from its stdout to count them) never reaches the user's stdout, and stdout works afterwards."""
+    import logging
+
+    from scipy import ndimage as ndi
+
+    moving = ar.Volume(brain4, SP4, orientation="psl", space="sample")
+    fixed = ar.Volume(ndi.shift(brain4, (1.5, -1.0, 0.5), order=1), SP4, orientation="psl", space="fixed")
+    events = []
+    with caplog.at_level(logging.INFO, logger="atlasreg.registration"):
+        ar.register(moving, fixed, preset="fast", progress=lambda s, st: events.append((s, st)),
+                    **{**QUICK, "syn_iterations": (4, 3), "affine_iterations": (5, 4)})
+    print("still printing")
+    out = capfd.readouterr().out
+    assert "DIAGNOSTIC" not in out and "still printing" in out
+    iters = [(s, st) for s, st in events if st.startswith("level ") and "iteration " in st]
+    for stage, totals in (("affine", (5, 4)), ("syn", (4, 3))):
+        mine = [st for s, st in iters if s == stage]
+        assert f"level 1/2, iteration 1/{totals[0]}" in mine, (stage, mine[:5])
+        assert any(st.startswith(f"level 2/2, iteration ") and st.endswith(f"/{totals[1]}") for st in mine)
+        ends = [st for s, st in events if s == stage and " done after " in st]
+        assert [e.split(" done")[0] for e in ends] == ["level 1/2", "level 2/2"], ends
+        # counts never pass the level's total, and the stage's own "done" comes after its levels
+        assert all(int(st.split("iteration ")[1].split("/")[0]) <= int(st.split("/")[-1]) for st in mine)
+        assert events.index((stage, "done")) > events.index((stage, ends[-1]))
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("registration: syn level 2/2 done after ") for m in logged), logged[-10:]

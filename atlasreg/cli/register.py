@@ -66,6 +66,8 @@ class _Stages:
             self.tasks[stage] = self.p.add_task(stage, total=1)
         elif status == "skip":
             self.p.add_task(f"{stage} (resumed: already done)", total=1, completed=1)
+        elif status.startswith("level ") and stage in self.tasks:
+            self.p.update(self.tasks[stage], description=f"{stage}: {status}")
         elif stage in self.tasks:
             self.p.update(self.tasks[stage], completed=1)
 

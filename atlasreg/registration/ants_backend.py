@@ -8,6 +8,7 @@ with ANTs' exact inverse warp attached.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -68,13 +69,101 @@ class _Threads:
                 os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = self.old
 
 
-def _run(args: list[str]) -> None:
+def _run(args: list[str], on_iteration: Callable[[str], None] | None = None,
+         level_iterations: list[int] | None = None) -> None:
     import ants
 
+    tap = _IterationTap(on_iteration, level_iterations or []) if on_iteration else None
     try:
-        ants.registration(args, None)
+        if tap is None:
+            ants.registration(args, None)
+        else:
+            with tap:
+                ants.registration(args, None)
     except RuntimeError as exc:  # antspyx reports only an exit code
         raise AtlasregError(f"antsRegistration failed ({exc}); arguments: {' '.join(args)}") from None
+
+
+_LEVEL_HEADER = re.compile(r"^\s*X*DIAGNOSTIC,Iteration")
+_ITERATION = re.compile(r"^\s*\d*DIAGNOSTIC,\s*(\d+),")
+
+
+class _IterationTap:
+    """Iterations done / total per level, read from antsRegistration's verbose output.
+
+    antsRegistration reports its iterations only on the process's own standard output (file descriptor 1, through
+    C stdio), so for the length of one call that descriptor is a pipe read here; what ANTs prints there is parsed
+    (a ``DIAGNOSTIC,Iteration`` header opens each level, `` NDIAGNOSTIC, k,`` lines are its iterations) and dropped.
+    C stdio buffers a pipe, so it is flushed every half second to keep the count live. If the descriptor cannot be
+    redirected, the call runs untapped (no iteration counts, nothing else changes).
+    """
+
+    def __init__(self, report: Callable[[str], None], level_iterations: list[int]):
+        self.report, self.totals = report, list(level_iterations)
+        self.level, self.done, self.ok = 0, 0, False
+
+    def _status(self, finished: bool = False) -> str:
+        n = self.totals[self.level - 1] if 0 < self.level <= len(self.totals) else "?"
+        where = f"level {self.level}/{len(self.totals) or '?'}"
+        return f"{where} done after {self.done}/{n} iterations" if finished else f"{where}, iteration {self.done}/{n}"
+
+    def _line(self, line: str) -> None:
+        if _LEVEL_HEADER.match(line):
+            if self.level:
+                self.report(self._status(finished=True))
+            self.level, self.done = self.level + 1, 0
+        else:
+            m = _ITERATION.match(line)
+            if m and self.level:
+                self.done = int(m.group(1))
+                self.report(self._status())
+
+    def _read(self) -> None:
+        with os.fdopen(self.r, "r", errors="replace") as fh:
+            for line in fh:
+                try:
+                    self._line(line)
+                except Exception:  # a display problem must never break the registration
+                    pass
+
+    def _flush(self) -> None:
+        while not self.stop.wait(0.5):
+            self.libc.fflush(None)
+
+    def __enter__(self):
+        import ctypes
+        import sys
+        import threading
+
+        try:
+            sys.stdout.flush()
+            self.libc = ctypes.CDLL(None)
+            self.libc.fflush(None)
+            self.saved = os.dup(1)
+            self.r, w = os.pipe()
+            os.dup2(w, 1)
+            os.close(w)
+        except (OSError, AttributeError, ValueError):
+            return self
+        self.ok = True
+        self.stop = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.flusher = threading.Thread(target=self._flush, daemon=True)
+        self.reader.start()
+        self.flusher.start()
+        return self
+
+    def __exit__(self, *exc):
+        if not self.ok:
+            return
+        self.stop.set()
+        self.flusher.join()
+        self.libc.fflush(None)
+        os.dup2(self.saved, 1)  # closes the pipe's write end: the reader sees the end and stops
+        os.close(self.saved)
+        self.reader.join(timeout=5)
+        if self.level:
+            self.report(self._status(finished=True))
 
 
 def stage_plan(params: dict) -> list[str]:
@@ -138,6 +227,7 @@ def register_ants(fixed: Volume, moving: Volume, init: Affine, params: dict, wor
                 args = ["-d", "3", "-r", current]
                 if stage in ("rigid", "affine"):
                     its = params["rigid_iterations"] if stage == "rigid" else params["affine_iterations"]
+                    level_its = list(its)
                     kind = "Rigid" if stage == "rigid" else "Affine"
                     args += ["-m", _metric(params["affine_metric"], fs, ms, params, "affine"),
                              "-t", f"{kind}[{float(params['affine_step'])}]",
@@ -149,8 +239,11 @@ def register_ants(fixed: Volume, moving: Volume, init: Affine, params: dict, wor
                                                       params["syn_total_sigma"]),
                              "-c", f"[{_x(params['syn_iterations'])},{params['syn_convergence']:g},8]",
                              "-s", _x(params["syn_smooth"]) + "vox", "-f", _x(params["syn_shrink"])]
+                    level_its = list(params["syn_iterations"])
                 args += mask_opt + common + ["-o", f"[{prefix}]"]
-                _run(args)
+                if on_stage:  # verbose, so that the tap sees ANTs' iterations (nothing else it prints is shown)
+                    args[args.index("-v") + 1] = "1"
+                _run(args, (lambda status, stage=stage: on_stage(stage, status)) if on_stage else None, level_its)
                 _atomic_done(done, time.perf_counter() - t0)
                 if on_stage:
                     on_stage(stage, "done")

@@ -1,8 +1,10 @@
 """Stage progress of a registration and its save, for a callback and for ``logging`` alike.
 
-Each stage is reported as ``(stage, status)`` with status ``"start"``, ``"done"`` or ``"skip"`` (resumed). The
-same events are logged on the ``atlasreg.registration`` logger at INFO, one line per stage when it ends, so a
-Python user (``logging.basicConfig(level=logging.INFO)``) and a log file see what a terminal shows.
+Each stage is reported as ``(stage, status)`` with status ``"start"``, ``"done"`` or ``"skip"`` (resumed). Stages
+that iterate (the ANTs backend's rigid, affine and SyN) also report ``"level L/N, iteration i/n"`` as they go and
+``"level L/N done after i/n iterations"`` when a level ends (it may stop early by convergence). The same events are
+logged on the ``atlasreg.registration`` logger at INFO, one line per stage and per finished level (iterations at
+DEBUG), so a Python user (``logging.basicConfig(level=logging.INFO)``) and a log file see what a terminal shows.
 
 Example
 -------
@@ -31,6 +33,12 @@ def with_logging(progress: Progress | None, logger: logging.Logger = log) -> Pro
             logger.debug("registration: %s ...", stage)
         elif status == "skip":
             logger.info("registration: %s resumed (done in an earlier run)", stage)
+        elif status.startswith("level "):
+            if " done after " in status:
+                logger.info("registration: %s %s (%.1f s into the stage)", stage, status,
+                            time.perf_counter() - started.get(stage, time.perf_counter()))
+            else:
+                logger.debug("registration: %s %s", stage, status)
         else:
             t = time.perf_counter() - started.pop(stage, time.perf_counter())
             logger.info("registration: %s done in %.1f s", stage, t)
