@@ -285,3 +285,16 @@ def test_mouselight_janelia_style_file(tmp_path):
     p.write_text(json.dumps({"neurons": [entry]}))
     with pytest.raises(InputError, match=r"axon\[1\].*x = 'oops'"):
         read_mouselight(p)
+
+
+def test_voxel_coordinates_that_overflow_when_scaled_are_refused_naming_the_file(tmp_path):
+    """Found by the reliability fuzz test: a finite voxel coordinate times the voxel size can overflow to inf."""
+    from atlasreg.tracings import read_table
+
+    p = tmp_path / "syn.csv"
+    p.write_text("x,y,z,type\n0,0,2.247116418577895e+307,pre\n1,2,3,post\n")
+    with pytest.raises(InputError, match="not a finite physical coordinate") as exc:
+        read_table(p, space="hemibrain", unit="nm", voxel_size=8)
+    assert "syn.csv" in str(exc.value)
+    ok = read_table(p, space="hemibrain", unit="nm", voxel_size=1e-300)
+    assert np.isfinite(ok.points).all()

@@ -204,7 +204,14 @@ def read_table(path, space: Space | str | None = None, unit: str | None = None, 
                              field="voxel_size") from None
         if not np.all(np.isfinite(vs)) or np.any(vs <= 0):
             raise InputError(f"voxel_size must be positive, got {voxel_size!r}", path=p, field="voxel_size")
-        t = t.with_points(t.points * vs[None, :], t.space)
+        with np.errstate(over="ignore"):
+            scaled = t.points * vs[None, :]
+        bad = ~np.isfinite(scaled).all(axis=1)
+        if bad.any():  # finite voxel coordinates whose physical value a float64 cannot hold
+            r = int(np.flatnonzero(bad)[0])
+            raise InputError(f"row {r}: {t.points[r].tolist()} times voxel_size {vs.tolist()} is not a finite "
+                             "physical coordinate", path=p, field="voxel_size")
+        t = t.with_points(scaled, t.space)
     if not t.provenance:
         t.provenance = {"format": suffix.lstrip("."), "source_file": str(p.resolve()),
                         "source_space": t.space.name, "source_unit": t.space.unit,
