@@ -522,14 +522,16 @@ def test_random_swc_rows(corpus, tmp_path, rows):
 @given(cells=st.lists(st.tuples(_num, _num, _num, st.sampled_from(["pre", "post", "", "x"])), min_size=0,
                       max_size=10))
 def test_random_point_table(corpus, tmp_path, cells):
-    """Oracle: the table is accepted exactly when every x, y, z parses to a finite number."""
+    """Oracle: the table is accepted exactly when every x, y, z parses to a finite number whose physical value
+    (times the voxel size, 8) is finite too."""
     k = corpus["synapses_csv"]
     text = "x,y,z,type\n" + "".join(",".join(c) + "\n" for c in cells)
     p = _write(tmp_path, k, text.encode())
 
     def finite(v):
         try:
-            return np.isfinite(float(v))
+            with np.errstate(over="ignore"):
+                return np.isfinite(float(v)) and np.isfinite(np.float64(v) * 8)
         except ValueError:
             return False
 
@@ -623,3 +625,10 @@ def test_damaged_sidecar(corpus, tmp_path, name, sidecar):
     except Exception as exc:
         raise AssertionError(f"{type(exc).__name__} leaked: {exc}") from exc
     raise AssertionError(f"damaged sidecar {sidecar!r} accepted -> {out!r}")
+
+
+def test_point_table_whose_physical_value_overflows_is_refused(corpus, tmp_path):
+    """The case hypothesis found: 2.2e307 voxels times 8 nm is not a float64; refused, naming the file."""
+    k = corpus["synapses_csv"]
+    p = _write(tmp_path, k, b"x,y,z,type\n0,0,2.247116418577895e+307,pre\n")
+    assert reject_or_valid(k, p, lambda t: None, "overflowing table") is None
