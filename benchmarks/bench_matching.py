@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 import atlasreg as ar  # noqa: E402
 from atlasreg.errors import NoMatchError  # noqa: E402
-from atlasreg.registration.matching import match_landmarks, signed_permutations  # noqa: E402
+from atlasreg.registration.matching import match_landmarks, mutual_nearest, signed_permutations  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -68,12 +68,9 @@ def recall_precision(pairs, val):
 
 
 def mutual_pairs(mapped, dst, gate):
-    d, j = cKDTree(dst).query(mapped, distance_upper_bound=gate)
-    ok = np.isfinite(d)
-    jj = np.where(ok, j, 0)
-    _, i2 = cKDTree(mapped).query(dst, distance_upper_bound=gate)
-    ok &= i2[jj] == np.arange(len(mapped))
-    return np.stack([np.flatnonzero(ok), jj[ok]], 1)
+    """The peers' pairs, by the same mutual-nearest-neighbour rule atlasreg's final stage uses."""
+    i, j, _ = mutual_nearest(mapped, dst, gate=gate)
+    return np.stack([i, j], 1)
 
 
 def spacing(pts):

@@ -335,7 +335,7 @@ def _global(S, D, tree_d, spacing, n_rotations, n_candidates, rng, prior_R=None,
     for i in chosen:
         A0 = k * rots[i]
         A, t = _affine_cpd(Ssub, D, tree_d, A0, cD - A0 @ cS, sigmas, n_rotation=3)
-        n_in = int(len(_mutual(Ssub @ A.T + t, D, tree_d, radius)[0]) * len(S) / len(Ssub))
+        n_in = int(len(mutual_nearest(Ssub @ A.T + t, D, tree_d, radius)[0]) * len(S) / len(Ssub))
         cands.append({"index": i, "A": A, "t": t, "inliers": n_in, "score": float(scores[i]),
                       "mirrored": bool(np.linalg.det(rots[i]) < 0)})
     cands.sort(key=lambda c: -c["inliers"])
@@ -434,8 +434,21 @@ def _nonrigid(S, D, tree_d, A, t, spacing, rng, max_centres=2500, fit_points=15_
 # ----------------------------------------------------------------------------------------------
 # Stage 3: pairs, final fit, confidence
 # ----------------------------------------------------------------------------------------------
-def _mutual(m, D, tree_d, gate):
-    """Mutual nearest neighbours within ``gate``: (src rows, dst rows, distances)."""
+def mutual_nearest(m, D, tree_d=None, gate=np.inf):
+    """Mutual nearest neighbours within ``gate``: (rows of ``m``, rows of ``D``, distances).
+
+    ``m`` are source points already mapped into ``D``'s frame; ``tree_d`` is a ``cKDTree`` of ``D`` (built
+    here when not given). A pair is kept when each point is the other's nearest neighbour.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> i, j, d = mutual_nearest(np.array([[0., 0, 0], [5, 5, 5]]), np.array([[5., 5, 5.1], [0, 0, 0.1]]), gate=1)
+    >>> i.tolist(), j.tolist()
+    ([0, 1], [1, 0])
+    """
+    if tree_d is None:
+        tree_d = cKDTree(D)
     d, j = _query(tree_d, m, k=1, bound=gate)
     ok = np.isfinite(d)
     jj = np.where(ok, j, 0)
@@ -622,7 +635,7 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
     to_um = unit_scale(dst.unit, "um")
     u_dst = 1.0 / to_um
     m = f(S)
-    ei, lj, _ = _mutual(m, D, tree_d, 2.5 * SCHEDULE[-1][0] * spacing)
+    ei, lj, _ = mutual_nearest(m, D, tree_d, 2.5 * SCHEDULE[-1][0] * spacing)
     report = {"n_src": len(S), "n_dst": len(D), "spacing_um": spacing, "rotations_tried": tried, "global": ginfo,
               "stages": stages, "pairs_per_round": [int(len(ei))]}
     T = None
@@ -633,7 +646,7 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
         T, med, p95, kind = _fit(s_raw, d_raw, ei, lj, src, dst, max_fit_pairs, rng)
         m = T.map_points(s_raw) * to_um
         gate = min(max(2.0 * p95 * to_um, 2.5 * SCHEDULE[-1][0] * spacing), 0.6 * spacing)
-        e2, l2, _ = _mutual(m, D, tree_d, gate)
+        e2, l2, _ = mutual_nearest(m, D, tree_d, gate)
         report["pairs_per_round"].append(int(len(e2)))
         if len(e2) >= enough:
             ei, lj = e2, l2
