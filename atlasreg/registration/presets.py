@@ -24,7 +24,8 @@ rigid_iterations     iterations per level of an optional rigid stage before the 
 syn_*                the deformable stage (ANTs SyN): metric "CC"/"MI"/"MeanSquares", CC radius,
                      iterations per level, shrink factors, smoothing sigmas (voxels), gradient step,
                      update-field and total-field smoothing as Gaussian variances in voxels² (ANTs'
-                     ``SyN[step, update variance, total variance]``)
+                     ``SyN[step, update variance, total variance]``); ``syn_radius_finest`` (> 0) runs the
+                     finest level with its own CC radius (0: syn_radius throughout)
 bspline_*            the deformable stage of the SimpleITK backend (B-spline mesh spacing in µm, iterations,
                      fraction of voxels sampled by the metric)
 random_seed          seed of the metrics' random sampling (deterministic runs)
@@ -59,6 +60,7 @@ _COMMON = {
     "affine_step": 0.1,
     "syn_metric": "CC",
     "syn_radius": 1,
+    "syn_radius_finest": 0,
     "syn_iterations": (100, 70, 20),
     "syn_shrink": (4, 2, 1),
     "syn_smooth": (2, 1, 0),
@@ -171,3 +173,6 @@ def _validate(p: dict) -> None:
                          field="normalise")
     if int(p["syn_radius"]) < 1:
         raise InputError("syn_radius must be >= 1 voxel", field="syn_radius")
+    if int(p["syn_radius_finest"]) < 0:
+        raise InputError("syn_radius_finest must be >= 1 voxel (or 0: syn_radius throughout)",
+                         field="syn_radius_finest")
