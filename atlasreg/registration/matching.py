@@ -41,7 +41,18 @@ How it works (all in micrometres, converted from the two spaces' units):
    many "pairs" one draws), or too few pairs are found, :class:`NoMatchError`
    is raised with the report instead of returning a confident transform.
 
-Large clouds (10⁵ points) are handled by subsampling the global stage, by a
+Large blocks (more than ``LARGE`` = 5,000 points on each side, up to 10⁵ and
+more) change step 1: over a block hundreds of soma spacings wide, the
+rotation search of a subsample sees only the block's shape and density
+layers, which place the cells to a few spacings at the edges (and tie
+rotations by 90° or 180° about the block's axes), so no cell-level polish can
+start from it. Each of 16 distinct candidates is instead aligned at the
+shape level (affine CPD of subsamples of both clouds), then tested at 24
+sub-blocks of 400 source cells spread over the block: the local offset left
+is found by a vote over the offsets of every cell to every destination point
+nearby, a local affine CPD at cell-level widths locks the sub-block in, and
+the pairs of the sub-blocks that lock give a trimmed affine for step 2. A
+wrong rotation locks nowhere (it is given up after 6 sub-blocks). Then a
 sparse (truncated Gaussian) basis for the field, by fitting the field on a
 random subset, and by a spatially stratified subset of at most
 ``max_fit_pairs`` pairs for the final spline; the pairs left out of that subset
