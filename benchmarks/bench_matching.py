@@ -329,6 +329,16 @@ def large_worker(out: Path, seed: int):
            "timings": res.report["timings"], "seeds_locked": res.report["global"]["candidates"][0].get("seeds", {}).get("locked"),
            "affine_residual_whole_block_true_pairs_um": _affine_residual(em[truth[:, 0]] / 1000.0, lm[truth[:, 1]]),
            **realism(em, lm, truth, seed)}
+    # the same light table with each axis shuffled independently: no correspondence, must be refused
+    rng = np.random.default_rng(seed + 7)
+    shuffled = np.stack([rng.permutation(lm[:, i]) for i in range(3)], 1)
+    t0 = time.perf_counter()
+    try:
+        r2 = match_landmarks(em, shuffled, src=ar.Space("em", "nm"), dst=ar.Space("lm", "um"), seed=seed)
+        rep["unrelated"] = {"refused": None, "n_pairs": int(r2.n_pairs), "heldout_median_um": r2.heldout_median}
+    except NoMatchError as exc:
+        rep["unrelated"] = {"refused": str(exc)}
+    rep["unrelated"]["seconds"] = round(time.perf_counter() - t0, 1)
     out.write_text(json.dumps(rep, indent=1))
 
 
@@ -446,7 +456,11 @@ def markdown(out) -> str:
                           f"{L['median_error_um']:.2f} µm / p95 {L['p95_error_um']:.2f} µm, match time {L['seconds']} s "
                           f"wall / {L['cpu_seconds']} s CPU (global stage {L['timings']['global_s']:.0f} s, "
                           f"non-rigid {L['timings']['nonrigid_s']:.0f} s), peak memory {L['peak_memory_gb']} GB "
-                          f"(CPD peers not run: their N × M posterior is 80 GB)."]
+                          f"(CPD peers not run: their N × M posterior is 80 GB). The same light table with each axis "
+                          f"shuffled (unrelated): "
+                          + (f"refused in {L['unrelated']['seconds']} s ({L['unrelated']['refused'][:90]}…)."
+                             if L["unrelated"].get("refused") else
+                             f"NOT refused ({L['unrelated']['n_pairs']} pairs) in {L['unrelated']['seconds']} s.")]
     return "\n".join(lines) + "\n"
 
 

@@ -198,11 +198,12 @@ def test_large_synthetic_block():
 
 @pytest.mark.slow
 def test_large_unrelated_clouds_refused():
-    """2 × 20,000 somata whose light side has each axis shuffled independently: no consistent match, refused."""
+    """2 × 20,000 somata whose light side has each axis shuffled independently: no sub-block locks in under any
+    rotation, so it is refused before the non-rigid stage."""
     em, lm, _ = _bench().synthetic_case(25_000, 20_000, seed=6)
     rng = np.random.default_rng(6)
     shuffled = np.stack([rng.permutation(lm[:, i]) for i in range(3)], 1)
-    with pytest.raises(NoMatchError):
+    with pytest.raises(NoMatchError, match="no sub-block"):
         match_landmarks(em, shuffled, seed=6)
 
 

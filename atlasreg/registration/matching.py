@@ -720,7 +720,15 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
     # almost tied at the affine level); the one whose field claims the most matched mass wins
     starts = ginfo.pop("_starts", [(A, t, 0)])
     starts = [st for st in starts[:n_finalists] if st[2] >= 0.5 * starts[0][2]] or starts[:1]
-    best = None
+    # a large block whose sub-blocks lock in under no rotation candidate has no cell-level correspondence: it is
+    # refused here, without the non-rigid stage
+    locked_nowhere = bool(ginfo.get("seeded")) and not any(c.get("seeds", {}).get("locked")
+                                                           for c in ginfo["candidates"])
+    if locked_nowhere:
+        starts = []
+        best = (_Field(A, t), [], -1)
+    else:
+        best = None
     for k, (A_, t_, _) in enumerate(starts):
         f_, stages_ = _nonrigid(S, D, tree_d, A_, t_, spacing, np.random.default_rng([seed, k]))
         if best is None or stages_[-1]["matched_mass"] > best[1][-1]["matched_mass"]:
@@ -734,7 +742,10 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
     to_um = unit_scale(dst.unit, "um")
     u_dst = 1.0 / to_um
     m = f(S)
-    ei, lj, _ = mutual_nearest(m, D, tree_d, 2.5 * SCHEDULE[-1][0] * spacing)
+    if locked_nowhere:
+        ei = lj = np.zeros(0, np.int64)
+    else:
+        ei, lj, _ = mutual_nearest(m, D, tree_d, 2.5 * SCHEDULE[-1][0] * spacing)
     report = {"n_src": len(S), "n_dst": len(D), "spacing_um": spacing, "rotations_tried": tried, "global": ginfo,
               "stages": stages, "pairs_per_round": [int(len(ei))]}
     T = None
@@ -755,6 +766,11 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
     if T is None:
         consistent, reason = False, (f"only {len(ei)} pairs found (at least {enough} needed): the clouds show no "
                                      "consistent correspondence")
+        if locked_nowhere:
+            g = ginfo["candidates"][0]["seeds"]
+            reason = (f"no sub-block of {g['cells_per_seed']} source cells locked in under any of the "
+                      f"{len(ginfo['candidates'])} rotation candidates tried (at most {g['n_seeds']} sub-blocks "
+                      "each): the clouds show no consistent correspondence at the cell level")
         mat = np.eye(4)  # the field's affine part, for the record only
         mat[:3, :3] = f.A * unit_scale(src.unit, "um") * u_dst
         mat[:3, 3] = f.t * u_dst
