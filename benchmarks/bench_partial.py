@@ -138,7 +138,7 @@ def fixed_cuts(brain: np.ndarray | None = None) -> dict:
     lab, n = ndi.label(removed)
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
-    removed = ndi.binary_fill_holes(np.isin(lab, np.nonzero(sizes >= 0.05 * sizes.max())[0]))
+    removed = ndi.binary_fill_holes(np.isin(lab, np.nonzero(sizes >= 0.005 * sizes.max())[0]))
     slab = (cm["ap"] >= SLAB_CCF_AP_UM[0]) & (cm["ap"] < SLAB_CCF_AP_UM[1])
     info = {**cm["info"], "removed_structures": list(REMOVED), "slab_ccf_ap_um": list(SLAB_CCF_AP_UM)}
     return {"hemisphere": cm["left"].astype(bool), "slab": slab, "no-ob-cb": ~removed, "info": info}
