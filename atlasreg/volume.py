@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _kernels as K
 from .errors import InputError, SpaceMismatchError
-from .spaces import Space, as_space, orientation_mapping, validate_orientation
+from .spaces import Space, apply_affine, as_space, orientation_mapping, validate_orientation
 from .transforms.base import Affine, Transform, with_ends
 from .transforms.field import grid_affine
 
@@ -35,12 +35,12 @@ class Grid:
     def index_to_physical(self, index) -> np.ndarray:
         idx = np.asarray(index, dtype=np.float64)
         m = self.affine
-        return idx @ m[:3, :3].T + m[:3, 3]
+        return apply_affine(m, idx)
 
     def physical_to_index(self, points) -> np.ndarray:
         """Continuous (unrounded) indices of physical points."""
         m = np.linalg.inv(self.affine)
-        return np.asarray(points, dtype=np.float64) @ m[:3, :3].T + m[:3, 3]
+        return apply_affine(m, points)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Physical bounding box (min, max) of the voxel centres."""

@@ -262,33 +262,10 @@ def points(
 
       atlasreg points reg/ cells_voxels.csv --voxels --columns z,y,x -o cells_in_atlas.csv
     """
-    import numpy as np
-    import pandas as pd
-
-    from ..errors import InputError
-    from ..io.atomic import atomic_path, check_writable
+    from ..io.atomic import check_writable
 
     check_writable(out, force)
     res = _load_result(result)
-    cols = [c.strip() for c in columns.split(",")]
-    if len(cols) != 3:
-        raise InputError("--columns needs three names", field="--columns")
-    df = pd.read_csv(table)
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise InputError(f"columns {missing} not in the table (has {list(df.columns)})", path=table, field="--columns")
-    if to not in ("fixed", "moving"):
-        raise InputError("--to must be 'fixed' or 'moving'", field="--to")
-    src, dst = (res.moving_grid, res.fixed_grid) if to == "fixed" else (res.fixed_grid, res.moving_grid)
-    T = res.transform if to == "fixed" else res.transform.inverse()
-    p = df[cols].to_numpy(float)
-    if voxels:
-        p = src.index_to_physical(p)
-    q = T.map_points(p)
-    if voxels:
-        q = dst.physical_to_index(q)
-    df[cols] = q
-    n_bad = int((~np.isfinite(q).all(axis=1)).sum())
-    with atomic_path(out, force=force) as tmp:
-        df.to_csv(tmp, index=False)
-    say(f"mapped {len(df)} points to {dst.space.name}" + (f" ({n_bad} fell outside the field)" if n_bad else ""))
+    done = res.map_table(table, out, to=to, columns=columns.split(","), voxels=voxels, force=force)
+    say(f"mapped {done['points']} points to {done['space']}"
+        + (f" ({done['outside']} fell outside the field)" if done["outside"] else ""))
