@@ -397,10 +397,10 @@ def resample(volume: Volume, pull: Transform | None, grid: Grid, interpolation: 
         stop = min(shape[0], start + per_slab)
         i = np.repeat(np.arange(start, stop, dtype=np.float64), len(jk))
         idx = np.column_stack([i, np.tile(jk, (stop - start, 1))])
-        pts = idx @ gaff[:3, :3].T + gaff[:3, 3]
+        pts = apply_affine(gaff, idx)
         if pull is not None:
             pts = pull.map_points(pts)
-        cidx = np.ascontiguousarray(pts @ to_index[:3, :3].T + to_index[:3, 3])
+        cidx = np.ascontiguousarray(apply_affine(to_index, pts))
         cidx[~np.isfinite(cidx)] = -1e9  # NaN from a field's outside -> fill value
         vals = np.empty(len(cidx), dtype=work.dtype if interpolation == "nearest" else np.float64)
         if interpolation == "linear":

@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import _kernels as K
 from ..errors import InputError
+from ..spaces import apply_affine
 from .base import NumericalInverse, Transform, as_points
 from .inverse import MAX_ITER, finish, solve_tps_inverse
 
@@ -186,7 +187,7 @@ def solve_tps(q: np.ndarray, d: np.ndarray, regularization: float, kernel: str):
 
 
 def _apply(F: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    return pts @ F[:3, :3].T + F[:3, 3]
+    return apply_affine(F, pts)
 
 
 def _check_frame(frame) -> np.ndarray:
