@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _kernels as K
 from .errors import InputError, SpaceMismatchError
-from .spaces import Space, as_space, orientation_mapping, validate_orientation
+from .spaces import Space, apply_affine, as_space, orientation_mapping, validate_orientation
 from .transforms.base import Affine, Transform, with_ends
 from .transforms.field import grid_affine
 
@@ -35,12 +35,12 @@ class Grid:
     def index_to_physical(self, index) -> np.ndarray:
         idx = np.asarray(index, dtype=np.float64)
         m = self.affine
-        return idx @ m[:3, :3].T + m[:3, 3]
+        return apply_affine(m, idx)
 
     def physical_to_index(self, points) -> np.ndarray:
         """Continuous (unrounded) indices of physical points."""
         m = np.linalg.inv(self.affine)
-        return np.asarray(points, dtype=np.float64) @ m[:3, :3].T + m[:3, 3]
+        return apply_affine(m, points)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Physical bounding box (min, max) of the voxel centres."""
@@ -397,10 +397,10 @@ def resample(volume: Volume, pull: Transform | None, grid: Grid, interpolation: 
         stop = min(shape[0], start + per_slab)
         i = np.repeat(np.arange(start, stop, dtype=np.float64), len(jk))
         idx = np.column_stack([i, np.tile(jk, (stop - start, 1))])
-        pts = idx @ gaff[:3, :3].T + gaff[:3, 3]
+        pts = apply_affine(gaff, idx)
         if pull is not None:
             pts = pull.map_points(pts)
-        cidx = np.ascontiguousarray(pts @ to_index[:3, :3].T + to_index[:3, 3])
+        cidx = np.ascontiguousarray(apply_affine(to_index, pts))
         cidx[~np.isfinite(cidx)] = -1e9  # NaN from a field's outside -> fill value
         vals = np.empty(len(cidx), dtype=work.dtype if interpolation == "nearest" else np.float64)
         if interpolation == "linear":

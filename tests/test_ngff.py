@@ -581,3 +581,22 @@ def test_multiscales_levels_and_bare_snippets(tmp_path):
     one.write_text(json.dumps({"type": "translation", "translation": [9, -1.42], "input": {"name": "i"},
                                "output": {"name": "o"}}))
     np.testing.assert_allclose(apply_points(one, "o", "i", [[9.0, -1.42]])[0], [[0.0, 0.0]])
+
+
+def test_files_opened_by_a_relative_path_read_the_same(tmp_path, monkeypatch):
+    """``atlasreg points reg/ cells.csv`` opens the result by a relative path: its field arrays (found by
+    absolute paths inside the hierarchy) must still be inside it (this raised ValueError from pathlib)."""
+    rng = np.random.default_rng(1)
+    pts = rng.uniform(0, 80, (40, 3))
+    for name in ("field", "chain", "bijection"):
+        T = _written_cases()[name]
+        save_transform(T, tmp_path / "reg" / f"{name}.json")
+        x = pts * (1e3 if T.src.unit == "nm" else 1.0)
+        monkeypatch.chdir(tmp_path)
+        got = load_transform(Path("reg") / f"{name}.json").map_points(x)
+        monkeypatch.chdir(tmp_path / "reg")
+        again = load_transform(f"{name}.json").map_points(x)
+        want = T.map_points(x)
+        assert np.array_equal(np.isnan(got), np.isnan(want)), name
+        ok = ~np.isnan(want)
+        assert np.allclose(got[ok], want[ok], atol=1e-9) and np.allclose(again[ok], want[ok], atol=1e-9), name

@@ -346,6 +346,24 @@ def test_cli_register_then_points_and_warp(brain4, tmp_path):
     assert r.exit_code == 0, r.output
     got = pd.read_csv(tmp_path / "cells_fixed.csv")[["x", "y", "z"]].to_numpy()
     assert np.median(np.linalg.norm(got - p_fixed, axis=1)) < 60
+    # the same cells as voxel indices (z, y, x columns) with a text column: the text is kept, the voxels of the
+    # fixed grid come out, and they are the physical answer in voxels; and back to the sample with --to moving
+    res = ar.RegistrationResult.load(tmp_path / "reg")
+    vox = res.moving_grid.physical_to_index(p_moving)
+    pd.DataFrame({"name": [f"cell, {i}" for i in range(len(vox))], "k": vox[:, 0], "j": vox[:, 1],
+                  "i": vox[:, 2]}).to_csv(tmp_path / "cells_vox.csv", index=False)
+    r = runner.invoke(app, ["points", str(tmp_path / "reg"), str(tmp_path / "cells_vox.csv"), "--voxels",
+                            "--columns", "k,j,i", "-o", str(tmp_path / "cells_vox_fixed.csv")])
+    assert r.exit_code == 0, r.output
+    back = pd.read_csv(tmp_path / "cells_vox_fixed.csv")
+    assert back["name"].tolist() == [f"cell, {i}" for i in range(len(vox))]
+    assert np.allclose(back[["k", "j", "i"]].to_numpy(), res.fixed_grid.physical_to_index(got), atol=1e-9)
+    r = runner.invoke(app, ["points", str(tmp_path / "reg"), str(tmp_path / "cells_fixed.csv"), "--to", "moving",
+                            "-o", str(tmp_path / "cells_back.csv")])
+    assert r.exit_code == 0, r.output
+    again = pd.read_csv(tmp_path / "cells_back.csv")[["x", "y", "z"]].to_numpy()
+    assert np.allclose(again, res.transform.inverse().map_points(got), atol=1e-6)
+    assert np.median(np.linalg.norm(again - p_moving, axis=1)) < 10
     r = runner.invoke(app, ["warp", str(tmp_path / "reg"), str(tmp_path / "sample.tif"), "--voxel-size", "200",
                             "160", "160", "-o", str(tmp_path / "w.nii.gz")])
     assert r.exit_code == 0, r.output

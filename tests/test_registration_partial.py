@@ -94,3 +94,90 @@ def test_side_from_the_cut_face_and_too_little_overlap(template100):
     far = ar.Volume(blob, 100.0, space=ar.Space("sample", "um", "asr"))
     with pytest.raises(InputError, match="too little overlap"):
         register(far, template100, extent="hemisphere-left", init="none", orientation_search="off", **FAST)
+
+
+# -- where the user says the sample lies: initial_transform / initial_position (fast: no optimisation runs) ------
+
+#: no optimisation at all: the result is the initialisation itself, so these tests see exactly what it was
+INIT_ONLY = dict(preset="affine", affine_iterations=(), affine_shrink=(), affine_smooth=(), working_spacing=400.0,
+                 orientation_search="off")
+
+
+def _slab(template100):
+    ap = np.arange(template100.shape[0]) * 100.0 + 37.5
+    return _sample(template100, np.broadcast_to(((ap > 5000) & (ap < 8000))[:, None, None], template100.shape))
+
+
+def test_initial_transform_is_used_exactly_whatever_its_form(template100, tmp_path):
+    """An Affine moving -> fixed, the same map named the other way round, a non-affine transform, and an ITK file
+    of the pull-back written by SimpleITK all initialise to the same, exact map (template frame with origin 37.5,
+    sample stored psl: the reorientation and the canonical frame are undone exactly)."""
+    import SimpleITK as sitk
+
+    sample, truth = _slab(template100)
+    # the truth as one Affine (sample µm -> ccf µm): fit on 4 exact points
+    pts = np.array([[0.0, 0, 0], [1000.0, 0, 0], [0, 1000.0, 0], [0, 0, 1000.0]])
+    A = ar.Affine.fit(pts, truth.map_points(pts), "affine", sample.space, template100.space)
+    p = sample.index_to_physical(np.argwhere(sample.numpy() > 0)[::500])
+    want = truth.map_points(p)
+    # the pull-back (ccf -> sample) as ITK writes it: SimpleITK's own affine transform file
+    inv = np.linalg.inv(A.matrix)
+    tx = sitk.AffineTransform(3)
+    tx.SetMatrix(inv[:3, :3].ravel().tolist())
+    tx.SetTranslation(inv[:3, 3].tolist())
+    sitk.WriteTransform(tx, str(tmp_path / "pullback.tfm"))
+    forms = {"affine": A, "named the other way": A.inverse(), "non-affine": ar.Sequence([A, ar.Affine.identity(
+        template100.space, template100.space)]), "ITK file": str(tmp_path / "pullback.tfm")}
+    for name, init in forms.items():
+        res = register(sample, template100, initial_transform=init, extent="slab", **INIT_ONLY)
+        assert res.metrics["initialisation"] == "given (initial_transform)"
+        assert res.metrics["extent"].endswith("(where the initial position puts it)"), res.metrics["extent"]
+        assert np.abs(res.transform.map_points(p) - want).max() < 1e-3, name
+
+
+def test_initial_position_puts_the_image_centre_there(template100):
+    sample, truth = _slab(template100)
+    centre = sample.index_to_physical([(np.array(sample.shape) - 1) / 2.0])
+    where = truth.map_points(centre)[0]
+    res = register(sample, template100, initial_position=where, **INIT_ONLY)
+    assert np.abs(res.transform.map_points(centre)[0] - where).max() < 1e-6
+    assert res.metrics["initialisation"] == "given (initial_position)"
+    # a translation only: the sample's axes stay parallel to the atlas's (after the exact reorientation)
+    d = res.transform.map_points(centre + [[0.0, 0.0, 1000.0]])[0] - where
+    assert np.allclose(np.abs(d), [0, 0, 1000.0], atol=1e-6) or np.isclose(np.linalg.norm(d), 1000.0)
+
+
+def test_bad_initial_position_or_both_are_clear_errors(template100):
+    sample, truth = _slab(template100)
+    with pytest.raises(InputError, match="3 finite coordinates"):
+        register(sample, template100, initial_position=[1.0, 2.0], **INIT_ONLY)
+    with pytest.raises(InputError, match="not both"):
+        register(sample, template100, initial_position=[1.0, 2.0, 3.0], initial_transform=truth, **INIT_ONLY)
+    # a position far outside the atlas's brain: too little overlap, and the message says what to do
+    with pytest.raises(InputError, match="too little overlap.*extent.*initial position"):
+        register(sample, template100, initial_position=[-9000.0, -9000.0, -9000.0], **INIT_ONLY)
+    wrong_units = ar.Affine.identity(ar.Space("sample", "mm"), ar.Space("ccf", "mm"))
+    with pytest.raises(InputError, match="in mm"):
+        register(sample, template100, initial_transform=wrong_units, **INIT_ONLY)
+
+
+def test_cli_initial_position_parsed_and_checked(template100, tmp_path):
+    import tifffile
+    from typer.testing import CliRunner
+
+    from atlasreg.cli import app
+
+    sample, truth = _slab(template100)
+    tifffile.imwrite(tmp_path / "slab.tif", sample.numpy())
+    tifffile.imwrite(tmp_path / "ccf.tif", template100.numpy())
+    base = ["register", str(tmp_path / "slab.tif"), "--voxel-size", "100", "--orientation", "psl", "--fixed",
+            str(tmp_path / "ccf.tif"), "--fixed-voxel-size", "100", "--fixed-orientation", "asr",
+            "--orientation-check", "off", "--extent", "slab", "--preset", "affine", "--quiet"]
+    r = CliRunner().invoke(app, base + ["--initial-position", "1,2", "-o", str(tmp_path / "a")])
+    assert r.exit_code == 2 and "--initial-position" in r.output and "three coordinates" in r.output, r.output
+    r = CliRunner().invoke(app, base + ["--initial-position", "-9000,-9000,-9000", "-o", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "too little overlap" in r.output, r.output
+    assert "=" not in r.output.split("too little overlap")[1], r.output   # options, not Python arguments
+    r = CliRunner().invoke(app, base + ["--initial-transform", str(tmp_path / "missing.tfm"), "-o",
+                                        str(tmp_path / "c")])
+    assert r.exit_code != 0 and "missing.tfm" in r.output, r.output

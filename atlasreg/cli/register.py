@@ -33,6 +33,23 @@ def _parse_overrides(items: Optional[List[str]]) -> dict:
     return out
 
 
+def _parse_position(value: Optional[str]):
+    """``--initial-position 6500,4000,5700`` (or the three numbers quoted, space-separated) -> 3 floats."""
+    import re
+
+    if value is None:
+        return None
+    parts = [t for t in re.split(r"[,\s]+", value.strip()) if t]
+    try:
+        vals = [float(t) for t in parts]
+    except ValueError:
+        vals = []
+    if len(vals) != 3:
+        raise typer.BadParameter(f"{value!r}: give three coordinates in µm, one per axis of the fixed image, e.g. "
+                                 "6500,4000,5700", param_hint="--initial-position")
+    return vals
+
+
 class _Stages:
     """Progress of the stages: on a terminal a live display (spinner, elapsed time); otherwise (a log file, a
     pipe) the registration logger's one line per stage on stderr. Nothing with -q."""
@@ -97,6 +114,15 @@ def register(
     extent: str = typer.Option("whole", "--extent",
                                help="What part of the brain the sample covers: whole, hemisphere-left, "
                                     "hemisphere-right, slab (a coronal slab) or auto (decided from the tissue)."),
+    initial_transform: Optional[Path] = typer.Option(
+        None, "--initial-transform",
+        help="Where the sample lies, as a transform file: ITK/ANTs (.mat .tfm .txt .h5: the fixed -> sample "
+             "pull-back, as ITK and ANTs write it; numbers in µm) or OME-NGFF .json (its spaces say the "
+             "direction). Replaces the automatic initialisation."),
+    initial_position: Optional[str] = typer.Option(
+        None, "--initial-position", metavar="X,Y,Z",
+        help="Where the centre of the sample image lies in the atlas (or --fixed) image, in µm of its frame, "
+             "e.g. 6500,4000,5700: for a piece (--extent) the automatic initialisation cannot place."),
     force: bool = typer.Option(False, "--force", help="Overwrite a complete OUTPUT."),
 ) -> None:
     """Register a whole-brain sample (or part of one: --extent) to an atlas (or a fixed image) and write the result folder.
@@ -110,6 +136,8 @@ def register(
       atlasreg register brain.tif --voxel-size 50 40 40 --orientation psl --atlas atlas.npz --set working_spacing=100 -o reg/
 
       atlasreg register left_half.tif --voxel-size 50 40 40 --orientation psl --atlas allen_mouse_25um --extent auto -o reg/
+
+      atlasreg register slab.tif --voxel-size 50 40 40 --orientation psl --atlas allen_mouse_25um --extent slab --initial-position 6500,4000,5700 -o reg/
 
       atlasreg register brain.nii.gz --orientation psl --fixed template.nii.gz --fixed-orientation asr -o reg/
     """
@@ -125,6 +153,7 @@ def register(
     overrides = _parse_overrides(set_)
     overrides.setdefault("orientation_search", orientation_check)
     overrides.setdefault("extent", extent)
+    position = _parse_position(initial_position)
     moving = read_volume(sample, voxel_size=voxel_list(voxel_size), orientation=orientation,
                          space="sample")
     atlas_obj = None
@@ -146,7 +175,7 @@ def register(
         fixed_path = fixed
     with _Stages(is_quiet()) as progress:
         res = run(moving, fixed_vol, preset=preset, backend=backend, workdir=out / "stages", progress=progress,
-                  **overrides)
+                  initial_transform=initial_transform, initial_position=position, **overrides)
         inputs = {"sample": sample, "fixed": fixed_path if Path(str(fixed_path)).is_file() else None}
         if atlas_obj is not None:  # an atlas given by name: record the files it was read from
             meta = atlas_obj.metadata
@@ -233,33 +262,10 @@ def points(
 
       atlasreg points reg/ cells_voxels.csv --voxels --columns z,y,x -o cells_in_atlas.csv
     """
-    import numpy as np
-    import pandas as pd
-
-    from ..errors import InputError
-    from ..io.atomic import atomic_path, check_writable
+    from ..io.atomic import check_writable
 
     check_writable(out, force)
     res = _load_result(result)
-    cols = [c.strip() for c in columns.split(",")]
-    if len(cols) != 3:
-        raise InputError("--columns needs three names", field="--columns")
-    df = pd.read_csv(table)
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise InputError(f"columns {missing} not in the table (has {list(df.columns)})", path=table, field="--columns")
-    if to not in ("fixed", "moving"):
-        raise InputError("--to must be 'fixed' or 'moving'", field="--to")
-    src, dst = (res.moving_grid, res.fixed_grid) if to == "fixed" else (res.fixed_grid, res.moving_grid)
-    T = res.transform if to == "fixed" else res.transform.inverse()
-    p = df[cols].to_numpy(float)
-    if voxels:
-        p = src.index_to_physical(p)
-    q = T.map_points(p)
-    if voxels:
-        q = dst.physical_to_index(q)
-    df[cols] = q
-    n_bad = int((~np.isfinite(q).all(axis=1)).sum())
-    with atomic_path(out, force=force) as tmp:
-        df.to_csv(tmp, index=False)
-    say(f"mapped {len(df)} points to {dst.space.name}" + (f" ({n_bad} fell outside the field)" if n_bad else ""))
+    done = res.map_table(table, out, to=to, columns=columns.split(","), voxels=voxels, force=force)
+    say(f"mapped {done['points']} points to {done['space']}"
+        + (f" ({done['outside']} fell outside the field)" if done["outside"] else ""))

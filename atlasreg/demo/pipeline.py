@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputExistsError
+from ..io.atomic import write_atomic
 from .stages import Run
 
 log = logging.getLogger("atlasreg.demo")
@@ -104,7 +105,7 @@ def run_demo(out="atlasreg-demo", *, data_dir=None, force: bool = False, seed: i
         summary = {"title": title, "stages": run.stages, "metrics": run.metrics, "figures": run.figures,
                    "tables": run.tables, "notes": run.notes,
                    "summary": _summary_paragraph(run, data_dir is None)}
-        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=_json_default))
+        write_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=1, default=_json_default))
         report = write_report(out, out / "report.html", force=True)
     seconds = time.perf_counter() - run.t0
     text = _summary_text(run, report, seconds)

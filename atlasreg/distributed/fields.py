@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..parallel import serial_kernels, task_threads
-from ..spaces import Space
+from ..spaces import Space, apply_affine
 from ..transforms.base import NumericalInverse, Sequence, Transform
 from ..transforms.field import DisplacementField, GridFrame, InverseDisplacementField, grid_affine
 from ..transforms.inverse import MAX_ITER, InverseReport
@@ -141,7 +141,7 @@ class ChunkedDisplacementField(GridFrame, Transform):
     def _boxes_for(self, pts: np.ndarray, margin: int):
         """Yield (row indices or None for all, lo, hi) covering every finite point's nodes."""
         m = self.physical_to_index
-        cidx = np.ascontiguousarray(pts @ m[:3, :3].T + m[:3, 3])
+        cidx = np.ascontiguousarray(apply_affine(m, pts))
         lo, hi, count = BK.finite_bounds(cidx)
         if not count:
             return

@@ -41,7 +41,18 @@ How it works (all in micrometres, converted from the two spaces' units):
    many "pairs" one draws), or too few pairs are found, :class:`NoMatchError`
    is raised with the report instead of returning a confident transform.
 
-Large clouds (10⁵ points) are handled by subsampling the global stage, by a
+Large blocks (more than ``LARGE`` = 5,000 points on each side, up to 10⁵ and
+more) change step 1: over a block hundreds of soma spacings wide, the
+rotation search of a subsample sees only the block's shape and density
+layers, which place the cells to a few spacings at the edges (and tie
+rotations by 90° or 180° about the block's axes), so no cell-level polish can
+start from it. Each of 16 distinct candidates is instead aligned at the
+shape level (affine CPD of subsamples of both clouds), then tested at 24
+sub-blocks of 400 source cells spread over the block: the local offset left
+is found by a vote over the offsets of every cell to every destination point
+nearby, a local affine CPD at cell-level widths locks the sub-block in, and
+the pairs of the sub-blocks that lock give a trimmed affine for step 2. A
+wrong rotation locks nowhere (it is given up after 6 sub-blocks). Then a
 sparse (truncated Gaussian) basis for the field, by fitting the field on a
 random subset, and by a spatially stratified subset of at most
 ``max_fit_pairs`` pairs for the final spline; the pairs left out of that subset
@@ -69,6 +80,8 @@ from .landmarks import fit_landmarks
 log = logging.getLogger(__name__)
 
 MIN_POINTS = 10
+#: above this many points on each side the global stage polishes its candidates by seeded sub-blocks
+LARGE = 5000
 _CHUNK = 50_000
 #: (soft-assignment width σ, basis spacing h), both in soma spacings, coarse to fine.
 SCHEDULE = ((0.58, 11.5), (0.46, 9.6), (0.38, 7.7), (0.31, 5.8), (0.23, 4.6), (0.19, 3.8), (0.15, 3.1),
@@ -320,6 +333,11 @@ def _global(S, D, tree_d, spacing, n_rotations, n_candidates, rng, prior_R=None,
         d, _ = tree_d.query(m.reshape(-1, 3), distance_upper_bound=cap)
         scores[a:a + 256] = np.minimum(d, cap).reshape(len(m), -1).mean(1)
     order = np.argsort(scores)
+    large = min(len(S), len(D)) > LARGE
+    if large:
+        # a large block's shape is near-symmetric at the level the scores see (rotations by 90° or 180° about its
+        # axes tie): more candidates go on to the seeded polish, which tells them apart cell by cell
+        n_candidates = max(n_candidates, 16)
     chosen: list[int] = []
     for i in order:
         det_i = np.linalg.det(rots[i])
@@ -327,17 +345,22 @@ def _global(S, D, tree_d, spacing, n_rotations, n_candidates, rng, prior_R=None,
             chosen.append(int(i))
         if len(chosen) >= n_candidates:
             break
-    # polish each candidate by an affine CPD on a subsample, count points with a close partner
+    # polish each candidate by an affine CPD on a subsample, count points with a close partner; a large block
+    # (whose shape pins the rotation only to a few soma spacings at its edge) goes through the seeded polish
     Ssub = S if len(S) <= 5000 else S[rng.choice(len(S), 5000, replace=False)]
     radius = 0.4 * spacing
     sigmas = tuple(f * spacing for f in (2.3, 1.5, 1.0, 0.6, 0.4))
     cands = []
     for i in chosen:
         A0 = k * rots[i]
-        A, t = _affine_cpd(Ssub, D, tree_d, A0, cD - A0 @ cS, sigmas, n_rotation=3)
-        n_in = int(len(mutual_nearest(Ssub @ A.T + t, D, tree_d, radius)[0]) * len(S) / len(Ssub))
+        seeds = None
+        if large:
+            A, t, n_in, seeds = _seeded_polish(S, D, tree_d, A0, cD - A0 @ cS, spacing, rng)
+        else:
+            A, t = _affine_cpd(Ssub, D, tree_d, A0, cD - A0 @ cS, sigmas, n_rotation=3)
+            n_in = int(len(mutual_nearest(Ssub @ A.T + t, D, tree_d, radius)[0]) * len(S) / len(Ssub))
         cands.append({"index": i, "A": A, "t": t, "inliers": n_in, "score": float(scores[i]),
-                      "mirrored": bool(np.linalg.det(rots[i]) < 0)})
+                      "mirrored": bool(np.linalg.det(rots[i]) < 0), "seeds": seeds})
     cands.sort(key=lambda c: -c["inliers"])
     best = cands[0]
     # the rotation angle of the best candidate's rotation (mirror removed) from the identity, for the report
@@ -348,11 +371,87 @@ def _global(S, D, tree_d, spacing, n_rotations, n_candidates, rng, prior_R=None,
                  "inliers": best["inliers"], "chamfer_um": best["score"],
                  "start_matrix": rots[best["index"]].tolist()},
         "runner_up_inliers": cands[1]["inliers"] if len(cands) > 1 else 0,
-        "candidates": [{"mirrored": c["mirrored"], "chamfer_um": c["score"], "inliers": c["inliers"]}
-                       for c in cands],
+        "candidates": [{"mirrored": c["mirrored"], "chamfer_um": c["score"], "inliers": c["inliers"],
+                        **({"seeds": c["seeds"]} if c["seeds"] else {})} for c in cands],
+        "seeded": large,
     }
     info["_starts"] = [(c["A"], c["t"], c["inliers"]) for c in cands]
     return best["A"], best["t"], info
+
+
+def _offset_vote(m, tree_d, D, window, binw):
+    """The translation most mapped points agree on: every (mapped point, destination point within ``window``)
+    couple votes for its offset; the peak of the vote histogram (bins ``binw``, summed over 3×3×3 bins) and its
+    height over the mean of the occupied bins."""
+    from scipy.ndimage import uniform_filter
+
+    nb = tree_d.query_ball_point(m, window)
+    lens = np.fromiter((len(x) for x in nb), np.int64, len(nb))
+    if lens.sum() == 0:
+        return np.zeros(3), 0.0
+    v = D[np.concatenate([np.asarray(x, np.int64) for x in nb])] - np.repeat(m, lens, axis=0)
+    nbin = int(np.ceil(2 * window / binw))
+    H, _ = np.histogramdd(v, bins=nbin, range=[(-window, window)] * 3)
+    Hs = uniform_filter(H, 3, mode="constant")
+    peak = np.unravel_index(int(np.argmax(Hs)), Hs.shape)
+    off = -window + (np.asarray(peak) + 0.5) * (2 * window / nbin)
+    return off, float(Hs[peak] / max(Hs[Hs > 0].mean(), 1e-12))
+
+
+def _seeded_polish(S, D, tree_d, A, t, spacing, rng, n_seeds=24, ball=400, n_density=3000, early=6):
+    """Polish of one rotation candidate for a block of many cells.
+
+    Over a block hundreds of soma spacings wide, the block's shape and density layers (all a rotation search of a
+    subsample can see) place the cells only to a few spacings at the edges, outside the reach of a cell-level CPD.
+    So: (1) an affine CPD of subsamples of both clouds at widths of a few subsample spacings aligns the shapes;
+    (2) at ``n_seeds`` sub-blocks spread over the source (``ball`` cells each, small enough that the smooth warp is
+    nearly affine over one), the local offset left is found by a vote over all (cell, neighbour) offsets, and a local
+    affine CPD at cell-level widths locks the sub-block in; (3) the pairs of the sub-blocks that lock (over 30 % of
+    their cells with a mutual partner) give a trimmed global affine. If none of the first ``early`` sub-blocks locks,
+    the candidate is given up. Returns (A, t, estimated inliers, report)."""
+    Ss = S if len(S) <= n_density else S[rng.choice(len(S), n_density, replace=False)]
+    Ds = D if len(D) <= n_density else D[rng.choice(len(D), n_density, replace=False)]
+    ss = _spacing(Ds, rng)
+    A, t = _affine_cpd(Ss, Ds, cKDTree(Ds), A, t, tuple(f * ss for f in (3.0, 2.0, 1.4, 1.0)), n_rotation=2)
+    # seed centres: spread over the source, away from its bounding box where possible
+    tree_s = cKDTree(S)
+    r_ball = float(np.median(tree_s.query(S[rng.choice(len(S), 50)], k=ball)[0][:, -1]))
+    lo, hi = S.min(0) + r_ball, S.max(0) - r_ball
+    inner = np.flatnonzero((S > lo).all(1) & (S < hi).all(1))
+    pool = inner if len(inner) >= 4 * n_seeds else np.arange(len(S))
+    centres = S[pool[_stratified(S[pool], n_seeds, rng)]]
+    rms = float(np.sqrt(((D - D.mean(0)) ** 2).sum(1).mean()))
+    window = max(6 * spacing, 0.12 * rms)
+    pairs_s, pairs_d, seeds = [], [], []
+    for n_done, c in enumerate(centres):
+        if n_done == early and not pairs_s:
+            break  # a wrong rotation locks nowhere: stop early
+        idx = tree_s.query(c, k=min(ball, len(S)))[1]
+        Sb = S[idx]
+        off, contrast = _offset_vote(Sb @ A.T + t, tree_d, D, window, 0.4 * spacing)
+        Ab, tb = _affine_cpd(Sb, D, tree_d, A, t + off, tuple(f * spacing for f in (1.0, 0.6, 0.4)), shrink=0.2)
+        ei, lj, _ = mutual_nearest(Sb @ Ab.T + tb, D, tree_d, 0.4 * spacing)
+        ok = len(ei) > 0.3 * len(Sb)
+        seeds.append({"offset_um": float(np.linalg.norm(off)), "vote_contrast": round(contrast, 2),
+                      "locked_fraction": round(len(ei) / len(Sb), 3)})
+        if ok:
+            pairs_s.append(Sb[ei])
+            pairs_d.append(D[lj])
+    n_ok = len(pairs_s)
+    rep = {"n_seeds": len(centres), "locked": n_ok, "cells_per_seed": ball, "vote_window_um": window,
+           "per_seed": seeds}
+    if n_ok < 3:
+        return A, t, int(sum(s["locked_fraction"] for s in seeds) / max(len(seeds), 1) * len(S)), rep
+    Ps, Pd = np.concatenate(pairs_s), np.concatenate(pairs_d)
+    keep = np.ones(len(Ps), bool)
+    for _ in range(3):  # trimmed: pairs far off the common affine (a seed locked one cell off) are set aside
+        Mx = fit_linear(Ps[keep], Pd[keep], "affine")
+        r = np.linalg.norm(Ps @ Mx[:3, :3].T + Mx[:3, 3] - Pd, axis=1)
+        keep = r <= 3 * np.median(r[keep])
+    A, t = Mx[:3, :3], Mx[:3, 3]
+    rep["affine_residual_median_um"] = float(np.median(r[keep]))
+    # the estimate of the cells with a partner: the locked fraction of the seeds times the source
+    return A, t, int(np.mean([s["locked_fraction"] for s in seeds]) * len(S)), rep
 
 
 # ----------------------------------------------------------------------------------------------
@@ -603,11 +702,18 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
     A0, t0_, bounds = _prior(prior, src, dst, S)
     timings = {}
     if A0 is not None:
-        A, t = _affine_cpd(S if len(S) <= 5000 else S[rng.choice(len(S), 5000, replace=False)], D, tree_d, A0, t0_,
-                           tuple(f * spacing for f in (1.0, 0.6, 0.4)))
+        large = min(len(S), len(D)) > LARGE
+        seeds = None
+        if large:  # a rough prior over a large block is off by more than a cell at its edges: seeded sub-blocks
+            A, t, _, seeds = _seeded_polish(S, D, tree_d, A0, t0_, spacing, rng)
+        else:
+            A, t = _affine_cpd(S if len(S) <= 5000 else S[rng.choice(len(S), 5000, replace=False)], D, tree_d, A0,
+                               t0_, tuple(f * spacing for f in (1.0, 0.6, 0.4)))
         ginfo = {"n_rotations": 0, "from_prior": "transform", "inlier_radius_um": 0.4 * spacing,
                  "best": {"rotation_deg": float("nan"), "mirrored": bool(np.linalg.det(A) < 0), "inliers": -1,
-                          "chamfer_um": float("nan")}, "runner_up_inliers": -1, "candidates": []}
+                          "chamfer_um": float("nan")}, "runner_up_inliers": -1, "seeded": large,
+                 "candidates": [{"mirrored": bool(np.linalg.det(A) < 0), "chamfer_um": float("nan"), "inliers": -1,
+                                 **({"seeds": seeds} if seeds else {})}]}
         tried = "none (started from the prior transform)"
     else:
         rots, scale = (None, None) if bounds is None else bounds
@@ -621,7 +727,15 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
     # almost tied at the affine level); the one whose field claims the most matched mass wins
     starts = ginfo.pop("_starts", [(A, t, 0)])
     starts = [st for st in starts[:n_finalists] if st[2] >= 0.5 * starts[0][2]] or starts[:1]
-    best = None
+    # a large block whose sub-blocks lock in under no rotation candidate has no cell-level correspondence: it is
+    # refused here, without the non-rigid stage
+    locked_nowhere = bool(ginfo.get("seeded")) and not any(c.get("seeds", {}).get("locked")
+                                                           for c in ginfo["candidates"])
+    if locked_nowhere:
+        starts = []
+        best = (_Field(A, t), [], -1)
+    else:
+        best = None
     for k, (A_, t_, _) in enumerate(starts):
         f_, stages_ = _nonrigid(S, D, tree_d, A_, t_, spacing, np.random.default_rng([seed, k]))
         if best is None or stages_[-1]["matched_mass"] > best[1][-1]["matched_mass"]:
@@ -635,7 +749,10 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
     to_um = unit_scale(dst.unit, "um")
     u_dst = 1.0 / to_um
     m = f(S)
-    ei, lj, _ = mutual_nearest(m, D, tree_d, 2.5 * SCHEDULE[-1][0] * spacing)
+    if locked_nowhere:
+        ei = lj = np.zeros(0, np.int64)
+    else:
+        ei, lj, _ = mutual_nearest(m, D, tree_d, 2.5 * SCHEDULE[-1][0] * spacing)
     report = {"n_src": len(S), "n_dst": len(D), "spacing_um": spacing, "rotations_tried": tried, "global": ginfo,
               "stages": stages, "pairs_per_round": [int(len(ei))]}
     T = None
@@ -656,6 +773,11 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
     if T is None:
         consistent, reason = False, (f"only {len(ei)} pairs found (at least {enough} needed): the clouds show no "
                                      "consistent correspondence")
+        if locked_nowhere:
+            g = ginfo["candidates"][0]["seeds"]
+            reason = (f"no sub-block of {g['cells_per_seed']} source cells locked in under any of the "
+                      f"{len(ginfo['candidates'])} rotation candidates tried (at most {g['n_seeds']} sub-blocks "
+                      "each): the clouds show no consistent correspondence at the cell level")
         mat = np.eye(4)  # the field's affine part, for the record only
         mat[:3, :3] = f.A * unit_scale(src.unit, "um") * u_dst
         mat[:3, 3] = f.t * u_dst

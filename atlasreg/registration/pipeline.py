@@ -50,7 +50,8 @@ def _working_mask(mask, vol_full: Volume, work: Volume) -> np.ndarray:
 
 def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas", backend: str = "ants", *,
              moving_mask=None, fixed_mask=None, workdir: str | os.PathLike | None = None,
-             progress: Progress | None = None, **overrides) -> RegistrationResult:
+             progress: Progress | None = None, initial_transform=None, initial_position=None,
+             **overrides) -> RegistrationResult:
     """Register ``moving`` (e.g. a cleared brain) onto ``fixed`` (e.g. an atlas template).
 
     Parameters
@@ -67,6 +68,14 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
         Where the brain is; default: an automatic mask (preset key ``mask``).
     workdir : folder for the stage outputs. With the same folder a rerun resumes after the last finished
         stage (each stage's transform is saved there as it completes). Default: a temporary folder.
+    initial_transform : Transform or path, optional
+        Where the sample lies, as a moving → fixed map (an Affine or any transform; one named the other way
+        round is inverted) or a transform file (ITK/ANTs files hold the pull-back fixed → moving, as ITK writes
+        them; NGFF ``.json`` files say their direction). Replaces the automatic initialisation (and, for part
+        of a brain, the position search).
+    initial_position : 3 numbers, optional
+        Where the centre of the moving image lies in the fixed image (µm, the fixed volume's frame): an
+        initial translation, for a piece the automatic initialisation cannot place.
     progress : callable(stage, status), optional
         Called as each stage starts and ends. Every stage is also logged on the ``atlasreg.registration``
         logger (INFO, one line with its time as it ends): ``logging.basicConfig(level=logging.INFO)`` shows them.
@@ -165,27 +174,34 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
         m_mask = pp.auto_mask(m_w.numpy(), m_w.voxel_size, params["mask_dilate"])
     else:
         m_mask = None
-    # a partial brain (hemisphere, slab): register against the part of the fixed image it covers
-    extent_what, ext = "whole brain", None
-    if params["extent"] != "whole":
-        from .extent import extent_mask
+    # where the user says the sample lies, and a partial brain (hemisphere, slab): the metrics compare the
+    # sample with the part of the fixed image it covers, up to its cut faces (atlasreg.registration.extent)
+    from . import extent as ex
 
+    user_init = ex.user_initial(initial_transform, initial_position, moving, fixed, R, C, m_re,
+                                m_w.index_to_physical(np.argwhere(m_mask if m_mask is not None else
+                                                                  m_w.numpy() > 0)[::7]))
+    extent_what, setup = "whole brain", None
+    if params["extent"] != "whole":
         # the tissue itself (undilated): its extent and its cut faces decide
         f_t = pp.auto_mask(f_w.numpy(), f_w.voxel_size, 0.0) if f_user is None else f_mask
         m_t = pp.auto_mask(m_w.numpy(), m_w.voxel_size, 0.0) if m_user is None else m_mask
-        ext, extent_what = extent_mask(params["extent"], f_w, f_t, m_w, m_t)
-        if ext is not None:
-            f_mask = ext if f_mask is None else (f_mask & ext)
+        setup = ex.partial_setup(params["extent"], f_w, f_t, f_mask, m_w, m_t, m_mask,
+                                 init_method=params["init"], init=user_init)
+        if setup is not None:
+            f_mask, m_mask, extent_what = setup.fixed_mask, setup.moving_mask, setup.what
     lo, hi = params["normalise"]
     f_n = f_w.with_data(pp.normalise(f_w.numpy(), lo, hi, f_mask))
-    if ext is not None:
-        f_n = f_n.with_data(np.where(ext, f_n.numpy(), 0).astype(f_n.dtype))
     m_n = m_w.with_data(pp.normalise(m_w.numpy(), lo, hi, m_mask))
-    init = pp.initial_affine(f_n, m_n, f_mask, m_mask, params["init"])
-    if ext is not None and f_mask is not None and m_mask is not None:
-        from .extent import check_overlap
-
-        check_overlap(init, f_n, f_mask, m_n, m_mask, where=f"atlas {extent_what}")
+    if setup is not None and setup.init is not None:
+        init = setup.init
+    elif user_init is not None:
+        init = user_init
+    else:
+        init = pp.initial_affine(f_n, m_n, f_mask, m_mask, params["init"])
+    if (setup is not None or user_init is not None) and f_mask is not None and m_mask is not None:
+        ex.check_overlap(init, f_n, f_mask, m_n, m_mask, where=f"fixed image's {extent_what}")
+    metric_masks = params["metric_mask"] or setup is not None
     # the backend's fixed grid: padded (room for the field, not image content, so after the initialisation);
     # metrics and QC stay on the unpadded one
     f_reg, f_mask_reg = f_n, f_mask
@@ -207,8 +223,8 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
             from .ants_backend import register_ants
 
             core, info = register_ants(f_reg, m_n, init, params, workdir,
-                                       f_mask_reg if params["metric_mask"] else None,
-                                       m_mask if params["metric_mask"] else None, on_stage=note)
+                                       f_mask_reg if metric_masks else None,
+                                       m_mask if metric_masks else None, on_stage=note)
         else:
             from .sitk_backend import register_sitk
 
@@ -227,6 +243,9 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     note("metrics", "done")
     metrics["seconds"] = round(time.perf_counter() - t_start, 2)
     metrics["extent"] = extent_what
+    if user_init is not None:
+        metrics["initialisation"] = "given (initial_position)" if initial_position is not None else \
+            "given (initial_transform)"
     metrics["stage_seconds"] = {k: round(v["seconds"], 2) for k, v in info.get("stages", {}).items()}
     if report is not None:
         metrics["orientation"] = {"given": report.given, "best": report.best,

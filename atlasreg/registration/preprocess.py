@@ -179,11 +179,13 @@ def _moments(arr: np.ndarray, vol: Volume, mask: np.ndarray | None):
 
 
 def initial_affine(fixed: Volume, moving: Volume, fixed_mask=None, moving_mask=None,
-                   method: str = "moments") -> Affine:
+                   method: str = "moments", cut_axis: int | None = None) -> Affine:
     """Initial map of FIXED points to MOVING points (the pull-back an ANTs/ITK initial transform holds).
 
     ``"com"`` aligns the centres of mass; ``"moments"`` also matches the spread along each (already
     reoriented, so corresponding) axis — a cleared brain is often 10-20 % smaller or larger than the template.
+    ``cut_axis``: the axis across which the sample was cut (part of a brain): its spread says nothing of the
+    scale there, which is taken as the mean of the other two axes' scales.
     """
     if method == "none":
         return Affine.identity(fixed.space, moving.space)
@@ -192,6 +194,8 @@ def initial_affine(fixed: Volume, moving: Volume, fixed_mask=None, moving_mask=N
     S = np.eye(3)
     if method == "moments":
         s = np.sqrt(np.clip(np.diag(Cm), 1e-12, None) / np.clip(np.diag(Cf), 1e-12, None))
+        if cut_axis is not None:
+            s[cut_axis] = np.mean([s[a] for a in range(3) if a != cut_axis])
         S = np.diag(np.clip(s, 0.5, 2.0))
     m = np.eye(4)
     m[:3, :3] = S

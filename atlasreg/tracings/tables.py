@@ -224,6 +224,9 @@ def write_table(table: PointTable, path, force: bool = False) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from ..io.atomic import atomic_path, write_atomic
+    from ..io.csv_tables import write_csv_table
+
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv"):
@@ -237,12 +240,15 @@ def write_table(table: PointTable, path, force: bool = False) -> Path:
     meta = {"space": table.space.name, "unit": table.space.unit, "orientation": table.space.orientation,
             "columns": list(table.columns), "name": table.name, "provenance": table.provenance}
     if suffix == ".csv":
-        table.df.to_csv(p, index=False)
-        _table_sidecar(p).write_text(json.dumps({"format": SIDECAR_FORMAT, "version": 1, **meta}, indent=1))
+        with atomic_path(p, force=force) as tmp:
+            write_csv_table(table.df, tmp)
+        write_atomic(_table_sidecar(p), json.dumps({"format": SIDECAR_FORMAT, "version": 1, **meta}, indent=1),
+                     force=force)
     else:
         at = pa.Table.from_pandas(table.df, preserve_index=False)
         at = at.replace_schema_metadata({**(at.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()})
-        pq.write_table(at, p, write_page_checksum=True)  # CRC per page: damage is caught on reading
+        with atomic_path(p, force=force) as tmp:
+            pq.write_table(at, tmp, write_page_checksum=True)  # CRC per page: damage is caught on reading
     return p
 
 

@@ -11,7 +11,7 @@ from typing import Sequence as _Seq
 import numpy as np
 
 from ..errors import InputError, SpaceMismatchError
-from ..spaces import Space, as_points, as_space, unit_scale
+from ..spaces import Space, apply_affine, as_points, as_space, unit_scale
 from .inverse import MAX_ITER, InverseReport, check_on_fail
 
 __all__ = ["Transform", "Affine", "Sequence", "LazyTransform", "as_points", "with_ends", "fusion_plan",
@@ -183,7 +183,7 @@ class Affine(Transform):
 
     # contract ---------------------------------------------------------------
     def _map(self, pts: np.ndarray) -> np.ndarray:
-        return pts @ self.matrix[:3, :3].T + self.matrix[:3, 3]
+        return apply_affine(self.matrix, pts)
 
     def _inverse(self) -> "Affine":
         return Affine(np.linalg.inv(self.matrix), self.dst, self.src)
@@ -347,7 +347,7 @@ class Sequence(Transform):
         for op in self._plan:
             if op[0] == "affine":
                 m = op[1]
-                out = out @ m[:3, :3].T + m[:3, 3]
+                out = apply_affine(m, out)
             elif op[0] == "fused":
                 out = op[2].map_fused(out, op[1], op[3])
             else:

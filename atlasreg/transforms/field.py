@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import _kernels as K
 from ..errors import InputError
+from ..spaces import apply_affine
 from .base import Affine, NumericalInverse, Transform, as_points
 from .inverse import finish, solve_field_inverse
 
@@ -137,7 +138,7 @@ class DisplacementField(GridFrame, Transform):
     def grid_points(self) -> np.ndarray:
         """Physical positions of the grid nodes, ``(X*Y*Z, 3)`` in C order."""
         idx = np.indices(self.shape, dtype=np.float64).reshape(3, -1).T
-        return idx @ self.index_to_physical[:3, :3].T + self.index_to_physical[:3, 3]
+        return apply_affine(self.index_to_physical, idx)
 
 
 class InverseDisplacementField(NumericalInverse):
@@ -178,7 +179,7 @@ class InverseDisplacementField(NumericalInverse):
                         f.origin if origin is None else origin,
                         f.direction if direction is None else direction)
         idx = np.indices(shape, dtype=np.float64).reshape(3, -1).T
-        y = idx @ m[:3, :3].T + m[:3, 3]
+        y = apply_affine(m, idx)
         x = self._map(y)
         u = (x - y).reshape(*shape, 3)
         bad = ~np.isfinite(u)

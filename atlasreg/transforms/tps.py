@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
-from scipy.spatial.distance import cdist
 
 from .. import _kernels as K
 from ..errors import InputError
+from ..spaces import apply_affine
 from .base import NumericalInverse, Transform, as_points
 from .inverse import MAX_ITER, finish, solve_tps_inverse
 
@@ -19,6 +18,8 @@ def kernel_matrix(a: np.ndarray, b: np.ndarray, kernel: str) -> np.ndarray:
     The signs make every kernel conditionally positive definite (``-r`` for the
     3-D biharmonic ``r``), so ``U + λI`` is the smoothing spline's system for λ ≥ 0.
     """
+    from scipy.spatial.distance import cdist  # here, not at import: `import atlasreg` stays light
+
     r2 = cdist(a, b, "sqeuclidean")
     if kernel == "r":
         return -np.sqrt(r2)
@@ -175,6 +176,8 @@ def solve_tps(q: np.ndarray, d: np.ndarray, regularization: float, kernel: str):
     A[M:, :M] = A[:M, M:].T
     b = np.zeros((M + 4, 3))
     b[:M] = d
+    import scipy.linalg
+
     try:
         # Symmetric indefinite (LDLᵀ): about half the work of LU for the 2,000-landmark systems.
         sol = scipy.linalg.solve(A, b, assume_a="sym", check_finite=False)
@@ -184,7 +187,7 @@ def solve_tps(q: np.ndarray, d: np.ndarray, regularization: float, kernel: str):
 
 
 def _apply(F: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    return pts @ F[:3, :3].T + F[:3, 3]
+    return apply_affine(F, pts)
 
 
 def _check_frame(frame) -> np.ndarray:

@@ -45,7 +45,10 @@ def inside(base: Path, rel: str, start: Path | None = None, *, doc=None, field: 
                          field=field)
     if "\\" in rel or (len(rel) > 1 and rel[1] == ":"):
         raise InputError(f"path {rel!r} is not a zarr path (use '/' between names)", path=doc, field=field)
-    prefix = "" if start is None or rel.startswith("/") else Path(start).relative_to(base).as_posix()
+    # both resolved: a hierarchy opened by a relative path (``atlasreg points reg/ …``) has groups found by
+    # absolute paths
+    prefix = "" if start is None or rel.startswith("/") else \
+        Path(start).resolve().relative_to(Path(base).resolve()).as_posix()
     joined = "/".join(x for x in (prefix.strip("./"), rel.lstrip("/")) if x)
     return inside_folder(base, joined, source=doc, field=field)
 

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError, SpaceMismatchError
-from ...spaces import AXIS_NAMES, Space
+from ...spaces import AXIS_NAMES, Space, apply_affine
 from ..base import Affine, Sequence, Transform, resolved
 from ..bspline import BSplineTransform
 from ..field import DisplacementField, InverseDisplacementField
@@ -169,7 +169,7 @@ class _Writer:
     def sampled(self, T: Transform, M: np.ndarray, shape: tuple, outside: str, exact_key: str, exact: dict) -> dict:
         """``T`` sampled on the grid ``M`` (index -> physical) of ``shape``, the exact form under ``exact_key``."""
         idx = np.indices(shape, dtype=np.float64).reshape(3, -1).T
-        x = idx @ M[:3, :3].T + M[:3, 3]
+        x = apply_affine(M, idx)
         y = T.map_points(x)
         same_unit = T.src.unit == T.dst.unit
         self.system(T.src)
