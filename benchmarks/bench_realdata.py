@@ -58,7 +58,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.peers import DEFAULT_PEERS_PYTHON, run_brainreg_cli, write_brainglobe_atlas  # noqa: E402
+from benchmarks.groundtruth import data_dir  # noqa: E402
+from benchmarks.peers import run_brainreg_cli, write_brainglobe_atlas  # noqa: E402
 
 ATLAS = "allen_mouse_25um"
 SAMPLE_VOXEL = (50.0, 40.0, 40.0)
@@ -70,10 +71,6 @@ DEFAULT_CACHE = Path(os.environ.get("ATLASREG_BENCH_CACHE", "/work/cache/real15"
 VENTRICLES = ("VL", "V3")
 MIN_REGION_MM3 = 0.01
 TOOLS = ("atlasreg", "brainreg", "ants")
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("ATLASREG_DATA", REPO.parent / "shared" / "data"))
 
 
 def sample_path() -> Path:
