@@ -247,6 +247,8 @@ def edge_table(results: list[dict]) -> list[str]:
 
 
 def markdown(results: list[dict], meta: dict) -> str:
+    order = {t: i for i, t in enumerate(dict.fromkeys(str(r["seed"]) for r in results))}
+    results = sorted(results, key=lambda r: order[str(r["seed"])])   # one block per task (stable)
     lines = ["# Registration benchmark (ground truth of shared/PEERS.md)", "",
              f"Run {meta['date']} on {meta['machine']}; {THREADS} threads; every method in its own subprocess, "
              "back to back per seed. Errors are median / p95 over 20,000 points inside the brain (µm); "
