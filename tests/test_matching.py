@@ -197,6 +197,26 @@ def test_large_synthetic_block():
 
 
 @pytest.mark.slow
+def test_large_block_from_a_rough_prior():
+    """2 × 20,000 somata from a prior transform that is 6° and 60 µm off (several cell spacings at the block's
+    edges, out of reach of a cell-level CPD): the seeded sub-blocks take it from there."""
+    from scipy.spatial.transform import Rotation
+
+    em, lm, truth = _bench().synthetic_case(25_000, 20_000, seed=5)
+    S, D = em[truth[:, 0]] / 1000.0, lm[truth[:, 1]]
+    M = np.linalg.lstsq(np.c_[S, np.ones(len(S))], D, rcond=None)[0].T     # (3, 4): the best affine, um -> um
+    rough = np.eye(4)
+    rough[:3, :3] = Rotation.from_rotvec(np.radians(6.0) * np.array([0.6, 0.0, 0.8])).as_matrix() @ M[:, :3] / 1000
+    rough[:3, 3] = M[:, 3] + np.array([60.0, 0.0, 0.0])
+    prior = ar.Affine(rough, ar.Space("em", "nm"), ar.Space("lm", "um"))
+    res = match_landmarks(em, lm, prior=prior, seed=5)
+    found = {tuple(p) for p in res.pairs.tolist()}
+    tset = {tuple(p) for p in truth.tolist()}
+    assert len(found & tset) >= 0.95 * len(tset) and len(found & tset) >= 0.98 * len(found)
+    assert res.report["global"]["from_prior"] == "transform" and res.report["global"]["candidates"][0]["seeds"]["locked"]
+
+
+@pytest.mark.slow
 def test_large_unrelated_clouds_refused():
     """2 × 20,000 somata whose light side has each axis shuffled independently: no sub-block locks in under any
     rotation, so it is refused before the non-rigid stage."""

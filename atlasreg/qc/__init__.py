@@ -1,7 +1,8 @@
 """Quality control: numbers and pictures that let a person trust (or distrust) a registration.
 
 - :mod:`atlasreg.qc.metrics` — target registration error, Dice per label, Jacobian determinant and
-  folding fraction of a transform on a grid, similarity (normalised cross-correlation, mutual information).
+  folding fraction of a transform on a grid, similarity (normalised cross-correlation, mutual information); anatomy without landmarks
+  (distance from a plane, label interfaces, surface distances, dark-structure thresholds, region-volume agreement).
 - :mod:`atlasreg.qc.figures` — matplotlib (Agg) figures: overlay and checkerboard slices in three
   planes, atlas boundaries drawn on a sample, Jacobian map with folding marked, landmark residuals,
   matched point clouds, per-region counts. Every function returns a ``matplotlib.figure.Figure``; :func:`figure_png` turns
@@ -26,6 +27,8 @@ _LAZY = {
     # metrics
     "point_errors": "metrics", "tre": "metrics", "dice": "metrics", "jacobian_determinant": "metrics",
     "folding_fraction": "metrics", "ncc": "metrics", "mutual_information": "metrics",
+    "plane_distances": "metrics", "label_interface": "metrics", "surface_distances": "metrics",
+    "dark_mask": "metrics", "volume_agreement": "metrics",
     # figures
     "figure_png": "figures", "overlay_slices": "figures", "overlay_key": "figures", "checkerboard_slices": "figures",
     "boundary_slices": "figures", "boundary_levels": "figures", "roll_labels": "figures",

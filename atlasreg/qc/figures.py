@@ -262,14 +262,16 @@ def _contours(ax, labels2d: np.ndarray, color, linewidth: float) -> None:
 
 
 def boundary_slices(image, annotation, positions=None, title: str | None = None, color=(1.0, 0.85, 0.0), *,
-                    ontology=None, level="major", linewidth: float = 0.7, panel_size=(6.0, 5.2)):
+                    ontology=None, level="major", linewidth: float = 0.7, panel_size=(6.0, 5.2), ncols: int = 3):
     """Region boundaries of ``annotation`` drawn over ``image`` (same grid) in three planes, as thin contours.
 
     Use it with the sample and the atlas annotation warped onto it (or the sample warped into
     the atlas): boundaries should follow the tissue's own edges. With ``ontology``, the regions are
     first rolled up to ``level`` (default ``"major"``: about a dozen major divisions; a depth such as
     7; or ``"leaves"``), see :func:`roll_labels`. Contours are drawn per region with sub-voxel
-    ``linewidth`` points wide along the voxel borders between regions, on panels of ``panel_size`` inches.
+    ``linewidth`` points wide along the voxel borders between regions, on panels of ``panel_size`` inches,
+    ``ncols`` planes per row (1: one plane per row, each as wide as the figure — for a 25 µm atlas on a
+    full-resolution sample, where three planes side by side leave under 2 screen pixels per voxel).
 
     Example
     -------
@@ -281,10 +283,15 @@ def boundary_slices(image, annotation, positions=None, title: str | None = None,
     _same_shape(img, lab, "image/annotation")
     pos = _positions(img.shape, positions)
     im = _norm(img)
-    fig, axes = _new_figure(1, 3, size=panel_size)
+    if ncols not in (1, 2, 3):
+        raise InputError(f"ncols must be 1, 2 or 3, got {ncols}", field="ncols")
+    nrows = -(-3 // ncols)
+    fig, axes = _new_figure(nrows, ncols, size=panel_size)
+    for ax in axes.ravel()[3:]:
+        ax.set_axis_off()
     for a in range(3):
         s = _slice(im, a, pos[a], code)
-        ax = axes[0, a]
+        ax = axes.ravel()[a]
         ax.imshow(s, cmap="gray", vmin=0, vmax=1, aspect=_aspect(vs, a, code), interpolation="bilinear")
         _contours(ax, roll_labels(_slice(lab, a, pos[a], code), ontology, level), color, linewidth)
         ax.set_xlim(-0.5, s.shape[1] - 0.5)
@@ -300,8 +307,9 @@ BOUNDARY_LEVELS = (("major divisions", "major"), ("depth 7: areas and nuclei", 7
 
 
 def boundary_levels(image, annotation, ontology=None, positions=None, title: str | None = None,
-                    levels=BOUNDARY_LEVELS) -> dict:
+                    levels=BOUNDARY_LEVELS, **layout) -> dict:
     """:func:`boundary_slices` at several hierarchy levels: ``{label: figure}`` (first = the default view).
+    ``layout``: ``linewidth``, ``panel_size``, ``ncols`` as :func:`boundary_slices` takes them.
 
     Without an ontology only the labels as they are can be drawn: ``{"every structure": figure}``.
 
@@ -314,7 +322,7 @@ def boundary_levels(image, annotation, ontology=None, positions=None, title: str
     if ontology is None:
         levels = [lv for lv in levels if lv[1] in (None, "leaves")] or [("every structure", "leaves")]
     return {name: boundary_slices(image, annotation, positions, title=f"{title or 'atlas boundaries'}: {name}",
-                                  ontology=ontology, level=lv) for name, lv in levels}
+                                  ontology=ontology, level=lv, **layout) for name, lv in levels}
 
 
 def jacobian_slices(jacobian, positions=None, mask=None, title: str | None = None):

@@ -232,3 +232,174 @@ def mutual_information(a, b, bins: int = 32, mask=None, normalized: bool = False
     if normalized:
         return float("nan") if hxy == 0 else (hx + hy) / hxy
     return hx + hy - hxy
+
+
+# -- anatomy without landmarks: symmetry, outline, dark structures, region volumes ------------------------
+
+def _voxel(voxel_size, ndim: int = 3) -> np.ndarray:
+    vs = np.asarray(np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (ndim,)), dtype=np.float64)
+    if not np.all(np.isfinite(vs)) or np.any(vs <= 0):
+        raise InputError(f"voxel_size must be positive, got {voxel_size}", field="voxel_size")
+    return vs
+
+
+def _mask(m, name: str) -> np.ndarray:
+    arr = np.asarray(m.numpy() if hasattr(m, "voxel_size") else m)
+    if arr.ndim != 3:
+        raise InputError(f"{name} must be a 3-D mask, got shape {arr.shape}", field=name)
+    return arr.astype(bool, copy=False)
+
+
+def plane_distances(points, normal, offset: float) -> np.ndarray:
+    """Distance of each point from the plane ``normal · x = offset`` (``normal`` need not be unit length).
+
+    Example
+    -------
+    >>> plane_distances([[0, 0, 7.0], [1, 2, 3.0]], [0, 0, 2.0], 10.0)
+    array([2., 2.])
+    """
+    p = _points(points, "points")
+    n = np.asarray(normal, dtype=np.float64).reshape(3)
+    norm = np.linalg.norm(n)
+    if not np.isfinite(norm) or norm == 0:
+        raise InputError(f"normal must be a non-zero 3-vector, got {normal}", field="normal")
+    return np.abs(p @ (n / norm) - float(offset) / norm)
+
+
+def label_interface(labels, a: int, b: int, voxel_size, mask=None) -> np.ndarray:
+    """Points (µm) where a voxel labelled ``a`` touches a face neighbour labelled ``b``: the midpoints of
+    those voxel pairs, in the array frame (voxel centre ``i`` at ``i * voxel_size``).
+
+    With hemisphere labels warped onto a sample (1 left, 2 right) these are the atlas midline in the sample.
+    ``mask``: keep only pairs with both voxels inside it (e.g. the brain).
+
+    Example
+    -------
+    >>> lab = np.ones((2, 1, 4), int); lab[..., 2:] = 2
+    >>> label_interface(lab, 1, 2, (10, 10, 10))
+    array([[ 0.,  0., 15.],
+           [10.,  0., 15.]])
+    """
+    lab = _labels(labels, "labels")
+    if lab.ndim != 3:
+        raise InputError(f"labels must be 3-D, got shape {lab.shape}", field="labels")
+    vs = _voxel(voxel_size)
+    m = None if mask is None else _mask(mask, "mask")
+    if m is not None and m.shape != lab.shape:
+        raise InputError(f"mask shape {m.shape} differs from the labels' {lab.shape}", field="mask")
+    out = []
+    for ax in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[ax], hi[ax] = slice(0, -1), slice(1, None)
+        x, y = lab[tuple(lo)], lab[tuple(hi)]
+        hit = ((x == a) & (y == b)) | ((x == b) & (y == a))
+        if m is not None:
+            hit &= m[tuple(lo)] & m[tuple(hi)]
+        idx = np.argwhere(hit).astype(np.float64)
+        idx[:, ax] += 0.5
+        out.append(idx * vs)
+    return np.concatenate(out) if out else np.zeros((0, 3))
+
+
+def _boundary(m: np.ndarray) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    return m & ~ndi.binary_erosion(m, border_value=0)
+
+
+def surface_distances(mask_a, mask_b, voxel_size) -> dict:
+    """Distances (µm) between the boundaries of two masks on one grid, both directions pooled.
+
+    A boundary voxel is a mask voxel with a face neighbour outside the mask; each boundary voxel of one mask
+    is scored by its distance to the nearest boundary voxel of the other. Returns ``median``, ``p95``, ``mean``,
+    the same per direction (``a_to_b``, ``b_to_a``: medians) and ``dice`` of the two masks.
+
+    Example
+    -------
+    >>> a = np.zeros((20, 20, 20), bool); a[5:15, 5:15, 5:15] = True
+    >>> b = np.zeros_like(a); b[5:15, 5:15, 7:17] = True
+    >>> d = surface_distances(a, b, 10.0)
+    >>> d["dice"], d["median"]
+    (0.8, 0.0)
+    """
+    from scipy import ndimage as ndi
+
+    a, b = _mask(mask_a, "mask_a"), _mask(mask_b, "mask_b")
+    if a.shape != b.shape:
+        raise InputError(f"masks must share one grid; shapes {a.shape} and {b.shape} differ", field="mask_b")
+    vs = _voxel(voxel_size)
+    if not a.any() or not b.any():
+        raise InputError("surface_distances needs two non-empty masks", field="mask_a" if not a.any() else "mask_b")
+    both = a | b
+    # crop to the masks' bounding box (plus a voxel) so that the distance maps stay small
+    nz = np.argwhere(both)
+    lo = np.maximum(nz.min(0) - 1, 0)
+    hi = np.minimum(nz.max(0) + 2, a.shape)
+    box = tuple(slice(int(l), int(h)) for l, h in zip(lo, hi))
+    a, b = np.pad(a[box], 1), np.pad(b[box], 1)
+    ba, bb = _boundary(a), _boundary(b)
+    da = ndi.distance_transform_edt(~bb, sampling=vs)[ba]
+    db = ndi.distance_transform_edt(~ba, sampling=vs)[bb]
+    pooled = np.concatenate([da, db])
+    inter = np.count_nonzero(a & b)
+    return {"median": float(np.median(pooled)), "p95": float(np.percentile(pooled, 95)),
+            "mean": float(pooled.mean()), "a_to_b": float(np.median(da)), "b_to_a": float(np.median(db)),
+            "a_to_b_p95": float(np.percentile(da, 95)), "b_to_a_p95": float(np.percentile(db, 95)),
+            "dice": float(2.0 * inter / (np.count_nonzero(a) + np.count_nonzero(b)))}
+
+
+def dark_mask(image, inside, fraction: float, voxel_size=None, smooth_um: float = 0.0) -> np.ndarray:
+    """The darkest ``fraction`` of the voxels inside a mask: a threshold segmentation of dark structures
+    (e.g. the ventricles in autofluorescence), optionally after a Gaussian smoothing of ``smooth_um`` µm.
+
+    The threshold is the ``fraction`` quantile of the (smoothed) intensities inside ``inside``; ties at the
+    threshold are all kept. Returns a boolean mask on the image's grid.
+
+    Example
+    -------
+    >>> img = np.ones((10, 10, 10)); img[4:6, 4:6, 4:6] = 0.1
+    >>> int(dark_mask(img, np.ones(img.shape, bool), 0.008).sum())
+    8
+    """
+    arr = np.asarray(image.numpy() if hasattr(image, "voxel_size") else image, dtype=np.float32)
+    m = _mask(inside, "inside")
+    if arr.shape != m.shape:
+        raise InputError(f"inside has shape {m.shape}, the image {arr.shape}", field="inside")
+    if not 0.0 < float(fraction) < 1.0:
+        raise InputError(f"fraction must lie in (0, 1), got {fraction}", field="fraction")
+    if not m.any():
+        raise InputError("inside is empty: no voxel to threshold", field="inside")
+    if smooth_um > 0:
+        from scipy import ndimage as ndi
+
+        if voxel_size is None:
+            raise InputError("smooth_um needs voxel_size", field="voxel_size")
+        arr = ndi.gaussian_filter(arr, float(smooth_um) / _voxel(voxel_size))
+    thr = np.quantile(arr[m], float(fraction))
+    return m & (arr <= thr)
+
+
+def volume_agreement(volumes, reference, min_volume: float = 0.0) -> dict:
+    """How well per-region volumes agree with reference volumes: over the regions in both with a reference
+    volume above ``min_volume``, Pearson's r, Spearman's rank correlation, and the median of the relative
+    difference ``|v - ref| / ref`` (and its signed median: a systematic over- or under-estimate).
+
+    Example
+    -------
+    >>> r = volume_agreement({"a": 1.1, "b": 2.0, "c": 3.3}, {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0})
+    >>> r["n"], round(r["median_abs_rel_diff"], 3)
+    (3, 0.1)
+    """
+    from scipy import stats
+
+    keys = [k for k in volumes if k in reference and reference[k] > min_volume
+            and np.isfinite(volumes[k]) and np.isfinite(reference[k])]
+    if len(keys) < 3:
+        raise InputError(f"only {len(keys)} regions in common; need at least 3", field="volumes")
+    v = np.array([float(volumes[k]) for k in keys])
+    r = np.array([float(reference[k]) for k in keys])
+    rel = (v - r) / r
+    return {"n": len(keys), "pearson": float(np.corrcoef(v, r)[0, 1]),
+            "spearman": float(stats.spearmanr(v, r)[0]), "median_abs_rel_diff": float(np.median(np.abs(rel))),
+            "median_rel_diff": float(np.median(rel))}

@@ -702,11 +702,18 @@ def match_landmarks(src_points, dst_points, src: Space = Space("em", "nm"), dst:
     A0, t0_, bounds = _prior(prior, src, dst, S)
     timings = {}
     if A0 is not None:
-        A, t = _affine_cpd(S if len(S) <= 5000 else S[rng.choice(len(S), 5000, replace=False)], D, tree_d, A0, t0_,
-                           tuple(f * spacing for f in (1.0, 0.6, 0.4)))
+        large = min(len(S), len(D)) > LARGE
+        seeds = None
+        if large:  # a rough prior over a large block is off by more than a cell at its edges: seeded sub-blocks
+            A, t, _, seeds = _seeded_polish(S, D, tree_d, A0, t0_, spacing, rng)
+        else:
+            A, t = _affine_cpd(S if len(S) <= 5000 else S[rng.choice(len(S), 5000, replace=False)], D, tree_d, A0,
+                               t0_, tuple(f * spacing for f in (1.0, 0.6, 0.4)))
         ginfo = {"n_rotations": 0, "from_prior": "transform", "inlier_radius_um": 0.4 * spacing,
                  "best": {"rotation_deg": float("nan"), "mirrored": bool(np.linalg.det(A) < 0), "inliers": -1,
-                          "chamfer_um": float("nan")}, "runner_up_inliers": -1, "candidates": []}
+                          "chamfer_um": float("nan")}, "runner_up_inliers": -1, "seeded": large,
+                 "candidates": [{"mirrored": bool(np.linalg.det(A) < 0), "chamfer_um": float("nan"), "inliers": -1,
+                                 **({"seeds": seeds} if seeds else {})}]}
         tried = "none (started from the prior transform)"
     else:
         rots, scale = (None, None) if bounds is None else bounds

@@ -110,9 +110,13 @@ def normalise(arr: np.ndarray, low: float = 0.5, high: float = 99.5, mask: np.nd
     return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def auto_mask(arr: np.ndarray, spacing, dilate: float = 240.0) -> np.ndarray:
+def auto_mask(arr: np.ndarray, spacing, dilate: float = 240.0, log_intensity: bool = False) -> np.ndarray:
     """A brain mask: Otsu threshold of the smoothed image, largest connected part, holes filled, dilated by
-    ``dilate`` µm (so the metric sees the brain's edge against the background)."""
+    ``dilate`` µm (so the metric sees the brain's edge against the background).
+
+    ``log_intensity``: threshold ``log(1 + intensity)`` instead, which separates tissue from background where
+    the tissue itself spans a wide range (a light-sheet brain whose dark interior Otsu would call background).
+    """
     from scipy import ndimage as ndi
     import SimpleITK as sitk
 
@@ -120,6 +124,8 @@ def auto_mask(arr: np.ndarray, spacing, dilate: float = 240.0) -> np.ndarray:
     img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(arr, np.float32).transpose(2, 1, 0)))
     img.SetSpacing(tuple(sp))
     sm = sitk.SmoothingRecursiveGaussian(img, float(sp.max()))
+    if log_intensity:
+        sm = sitk.Log(sitk.Clamp(sm, sitk.sitkFloat32, 0.0) + 1.0)
     fg = sitk.GetArrayFromImage(sitk.OtsuThreshold(sm, 0, 1)).transpose(2, 1, 0).astype(bool)
     lab, n = ndi.label(fg)
     if n == 0:

@@ -375,7 +375,9 @@ class RegistrationResult:
             code = moving.orientation or self.moving_grid.space.orientation
             img = Volume(moving.numpy(), moving.voxel_size, space=moving.space.name, orientation=code)
             # one figure per hierarchy level (major divisions first); boundaries.json says which file is which
-            levels = qc.boundary_levels(img, labels_on_sample.numpy(), ontology, title="atlas boundaries on the sample")
+            # one plane per row, 13 inches wide: side by side, a full-resolution sample got < 2 px per voxel
+            levels = qc.boundary_levels(img, labels_on_sample.numpy(), ontology, title="atlas boundaries on the sample",
+                                        ncols=1, panel_size=(13.0, 8.0), linewidth=0.8)
             index = {}
             for j, (label, fig) in enumerate(levels.items()):
                 name = "boundaries" if j == 0 else f"boundaries_{j}"
