@@ -128,11 +128,14 @@ def test_targets_verdict_needs_every_seed_and_both_directions():
         return {"method": method, "seed": seed, "wall_s": wall, "peak_memory_gb": mem,
                 "errors": {"moving_to_fixed": e, "fixed_to_moving": back or e}}
 
-    good = [row("ants_default", s, 40, 85, 100, 3.0) for s in (0, 1)] + [row("atlasreg", s, 15, 45, 40, 0.8)
-                                                                         for s in (0, 1)]
-    assert _targets(good, [0, 1]) == {"accuracy": True, "time": True, "memory": True}
-    worse_back = good[:3] + [row("atlasreg", 1, 15, 45, 40, 0.8, back={"median_um": 15, "p95_um": 51})]
-    assert _targets(worse_back, [0, 1])["accuracy"] is False
-    slow = good[:3] + [row("atlasreg", 1, 15, 45, 51, 0.8)]
-    assert _targets(slow, [0, 1])["time"] is False
-    assert _targets(good[:3], [0, 1]) is None                     # a seed without atlasreg: no verdict
+    # issue 15's targets: median <= 10 and p95 <= 35 µm in both directions, wall <= 1/2 ANTs defaults'
+    good = [row("ants_default", s, 40, 85, 100, 3.0) for s in ("0", "random:10")] + \
+        [row("atlasreg", s, 9, 34, 40, 0.8) for s in ("0", "random:10")]
+    assert _targets(good, ["0", "random:10"]) == {"accuracy": True, "time": True, "memory": True}
+    worse_back = good[:3] + [row("atlasreg", "random:10", 9, 34, 40, 0.8, back={"median_um": 9, "p95_um": 36})]
+    assert _targets(worse_back, ["0", "random:10"])["accuracy"] is False
+    worse_median = good[:3] + [row("atlasreg", "random:10", 10.5, 34, 40, 0.8)]
+    assert _targets(worse_median, ["0", "random:10"])["accuracy"] is False
+    slow = good[:3] + [row("atlasreg", "random:10", 9, 34, 51, 0.8)]
+    assert _targets(slow, ["0", "random:10"])["time"] is False
+    assert _targets(good[:3], ["0", "random:10"]) is None                     # a seed without atlasreg: no verdict

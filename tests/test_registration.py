@@ -302,6 +302,30 @@ def test_presets_are_a_table():
     assert get_preset("fast", working_spacing=300)["working_spacing"] == 300
 
 
+def test_finest_level_with_its_own_cc_radius_is_one_warp_both_ways(affine_case, brain4):
+    """``syn_radius_finest``: the finest SyN level runs as a stage of its own (CC radius 2) in the same
+    antsRegistration call; the result is still one field with ANTs' inverse, and it maps both ways."""
+    A, moving, fixed = affine_case["A"], affine_case["moving"], affine_case["fixed"]
+    from atlasreg.registration.ants_backend import syn_arguments
+    from atlasreg.registration.presets import get_preset
+
+    args = syn_arguments(get_preset("fast", **{**QUICK, "syn_radius_finest": 2}), "F", "M")
+    assert args.count("-t") == 2 and "CC[F,M,1,2]" in args
+    i = args.index("CC[F,M,1,2]")   # the finest level alone: its iterations, shrink 1
+    assert args[i + 4].startswith("[15,") and args[i + 8] == "1" and "CC[F,M,1,1]" in args
+    assert args[i - 6].startswith("[30x0,") and args[i - 2] == "2x1"   # the first stage ends on the same grid
+    res = ar.register(moving, fixed, preset="fast", **{**QUICK, "syn_radius_finest": 2})
+    assert len(_fields(res.transform)) == 1
+    p_fixed = _inside_points(brain4, SP4)
+    p_moving = p_fixed @ A[:3, :3].T + A[:3, 3]
+    err = np.linalg.norm(res.transform.map_points(p_moving) - p_fixed, axis=1)
+    err_b = np.linalg.norm(res.transform.inverse().map_points(p_fixed) - p_moving, axis=1)
+    assert np.median(err) < 60 and np.percentile(err, 95) < 150, (np.median(err), np.percentile(err, 95))
+    assert np.median(err_b) < 60 and np.percentile(err_b, 95) < 150
+    with pytest.raises(InputError, match="syn_radius_finest"):
+        get_preset("fast", syn_radius_finest=-1)
+
+
 def test_sitk_backend_same_call(affine_case, brain4):
     """The SimpleITK backend (affine + B-spline) behind the same call, same result type and direction."""
     A, moving, fixed = affine_case["A"], affine_case["moving"], affine_case["fixed"]

@@ -26,10 +26,10 @@ def _x(values) -> str:
     return "x".join(str(int(v)) for v in values)
 
 
-def _metric(name: str, f: str, m: str, p: dict, stage: str) -> str:
+def _metric(name: str, f: str, m: str, p: dict, stage: str, radius: int | None = None) -> str:
     if stage == "syn":
         if name == "CC":
-            return f"CC[{f},{m},1,{int(p['syn_radius'])}]"
+            return f"CC[{f},{m},1,{int(p['syn_radius'] if radius is None else radius)}]"
         if name in ("MI", "Mattes"):
             return f"{name}[{f},{m},1,32]"
         return f"MeanSquares[{f},{m},1,0]"
@@ -166,6 +166,40 @@ class _IterationTap:
             self.report(self._status(finished=True))
 
 
+def syn_levels(params: dict) -> list[tuple[list, list, list, int | None]]:
+    """The deformable stage as ``antsRegistration`` SyN stages: ``(iterations, shrink, sigmas, CC radius)`` each.
+
+    With ``syn_radius_finest`` set (> 0, CC metric, two or more levels, another radius than ``syn_radius``) the
+    finest level runs as a SyN stage of its own with that radius (a wider window where the detail is finest).
+    The first stage then ends with a 0-iteration level at the finest shrink: ANTs keeps a stage's field at its
+    last level's resolution, and two fields on different grids cannot be collapsed into one.
+    """
+    its, shr, smo = (list(params[k]) for k in ("syn_iterations", "syn_shrink", "syn_smooth"))
+    fine = int(params.get("syn_radius_finest") or 0)
+    if not (fine > 0 and params["syn_metric"] == "CC" and len(its) >= 2 and fine != int(params["syn_radius"])):
+        return [(its, shr, smo, None)]
+    return [(its[:-1] + [0], shr, smo, None), (its[-1:], shr[-1:], smo[-1:], fine)]
+
+
+def syn_arguments(params: dict, fs: str, ms: str) -> list[str]:
+    """The ``antsRegistration`` arguments of the deformable stage (:func:`syn_levels`); with ``-z 1`` its stages
+    collapse into one warp and its inverse, as a single stage would.
+
+    Examples
+    --------
+    >>> from atlasreg.registration.presets import get_preset
+    >>> a = syn_arguments(get_preset("lightsheet-to-atlas", syn_radius_finest=2), "F", "M")
+    >>> [x for x in a if x.startswith("CC")]
+    ['CC[F,M,1,1]', 'CC[F,M,1,2]']
+    """
+    out = []
+    for it, sh, sm, radius in syn_levels(params):
+        out += ["-m", _metric(params["syn_metric"], fs, ms, params, "syn", radius),
+                "-t", "SyN[%g,%g,%g]" % (params["syn_grad_step"], params["syn_flow_sigma"], params["syn_total_sigma"]),
+                "-c", f"[{_x(it)},{params['syn_convergence']:g},8]", "-s", _x(sm) + "vox", "-f", _x(sh)]
+    return out
+
+
 def stage_plan(params: dict) -> list[str]:
     """The stages a run will perform, in order (names used for progress and resumable outputs)."""
     plan = []
@@ -234,12 +268,8 @@ def register_ants(fixed: Volume, moving: Volume, init: Affine, params: dict, wor
                              "-c", f"[{_x(its)},1e-6,10]",
                              "-s", _x(params["affine_smooth"]) + "vox", "-f", _x(params["affine_shrink"])]
                 else:
-                    args += ["-m", _metric(params["syn_metric"], fs, ms, params, "syn"),
-                             "-t", "SyN[%g,%g,%g]" % (params["syn_grad_step"], params["syn_flow_sigma"],
-                                                      params["syn_total_sigma"]),
-                             "-c", f"[{_x(params['syn_iterations'])},{params['syn_convergence']:g},8]",
-                             "-s", _x(params["syn_smooth"]) + "vox", "-f", _x(params["syn_shrink"])]
-                    level_its = list(params["syn_iterations"])
+                    args += syn_arguments(params, fs, ms)
+                    level_its = [n for level in syn_levels(params) for n in level[0]]
                 args += mask_opt + common + ["-o", f"[{prefix}]"]
                 if on_stage:  # verbose, so that the tap sees ANTs' iterations (nothing else it prints is shown)
                     args[args.index("-v") + 1] = "1"
