@@ -71,8 +71,8 @@ def test_coronal_slab_found_and_registered(template100):
     res = register(sample, template100, extent="auto", **FAST)
     assert res.metrics["extent"].startswith("coronal slab"), res.metrics["extent"]
     err = _errors(res, sample, truth)
-    # measured here: median 166 µm, p90 573 µm (the slab placed without a search: 942 / 1561 µm). Short of
-    # the hemisphere's figures: the slab's cut faces leave the deformable stage little to go on along AP
+    # bounds of the first version (median 166 µm, p90 573 µm; without the position search 942 / 1561 µm); the
+    # slab's cut faces leave the deformable stage little to go on along AP (benchmarks/results/partial.md)
     assert np.median(err) < 250.0 and np.percentile(err, 90) < 800.0, (np.median(err), np.percentile(err, 90))
 
 
