@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import InputError, SpaceMismatchError
 from ..spaces import Space, apply_affine, as_points, as_space, unit_scale
-from .inverse import MAX_ITER, InverseReport, check_on_fail
+from .inverse import MAX_ITER, InverseReport, check_on_fail, finish
 
 __all__ = ["Transform", "Affine", "Sequence", "LazyTransform", "as_points", "with_ends", "fusion_plan",
            "resolved"]
@@ -415,8 +415,8 @@ class NumericalInverse(Transform):
     ``on_fail`` policy, the last :class:`InverseReport` and ``inverse() is forward``.
 
     ``tol`` defaults to 1e-6 of the forward map's finest grid spacing (``default_tol`` overrides it);
-    subclasses implement ``_map`` with a ``solve_*_inverse`` function and
-    :func:`~atlasreg.transforms.inverse.finish`.
+    subclasses implement ``_solve`` with a ``solve_*_inverse`` function; ``_map`` applies the ``on_fail``
+    policy (:func:`~atlasreg.transforms.inverse.finish`) and keeps the report.
     """
 
     is_numerical = True
@@ -438,3 +438,13 @@ class NumericalInverse(Transform):
 
     def _inverse(self) -> Transform:
         return self.forward
+
+    def _solve(self, pts: np.ndarray):
+        """``(x, residual, status)`` per point, as the ``solve_*_inverse`` kernels return them."""
+        raise NotImplementedError
+
+    def _map(self, pts: np.ndarray) -> np.ndarray:
+        x, res, status = self._solve(pts)
+        out, self.last_report = finish(x, res, status, self.tol, self.on_fail, f"inverse of {self.forward!r}")
+        self.last_residual = self.last_report.max_residual
+        return out

@@ -20,7 +20,7 @@ from .. import _kernels as K
 from ..errors import InputError
 from .base import NumericalInverse, Transform
 from .field import GridFrame, grid_affine
-from .inverse import finish, solve_bspline_inverse
+from .inverse import solve_bspline_inverse
 
 
 class BSplineTransform(GridFrame, Transform):
@@ -116,10 +116,7 @@ class InverseBSpline(NumericalInverse):
     True
     """
 
-    def _map(self, pts: np.ndarray) -> np.ndarray:
+    def _solve(self, pts: np.ndarray):
         f = self.forward
-        x, res, status = solve_bspline_inverse(f.coefficients, f.physical_to_index, f.outside == "nan", pts,
-                                               self.tol, self.max_iter)
-        out, self.last_report = finish(x, res, status, self.tol, self.on_fail, f"inverse of {f!r}")
-        self.last_residual = self.last_report.max_residual
-        return out
+        return solve_bspline_inverse(f.coefficients, f.physical_to_index, f.outside == "nan", pts, self.tol,
+                                     self.max_iter)

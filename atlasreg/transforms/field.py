@@ -7,7 +7,7 @@ from .. import _kernels as K
 from ..errors import InputError
 from ..spaces import apply_affine
 from .base import Affine, NumericalInverse, Transform, as_points
-from .inverse import finish, solve_field_inverse
+from .inverse import solve_field_inverse
 
 
 def grid_affine(spacing, origin=None, direction=None) -> np.ndarray:
@@ -163,13 +163,10 @@ class InverseDisplacementField(NumericalInverse):
     True
     """
 
-    def _map(self, pts: np.ndarray) -> np.ndarray:
+    def _solve(self, pts: np.ndarray):
         f = self.forward
-        x, res, status = solve_field_inverse(f.displacement, f.physical_to_index, f.outside == "nan", pts,
-                                             self.tol, self.max_iter)
-        out, self.last_report = finish(x, res, status, self.tol, self.on_fail, f"inverse of {f!r}")
-        self.last_residual = self.last_report.max_residual
-        return out
+        return solve_field_inverse(f.displacement, f.physical_to_index, f.outside == "nan", pts, self.tol,
+                                   self.max_iter)
 
     def to_field(self, shape=None, spacing=None, origin=None, direction=None) -> DisplacementField:
         """Sample this inverse on a grid (by default the forward field's) as a DisplacementField."""

@@ -7,7 +7,7 @@ from .. import _kernels as K
 from ..errors import InputError
 from ..spaces import apply_affine
 from .base import NumericalInverse, Transform, as_points
-from .inverse import MAX_ITER, finish, solve_tps_inverse
+from .inverse import MAX_ITER, solve_tps_inverse
 
 KERNELS = ("r", "r2logr", "r3")
 
@@ -220,12 +220,8 @@ class InverseThinPlateSpline(NumericalInverse):
                                       regularization=max(forward.regularization, 1e-9),
                                       kernel=forward.kernel, src=forward.dst, dst=forward.src)
 
-    def _map(self, pts: np.ndarray) -> np.ndarray:
+    def _solve(self, pts: np.ndarray):
         f = self.forward
-        x0 = self._guess._map(pts)
-        x, res, status = solve_tps_inverse(f.frame, f._q, f._w, f._a, f._kernel_id, pts, x0, self.tol,
-                                           self.max_iter)
-        out, self.last_report = finish(x, res, status, self.tol, self.on_fail, f"inverse of {f!r}")
-        self.last_residual = self.last_report.max_residual
-        return out
+        return solve_tps_inverse(f.frame, f._q, f._w, f._a, f._kernel_id, pts, self._guess._map(pts), self.tol,
+                                 self.max_iter)
 
