@@ -15,16 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-
-
-def _sitk_image(arr: np.ndarray, spacing):
-    import SimpleITK as sitk
-
-    # SimpleITK index (i, j, k) == array index (i, j, k): it reads a C array with the axes reversed
-    img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(arr, np.float32).transpose(2, 1, 0)))
-    img.SetSpacing(tuple(float(s) for s in spacing))
-    img.SetOrigin((0.0, 0.0, 0.0))
-    return img
+from ..volume import Volume
 
 
 def _working(arr: np.ndarray, spacing: np.ndarray, working_spacing: float, resample: bool = True):
@@ -32,7 +23,7 @@ def _working(arr: np.ndarray, spacing: np.ndarray, working_spacing: float, resam
     same physical frame."""
     import SimpleITK as sitk
 
-    img = _sitk_image(arr, spacing)
+    img = Volume(np.asarray(arr, np.float32), spacing).to_sitk()  # origin 0, identity direction: the array frame
     if working_spacing > spacing.max():
         img = sitk.SmoothingRecursiveGaussian(img, float(working_spacing) / 2.0)
     if not resample:
