@@ -178,9 +178,9 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     # sample with the part of the fixed image it covers, up to its cut faces (atlasreg.registration.extent)
     from . import extent as ex
 
-    user_init = ex.user_initial(initial_transform, initial_position, moving, fixed, R, C, m_re,
-                                m_w.index_to_physical(np.argwhere(m_mask if m_mask is not None else
-                                                                  m_w.numpy() > 0)[::7]))
+    tissue_points = None if initial_transform is None else \
+        m_w.index_to_physical(np.argwhere(m_mask if m_mask is not None else m_w.numpy() > 0)[::7])
+    user_init = ex.user_initial(initial_transform, initial_position, moving, fixed, R, C, m_re, tissue_points)
     extent_what, setup = "whole brain", None
     if params["extent"] != "whole":
         # the tissue itself (undilated): its extent and its cut faces decide
