@@ -43,6 +43,64 @@ def as_points(points, name: str = "points") -> np.ndarray:
     return arr
 
 
+def as_voxel_size(value, *, path=None, field: str = "voxel_size", ndim: int = 3) -> np.ndarray:
+    """Validate a voxel size (or any per-axis length, e.g. a resolution) and return it as ``ndim`` floats.
+
+    The one check every reader and function taking a voxel size uses.
+
+    Parameters
+    ----------
+    value : number or sequence of numbers
+        One length (isotropic: broadcast to every axis) or ``ndim`` lengths, one per array axis.
+    path : str or Path, optional
+        The file the value came from, named in the error.
+    field : str
+        The argument or file field the value came from, named in the error.
+    ndim : int
+        How many axes.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new float64 array of shape ``(ndim,)``, every value finite and > 0.
+
+    Raises
+    ------
+    InputError
+        When ``value`` is not one number or ``ndim`` numbers (text and booleans are not numbers), or any of
+        them is NaN, infinite, zero or negative; the error names ``path`` and ``field`` and shows the value.
+
+    Examples
+    --------
+    >>> as_voxel_size(25)
+    array([25., 25., 25.])
+    >>> as_voxel_size((50, 40, 40)).tolist()
+    [50.0, 40.0, 40.0]
+    >>> as_voxel_size((50, 0, 40), path="brain.tif")
+    Traceback (most recent call last):
+    ...
+    atlasreg.errors.InputError: brain.tif: field 'voxel_size': voxel size must be finite and positive, got (50, 0, 40)
+    """
+    def bad(what: str) -> InputError:
+        return InputError(f"voxel size must be {what}, got {value!r}", path=path, field=field)
+
+    shape_rule = f"one positive number or {ndim} (one per array axis)"
+    raw = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
+    items = raw.reshape(-1) if raw.ndim <= 1 else None
+    if items is None or items.size not in (1, ndim):
+        raise bad(shape_rule)
+    if raw.dtype.kind in "bUSO" and any(isinstance(v, (bool, np.bool_, str, bytes)) for v in items.tolist()):
+        raise bad(shape_rule + "; text and true/false are not numbers")
+    try:
+        vs = np.asarray(raw, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise bad(shape_rule) from None
+    with np.errstate(invalid="ignore"):
+        if not np.all(np.isfinite(vs)) or np.any(vs <= 0):
+            raise bad("finite and positive")
+    return np.broadcast_to(vs, (ndim,)).copy()
+
+
 def apply_affine(matrix, points) -> np.ndarray:
     """``points @ matrix[:3, :3].T + matrix[:3, 3]`` for points of shape ``(..., 3)``, without BLAS.
 

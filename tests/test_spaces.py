@@ -87,3 +87,40 @@ def test_reorient_volume_and_points_agree(dst):
 
 def test_orientation_mapping_identity():
     assert orientation_mapping("asr", "asr") == ((0, 1, 2), (False, False, False))
+
+
+# -- as_voxel_size: the one voxel-size check -----------------------------------------------------------------
+
+@pytest.mark.parametrize("given,want", [
+    (25, [25, 25, 25]), (0.5, [0.5] * 3), (np.float32(2), [2, 2, 2]), ([7], [7, 7, 7]),
+    ((50, 40, 40), [50, 40, 40]), (np.array([4.0, 4.0, 40.0]), [4, 4, 40]), ([1, 2.5, 3], [1, 2.5, 3])])
+def test_as_voxel_size_accepts_one_or_three_positive_numbers(given, want):
+    from atlasreg.spaces import as_voxel_size
+
+    vs = as_voxel_size(given)
+    assert vs.dtype == np.float64 and vs.shape == (3,) and vs.flags.writeable
+    np.testing.assert_array_equal(vs, want)
+
+
+def test_as_voxel_size_returns_a_copy_and_other_ndim():
+    from atlasreg.spaces import as_voxel_size
+
+    given = np.array([1.0, 2.0, 3.0])
+    as_voxel_size(given)[0] = 99
+    assert given[0] == 1.0
+    np.testing.assert_array_equal(as_voxel_size(3, ndim=2), [3, 3])
+    np.testing.assert_array_equal(as_voxel_size((3, 4), ndim=2), [3, 4])
+
+
+@pytest.mark.parametrize("bad", [
+    0, -25, np.nan, np.inf, (50, 0, 40), (50, -40, 40), (np.nan, 40, 40), (50, np.inf, 40),  # not finite and > 0
+    (50, 40), (1, 2, 3, 4), [], [[1, 2, 3]], np.ones((3, 1)),                                  # wrong length / shape
+    "fifty", "25", ("50", "40", "40"), b"1", True, (True, 1, 1), None, {"x": 1}, [1, [2], 3], 1 + 2j])  # not numbers
+def test_as_voxel_size_refuses_anything_else_naming_file_field_and_value(bad):
+    from atlasreg.spaces import as_voxel_size
+
+    with pytest.raises(InputError, match="voxel size must be") as e:
+        as_voxel_size(bad, path="/data/brain.tif", field="src_voxel_size")
+    assert e.value.path == "/data/brain.tif" and e.value.field == "src_voxel_size"
+    assert str(e.value).startswith("/data/brain.tif: field 'src_voxel_size': ")
+    assert repr(bad) in str(e.value)
