@@ -31,7 +31,6 @@ PosixPath('/work/shared/data/atlas/ABA_25um_2017_annotation.tif')
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 import warnings
@@ -41,6 +40,7 @@ from pathlib import Path
 import yaml
 
 from .errors import DownloadError, InputError
+from .spaces import as_voxel_size
 from .io.paths import check_name, inside, safe_file_name
 
 _PKG_MANIFESTS = Path(__file__).resolve().parent / "manifests"
@@ -139,10 +139,9 @@ def _check_manifest(m, path) -> None:
 def _check_voxel_size(vs, path, field: str) -> None:
     if vs is None:
         return
-    ok = isinstance(vs, list) and len(vs) == 3 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in vs)
-    if not ok:
-        raise InputError(f"voxel_size must be three positive numbers, got {vs!r}", path=path, field=field)
+    if not isinstance(vs, list) or len(vs) != 3:  # a manifest states every axis
+        raise InputError(f"voxel_size must be a list of three positive numbers, got {vs!r}", path=path, field=field)
+    as_voxel_size(vs, path=path, field=field)
 
 
 def _all() -> dict[str, dict]:

@@ -82,10 +82,11 @@ def as_voxel_size(value, *, path=None, field: str = "voxel_size", ndim: int = 3)
     atlasreg.errors.InputError: brain.tif: field 'voxel_size': voxel size must be finite and positive, got (50, 0, 40)
     """
     def bad(what: str) -> InputError:
-        return InputError(f"voxel size must be {what}, got {value!r}", path=path, field=field)
+        shown = value.tolist() if isinstance(value, np.ndarray) else value
+        return InputError(f"voxel size must be {what}, got {shown!r}", path=path, field=field)
 
     shape_rule = f"one positive number or {ndim} (one per array axis)"
-    raw = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
+    raw = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=object)
     items = raw.reshape(-1) if raw.ndim <= 1 else None
     if items is None or items.size not in (1, ndim):
         raise bad(shape_rule)

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _kernels as K
 from .errors import InputError, SpaceMismatchError
-from .spaces import Space, apply_affine, as_space, orientation_mapping, validate_orientation
+from .spaces import Space, apply_affine, as_space, as_voxel_size, orientation_mapping, validate_orientation
 from .transforms.base import Affine, Transform, with_ends
 from .transforms.field import grid_affine
 
@@ -81,10 +81,7 @@ class Volume:
         if data.ndim != 3:
             raise InputError(f"a Volume is 3-D; got an array of shape {data.shape}", field="data")
         self.data = data
-        vs = np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (3,)).copy()
-        if not np.all(np.isfinite(vs)) or np.any(vs <= 0):
-            raise InputError(f"voxel size must be three positive numbers, got {tuple(vs)}", field="voxel_size")
-        self.voxel_size = vs
+        self.voxel_size = as_voxel_size(voxel_size)
         self.origin = np.zeros(3) if origin is None else np.asarray(origin, dtype=np.float64).reshape(3)
         self.direction = np.eye(3) if direction is None else np.asarray(direction, np.float64).reshape(3, 3)
         if not np.allclose(self.direction.T @ self.direction, np.eye(3), atol=1e-5):

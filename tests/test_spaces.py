@@ -123,4 +123,4 @@ def test_as_voxel_size_refuses_anything_else_naming_file_field_and_value(bad):
         as_voxel_size(bad, path="/data/brain.tif", field="src_voxel_size")
     assert e.value.path == "/data/brain.tif" and e.value.field == "src_voxel_size"
     assert str(e.value).startswith("/data/brain.tif: field 'src_voxel_size': ")
-    assert repr(bad) in str(e.value)
+    assert repr(bad.tolist() if isinstance(bad, np.ndarray) else bad) in str(e.value)

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError
-from ..spaces import Space, normalize_unit, nifti_to_origin, orientation_mapping, unit_scale, validate_orientation
+from ..spaces import Space, as_voxel_size, normalize_unit, nifti_to_origin, orientation_mapping, unit_scale, validate_orientation
 from .labels import LabelArray, compact_labels
 from .ontology import Ontology
 
@@ -264,15 +264,6 @@ def normalise_hemispheres(arr: np.ndarray, orientation: str, path=None) -> np.nd
 
 
 # -- the loader -----------------------------------------------------------------------------------------
-def _as_voxel_size(v, path=None) -> np.ndarray | None:
-    if v is None:
-        return None
-    vs = np.broadcast_to(np.asarray(v, dtype=float), (3,)).copy()
-    if not np.all(np.isfinite(vs)) or np.any(vs <= 0):
-        raise InputError(f"voxel size must be positive, got {v!r}", path=path, field="voxel_size")
-    return vs
-
-
 def _default_space_name(name: str | None) -> str:
     if name and name.lower().startswith(_CCF_PREFIXES):
         return "ccf"
@@ -327,7 +318,7 @@ def load_files(annotation, ontology, reference=None, hemispheres=None, *, voxel_
                          path=ann.path, field="file_orientation")
     fo = validate_orientation(fo)
     target = validate_orientation(orientation) if orientation else fo
-    vs_file = _as_voxel_size(voxel_size, ann.path)
+    vs_file = None if voxel_size is None else as_voxel_size(voxel_size, path=ann.path)
     if vs_file is None:
         if ann.voxel_size is None:
             raise InputError("the annotation file carries no voxel size (TIFF, npz or a unit-less NRRD): pass "
@@ -504,7 +495,7 @@ def load_brainglobe_v3(manifest: str | Path, orientation: str | None = None, spa
                          path=manifest)
     root = manifest.parents[3]
     fo = validate_orientation(str(meta["orientation"]))
-    res = _as_voxel_size(meta["resolution"], manifest)
+    res = as_voxel_size(meta["resolution"], path=manifest, field="resolution")
     ann_dir = _bg3_location(root, meta, ("annotation_set",), manifest)
     terms = _bg3_location(root, meta, ("terminology",), manifest) / _BG3_TERMINOLOGY
     tmpl_keys = ("annotation_set", "template") if isinstance(meta["annotation_set"].get("template"), dict) \

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..spaces import Space, as_space, normalize_unit, unit_scale
+from ..spaces import Space, as_space, as_voxel_size, normalize_unit, unit_scale
 from ..volume import Volume
 
 #: Default chunk shape of every level (z, y, x): ~0.5 M voxels, so a reduction task holds a few MB.
@@ -97,22 +97,11 @@ class Pyramid:
         >>> p.level_for(0.008, unit="um")
         1
         """
-        want = _lengths(voxel_size, "voxel_size") * unit_scale(unit or self.space.unit, self.space.unit)
+        want = as_voxel_size(voxel_size) * unit_scale(unit or self.space.unit, self.space.unit)
         for k, lv in enumerate(self.levels):
             if np.all(np.asarray(lv.voxel_size) >= want * (1 - 1e-6)):
                 return k
         return len(self.levels) - 1
-
-
-def _lengths(value, name: str, path=None) -> np.ndarray:
-    try:
-        v = np.broadcast_to(np.asarray(value, dtype=np.float64), (3,)).copy()
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be one or three positive lengths, got {value!r}", path=path,
-                         field=name) from None
-    if not np.all(np.isfinite(v)) or np.any(v <= 0):
-        raise InputError(f"{name} must be positive finite lengths, got {v.tolist()}", path=path, field=name)
-    return v
 
 
 def pyramid_factors(shape, voxel_size, target_voxel_size=None, levels: int | None = None) -> list[np.ndarray]:
@@ -130,13 +119,13 @@ def pyramid_factors(shape, voxel_size, target_voxel_size=None, levels: int | Non
     """
     from ..io.ome_zarr import level_factors
 
-    vs = np.asarray(voxel_size, np.float64)
+    vs = as_voxel_size(voxel_size)
     if levels is not None:
         return level_factors(shape, vs, int(levels))
     every = level_factors(shape, vs, None, min_size=1, max_levels=64)
     if target_voxel_size is None:
         return level_factors(shape, vs, None)
-    target = np.broadcast_to(np.asarray(target_voxel_size, np.float64), (3,))
+    target = as_voxel_size(target_voxel_size, field="target_voxel_size")
     shape = np.asarray(shape, np.int64)
     for k, f in enumerate(every):
         # done when every axis reached the target or is down to one voxel (a thin stack cannot reach it in z)
@@ -258,7 +247,8 @@ def build_pyramid(source, output: str | os.PathLike, *, voxel_size=None, unit: s
         raise InputError("give target_voxel_size or levels, not both", path=src_path, field="levels")
     if levels is not None and (isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1):
         raise InputError(f"levels must be a positive integer, got {levels!r}", path=src_path, field="levels")
-    target = None if target_voxel_size is None else _lengths(target_voxel_size, "target_voxel_size", src_path)
+    target = None if target_voxel_size is None else as_voxel_size(target_voxel_size, path=src_path,
+                                                                      field="target_voxel_size")
     check_writable(out, force)
 
     vol = _open_source(source, voxel_size, space, unit, dataset, level)

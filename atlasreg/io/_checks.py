@@ -81,23 +81,6 @@ def _kind_name(dt: np.dtype) -> str:
             "M": "dates", "m": "time spans"}.get(dt.kind, dt.kind)
 
 
-def check_voxel_size(voxel_size, path=None, field_name: str = "voxel_size") -> np.ndarray:
-    """Three positive finite numbers (a scalar means isotropic)."""
-    try:
-        vs = np.asarray(voxel_size, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"voxel size must be one or three numbers, got {voxel_size!r}", path=path,
-                         field=field_name) from None
-    if vs.ndim > 1 or vs.size not in (1, 3):
-        raise InputError(f"voxel size must be one or three numbers (one per array axis), got {voxel_size!r}",
-                         path=path, field=field_name)
-    vs = np.broadcast_to(vs.reshape(-1), (3,)).copy()
-    if not np.all(np.isfinite(vs)) or np.any(vs <= 0):
-        raise InputError(f"voxel size must be positive and finite, got {tuple(vs.tolist())}", path=path,
-                         field=field_name)
-    return vs
-
-
 def check_direction(direction, path) -> np.ndarray:
     d = np.asarray(direction, dtype=np.float64)
     if d.size != 9 or not np.all(np.isfinite(d)):

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..spaces import Space, normalize_unit
+from ..spaces import Space, as_voxel_size, normalize_unit
 from .atomic import atomic_path
 
 __all__ = ["LandmarkPairs", "read_landmarks", "write_landmarks"]
@@ -221,11 +221,7 @@ def read_landmarks(path: str | os.PathLike, src: Space | str | None = None, dst:
                                          f"({side} {_AXES[j]}, column {col})", path=p, field=f"{side}_{_AXES[j]}") from None
                     arr[i, j] = np.nan
         if vs is not None:
-            v = np.broadcast_to(np.asarray(vs, float), (3,))
-            if not np.all(np.isfinite(v)) or np.any(v <= 0):
-                raise InputError(f"{side}_voxel_size must be positive numbers, got {vs!r}", path=p,
-                                 field=f"{side}_voxel_size")
-            arr = arr * v
+            arr = arr * as_voxel_size(vs, path=p, field=f"{side}_voxel_size")
         pts.append(arr)
     keep = np.ones(len(table), bool) if include_inactive else active
     for arr, side in zip(pts, ("src", "dst")):

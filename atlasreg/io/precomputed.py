@@ -49,6 +49,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..errors import InputError
+from ..spaces import as_voxel_size
 from ._checks import RawVolume, check_dtype, open_lazy, wrap_read_error
 
 __all__ = ["PrecomputedSource", "precomputed_source", "read_precomputed_info", "read_precomputed", "read_bounded",
@@ -271,11 +272,10 @@ def check_volume_info(info: dict, where) -> list[dict]:
         size = _ints(s.get("size"), 3, f"{f}.size", where, True)
         _ints(s.get("voxel_offset", [0, 0, 0]), 3, f"{f}.voxel_offset", where, False)
         res = s.get("resolution")
-        if (not isinstance(res, list) or len(res) != 3
-                or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) and r > 0
-                           for r in res)):
-            raise InputError(f"resolution must be 3 positive numbers (nm), got {res!r}", path=where,
+        if not isinstance(res, list) or len(res) != 3:
+            raise InputError(f"resolution must be a list of 3 positive numbers (nm), got {res!r}", path=where,
                              field=f"{f}.resolution")
+        as_voxel_size(res, path=where, field=f"{f}.resolution")
         if math.prod(size) > MAX_VOXELS:
             raise InputError(f"size {size} is beyond any real dataset", path=where, field=f"{f}.size")
         chunks = s.get("chunk_sizes")

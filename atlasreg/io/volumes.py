@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..spaces import Space, normalize_unit, unit_scale, validate_orientation
+from ..spaces import Space, as_voxel_size, normalize_unit, unit_scale, validate_orientation
 from ..volume import Volume
-from ._checks import (RawVolume, check_direction, check_dtype, check_exists, check_shape, check_voxel_size,
-                      count_nonfinite, nonfinite_error, wrap_read_error)
+from ._checks import (RawVolume, check_direction, check_dtype, check_exists, check_shape, count_nonfinite,
+                      nonfinite_error, wrap_read_error)
 from .atomic import atomic_path, check_writable
 
 __all__ = ["read_volume", "write_volume", "volume_format", "FORMATS"]
@@ -161,7 +161,7 @@ def read_volume(path: str | os.PathLike, voxel_size=None, orientation: str | Non
     if src is None:
         check_exists(p)
     fmt = "precomputed" if src is not None else volume_format(p)
-    vs = None if voxel_size is None else check_voxel_size(voxel_size, p)
+    vs = None if voxel_size is None else as_voxel_size(voxel_size, path=p)
     orient = None if orientation is None else _arg(validate_orientation, orientation, p)
     if unit is not None:
         unit = _arg(normalize_unit, unit, p)
@@ -243,7 +243,7 @@ def _place(raw: RawVolume, path: Path, voxel_size, orientation, space, unit, ove
         origin = np.asarray(raw.origin, np.float64) * f
         direction = raw.direction
         spacing0 = np.asarray(raw.spacing0 if raw.spacing0 is not None else raw.spacing, np.float64) * f
-        check_voxel_size(spacing0, path, "voxel_size (in the file)")
+        as_voxel_size(spacing0, path=path, field="voxel_size (in the file)")
         if voxel_size is not None and not np.allclose(voxel_size, spacing0, rtol=1e-4, atol=0):
             if not override:
                 raise InputError(
@@ -251,7 +251,7 @@ def _place(raw: RawVolume, path: Path, voxel_size, orientation, space, unit, ove
                     f"{tuple(np.round(spacing0, 9).tolist())} {target_unit}; omit voxel_size to use the file's, "
                     "or pass override=True to replace it", path=path, field="voxel_size")
             spacing = spacing * (voxel_size / spacing0)
-    spacing = check_voxel_size(spacing, path, "voxel_size (in the file)")
+    spacing = as_voxel_size(spacing, path=path, field="voxel_size (in the file)")
     if not np.all(np.isfinite(origin)):
         raise InputError(f"origin {np.asarray(origin).tolist()} is not finite", path=path, field="origin")
     direction = check_direction(direction, path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..spaces import as_voxel_size
 
 
 def _points(p, name: str) -> np.ndarray:
@@ -236,13 +237,6 @@ def mutual_information(a, b, bins: int = 32, mask=None, normalized: bool = False
 
 # -- anatomy without landmarks: symmetry, outline, dark structures, region volumes ------------------------
 
-def _voxel(voxel_size, ndim: int = 3) -> np.ndarray:
-    vs = np.asarray(np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (ndim,)), dtype=np.float64)
-    if not np.all(np.isfinite(vs)) or np.any(vs <= 0):
-        raise InputError(f"voxel_size must be positive, got {voxel_size}", field="voxel_size")
-    return vs
-
-
 def _mask(m, name: str) -> np.ndarray:
     arr = np.asarray(m.numpy() if hasattr(m, "voxel_size") else m)
     if arr.ndim != 3:
@@ -283,7 +277,7 @@ def label_interface(labels, a: int, b: int, voxel_size, mask=None) -> np.ndarray
     lab = _labels(labels, "labels")
     if lab.ndim != 3:
         raise InputError(f"labels must be 3-D, got shape {lab.shape}", field="labels")
-    vs = _voxel(voxel_size)
+    vs = as_voxel_size(voxel_size)
     m = None if mask is None else _mask(mask, "mask")
     if m is not None and m.shape != lab.shape:
         raise InputError(f"mask shape {m.shape} differs from the labels' {lab.shape}", field="mask")
@@ -328,7 +322,7 @@ def surface_distances(mask_a, mask_b, voxel_size) -> dict:
     a, b = _mask(mask_a, "mask_a"), _mask(mask_b, "mask_b")
     if a.shape != b.shape:
         raise InputError(f"masks must share one grid; shapes {a.shape} and {b.shape} differ", field="mask_b")
-    vs = _voxel(voxel_size)
+    vs = as_voxel_size(voxel_size)
     if not a.any() or not b.any():
         raise InputError("surface_distances needs two non-empty masks", field="mask_a" if not a.any() else "mask_b")
     both = a | b
@@ -375,7 +369,7 @@ def dark_mask(image, inside, fraction: float, voxel_size=None, smooth_um: float 
 
         if voxel_size is None:
             raise InputError("smooth_um needs voxel_size", field="voxel_size")
-        arr = ndi.gaussian_filter(arr, float(smooth_um) / _voxel(voxel_size))
+        arr = ndi.gaussian_filter(arr, float(smooth_um) / as_voxel_size(voxel_size))
     thr = np.quantile(arr[m], float(fraction))
     return m & (arr <= thr)
 

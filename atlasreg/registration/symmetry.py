@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..spaces import as_voxel_size
 from ..volume import Volume
 
 
@@ -72,9 +73,7 @@ def midsagittal_plane(image, voxel_size, lr_axis: int, working_spacing: float = 
         raise InputError(f"image must be 3-D, got shape {arr.shape}", field="image")
     if lr_axis not in (0, 1, 2):
         raise InputError(f"lr_axis must be 0, 1 or 2, got {lr_axis}", field="lr_axis")
-    spacing = np.asarray(np.broadcast_to(np.asarray(voxel_size, float), (3,)), float)
-    if not np.all(spacing > 0):
-        raise InputError(f"voxel_size must be positive, got {voxel_size}", field="voxel_size")
+    spacing = as_voxel_size(voxel_size)
     if not np.isfinite(arr).all() or float(arr.max()) == float(arr.min()):
         raise InputError("image must be finite and not constant to find its symmetry", field="image")
     n_lr = arr.shape[lr_axis]

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, OutputExistsError
-from ..spaces import Space, known_space, normalize_unit, validate_orientation
+from ..spaces import Space, as_voxel_size, known_space, normalize_unit, validate_orientation
 from .mouselight import ccf_axes
 from .neuron import Neuron, make_space, normalize_roots, validate_structure
 
@@ -43,19 +43,6 @@ def sidecar_path(path) -> Path:
     """``foo.swc`` -> ``foo.swc.json``."""
     p = Path(path)
     return p.with_name(p.name + ".json")
-
-
-def _voxel_size(vs, path=None) -> np.ndarray | None:
-    if vs is None:
-        return None
-    try:
-        v = np.broadcast_to(np.asarray(vs, dtype=np.float64), (3,)).copy()
-    except (TypeError, ValueError):
-        raise InputError(f"voxel_size must be one number or three (per axis), got {vs!r}", path=path,
-                         field="voxel_size") from None
-    if not np.all(np.isfinite(v)) or np.any(v <= 0):
-        raise InputError(f"voxel_size must be positive, got {vs!r}", path=path, field="voxel_size")
-    return v
 
 
 def read_sidecar(path) -> dict:
@@ -215,8 +202,8 @@ def read_swc(path, space: Space | str | None = None, unit: str | None = None, vo
     if known is not None:  # e.g. "ccf": the field's agreed unit and axes
         unit = unit if unit is not None else known.unit
         orientation = orientation if orientation is not None else known.orientation
-    vs_given = _voxel_size(voxel_size, p)
-    vs_stored = _voxel_size(meta.get("voxel_size"), sc)
+    vs_given = None if voxel_size is None else as_voxel_size(voxel_size, path=p)
+    vs_stored = None if meta.get("voxel_size") is None else as_voxel_size(meta["voxel_size"], path=sc)
     if vs_given is not None and vs_stored is not None and not np.allclose(vs_given, vs_stored):
         raise InputError(f"voxel_size={voxel_size!r} was given but the sidecar says {meta.get('voxel_size')!r}",
                          path=sc, field="voxel_size")

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, OutputExistsError
-from ..spaces import Space, normalize_unit
+from ..spaces import Space, as_voxel_size, normalize_unit
 from .neuron import Neuron, make_space
 
 _META_KEY = b"atlasreg"
@@ -197,13 +197,7 @@ def read_table(path, space: Space | str | None = None, unit: str | None = None, 
             raise
         raise InputError(str(exc), path=p) from None  # e.g. a bad unit in the metadata: name the file
     if voxel_size is not None:
-        try:
-            vs = np.broadcast_to(np.asarray(voxel_size, np.float64), (3,))
-        except (TypeError, ValueError):
-            raise InputError(f"voxel_size must be one number or three, got {voxel_size!r}", path=p,
-                             field="voxel_size") from None
-        if not np.all(np.isfinite(vs)) or np.any(vs <= 0):
-            raise InputError(f"voxel_size must be positive, got {voxel_size!r}", path=p, field="voxel_size")
+        vs = as_voxel_size(voxel_size, path=p)
         with np.errstate(over="ignore"):
             scaled = t.points * vs[None, :]
         bad = ~np.isfinite(scaled).all(axis=1)
