@@ -124,3 +124,51 @@ def test_as_voxel_size_refuses_anything_else_naming_file_field_and_value(bad):
     assert e.value.path == "/data/brain.tif" and e.value.field == "src_voxel_size"
     assert str(e.value).startswith("/data/brain.tif: field 'src_voxel_size': ")
     assert repr(bad.tolist() if isinstance(bad, np.ndarray) else bad) in str(e.value)
+
+
+def _callers(tmp_path):
+    """Each function that takes a voxel size, as ``call(bad_voxel_size)``, with the field it must name."""
+    from atlasreg.em.pyramid import pyramid_factors
+    from atlasreg.io.landmarks import read_landmarks
+    from atlasreg.qc.metrics import label_interface, surface_distances
+    from atlasreg.registration.symmetry import midsagittal_plane
+    from atlasreg.tracings import read_swc, read_table
+
+    swc = tmp_path / "n.swc"
+    swc.write_text("1 1 0 0 0 1 -1\n2 3 1 1 1 1 1\n")
+    table = tmp_path / "t.csv"
+    table.write_text("x,y,z\n1,2,3\n")
+    lm = tmp_path / "lm.csv"
+    lm.write_text("name,x_src,y_src,z_src,x_dst,y_dst,z_dst\n" + "".join(
+        f"p{i},{i},{i * i},{i % 3},{i},{i * i},{i % 3}\n" for i in range(6)))
+    lab = np.ones((2, 1, 4), int)
+    lab[..., 2:] = 2
+    img = np.zeros((8, 8, 8), np.float32)
+    img[2:6, 2:6, 1:7] = 1
+    import tifffile
+
+    tif = tmp_path / "v.tif"
+    tifffile.imwrite(tif, img)
+    return {
+        "Volume": (lambda v: ar.Volume(np.zeros((2, 2, 2)), voxel_size=v), "voxel_size"),
+        "read_volume": (lambda v: ar.read_volume(tif, voxel_size=v), "voxel_size"),
+        "read_swc": (lambda v: read_swc(swc, space="lm", unit="um", voxel_size=v), "voxel_size"),
+        "read_table": (lambda v: read_table(table, space="em", unit="nm", voxel_size=v), "voxel_size"),
+        "read_landmarks": (lambda v: read_landmarks(lm, src_unit="um", dst_unit="um", dst_voxel_size=v),
+                           "dst_voxel_size"),
+        "pyramid_factors": (lambda v: pyramid_factors((30, 512, 512), (50, 4, 4), target_voxel_size=v),
+                            "target_voxel_size"),
+        "label_interface": (lambda v: label_interface(lab, 1, 2, v), "voxel_size"),
+        "surface_distances": (lambda v: surface_distances(lab == 1, lab == 2, v), "voxel_size"),
+        "midsagittal_plane": (lambda v: midsagittal_plane(img, v, lr_axis=2, working_spacing=1.0), "voxel_size"),
+    }
+
+
+@pytest.mark.parametrize("bad", ["25", (True, 1, 1), (50, 40), (1, np.inf, 1), -1])
+@pytest.mark.parametrize("caller", ["Volume", "read_volume", "read_swc", "read_table", "read_landmarks",
+                                    "pyramid_factors", "label_interface", "surface_distances", "midsagittal_plane"])
+def test_every_voxel_size_goes_through_as_voxel_size(tmp_path, caller, bad):
+    call, field = _callers(tmp_path)[caller]
+    with pytest.raises(InputError, match="voxel size must be") as e:
+        call(bad)
+    assert e.value.field == field
