@@ -52,7 +52,8 @@ def test_big_verbs_match_the_library(data_dir, tmp_path):
                             "--chunks", "4"])
     assert r.exit_code == 0, r.output
     inv = ar.distributed.open_field(tmp_path / "inv.zarr")
-    np.testing.assert_allclose(inv.to_field().displacement, F.inverse().to_field().displacement, atol=1e-3)
+    np.testing.assert_allclose(inv.to_field().displacement, F.inverse().to_field(fill="zero").displacement,
+                               atol=1e-3)  # the blockwise inverse writes zero where no inverse exists
     r = runner.invoke(app, ["field", "compose", "-t", str(tmp_path / "field.json"), "-t", str(tmp_path / "inv.zarr"),
                             "--like", str(tmp_path / "inv.zarr"), "-o", str(tmp_path / "roundtrip.zarr")])
     assert r.exit_code == 0, r.output

@@ -97,3 +97,12 @@ def test_bad_input(case):
     nan[0, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
         refine_landmark_fit(*args, c["held_src"], nan)
+
+
+def test_bspline_refinement_records_its_zero_filled_inverse_nodes(case):
+    c = case
+    res = refine_landmark_fit(c["level"], c["crop"], c["fit"], c["held_src"], c["held_dst"], psf_sigma=PSF,
+                              model="bspline", bspline_iterations=5)
+    n = res.info["inverse_zero_filled_nodes"]  # nodes of the sampled inverse given zero displacement knowingly
+    assert isinstance(n, int) and n >= 0 and res.to_dict()["inverse_zero_filled_nodes"] == n
+    assert np.isfinite(res.refined.map_points(c["held_src"])).all()

@@ -184,3 +184,89 @@ def test_property_strong_stretches_invert_to_tolerance(a, x0, y0):
     x = np.array([[x0, y0, 2.5]])
     back = F.inverse().map_points(F.map_points(x))
     assert np.abs(back - x).max() < 1e-5
+
+
+# -- sampling an inverse onto a grid: nodes without an inverse are never given a made-up displacement ------------
+
+def _shift_field(shift=2.0, shape=(10, 5, 4)):
+    """Everything moves +shift (grid spacing 1) along axis 0: node y's inverse is y - shift, off the grid
+    (index < -0.5) for the first ceil(shift - 0.5) layers."""
+    u = np.zeros(shape + (3,))
+    u[..., 0] = shift
+    return DisplacementField(u, src="a", dst="b")
+
+
+def test_to_field_keeps_nan_where_the_preimage_leaves_the_grid():
+    F = _shift_field()
+    inv = F.inverse()
+    G = inv.to_field()
+    assert (G.src.name, G.dst.name) == ("b", "a")
+    unknown = np.isnan(G.displacement).any(-1)
+    assert G.unknown_nodes == 2 * 5 * 4 == unknown.sum() and unknown[:2].all() and not unknown[2:].any()
+    np.testing.assert_allclose(G.displacement[2:], np.broadcast_to([-2.0, 0, 0], (8, 5, 4, 3)), atol=1e-9)
+    assert inv.last_report.outside == 2 * 5 * 4
+    # a point that interpolates from an unknown node is NaN; from known nodes only, exact
+    pts = np.array([[0.0, 1, 1], [1.0, 2, 2], [1.5, 1, 1], [2.0, 1, 1], [2.25, 3, 3], [9.0, 4, 3]])
+    out = G.map_points(pts)
+    assert np.isnan(out[:3]).all()
+    np.testing.assert_allclose(out[3:], pts[3:] - [2.0, 0, 0], atol=1e-9)
+    # the old zero fill made node 0 map to itself: its true inverse, -2, is not on the field's grid
+    assert G.max_displacement() == pytest.approx(2.0)
+
+
+def test_a_field_with_unknown_nodes_inverts_to_nan_not_garbage():
+    G = _shift_field().inverse().to_field()   # y -> y - 2 where y >= 2 (index); unknown below
+    x = G.inverse().map_points([[3.0, 1, 1], [7.5, 2, 2], [0.5, 1, 1], [-0.4, 1, 1], [-1.5, 3, 2]])
+    np.testing.assert_allclose(x[:2], [[5.0, 1, 1], [9.5, 2, 2]], atol=1e-6)
+    # 0.5's preimage 2.5 is known, but the solver starts in the unknown cell: NaN (conservative) or exact
+    assert np.isnan(x[2]).all() or np.allclose(x[2], [2.5, 1, 1], atol=1e-6)
+    assert np.isnan(x[3:]).all()   # their preimages 1.6 and 0.5 lie where G is unknown
+
+
+def test_to_field_fill_is_explicit_counted_and_checked():
+    F = _shift_field()
+    Z = F.inverse().to_field(fill="zero")
+    assert Z.filled_nodes == 40 and Z.unknown_nodes == 0
+    np.testing.assert_array_equal(Z.displacement[:2], 0.0)
+    np.testing.assert_allclose(Z.map_points([[0.0, 1, 1]]), [[0.0, 1, 1]])  # ITK's rule, chosen knowingly
+    C = F.inverse().to_field(fill=-2.0)
+    np.testing.assert_allclose(C.displacement[:2], -2.0)
+    assert C.filled_nodes == 40
+    assert _shift_field(0.0).inverse().to_field(fill="zero").filled_nodes == 0
+    for bad in ("nan", "Zero", np.nan, np.inf, True, [0, 0, 0]):
+        with pytest.raises(InputError, match="fill must be") as e:
+            F.inverse().to_field(fill=bad)
+        assert e.value.field == "fill"
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".h5", ".tfm", ".json"])
+def test_a_field_with_unknown_nodes_is_not_saved(tmp_path, suffix):
+    G = _shift_field().inverse().to_field()
+    path = tmp_path / f"inv{suffix}"
+    with pytest.raises(InputError, match=r"40 of 200 nodes .* no known displacement.*fill='zero'") as e:
+        ar.save_transform(G, path)
+    assert e.value.path == str(path) and e.value.field == "displacement"
+    assert list(tmp_path.iterdir()) == []
+    if suffix != ".nii.gz":  # inside a chain too (a NIfTI holds one field only)
+        with pytest.raises(InputError, match="40 of 200 nodes"):
+            ar.save_transform(ar.Sequence([ar.Affine.from_translation([1, 0, 0], "c", "b"), G]), path)
+    # filled knowingly, it saves and reloads mapping points as in memory
+    Z = _shift_field().inverse().to_field(fill="zero")
+    p = ar.save_transform(Z, path)
+    pts = np.array([[0.0, 1, 1], [4.5, 2, 2]])
+    np.testing.assert_allclose(ar.load_transform(p, "b", "a", outside="zero" if suffix != ".json" else None)
+                               .map_points(pts), Z.map_points(pts), atol=1e-6)
+
+
+def test_nan_nodes_need_allow_nan_and_inf_is_always_refused():
+    u = np.zeros((3, 3, 3, 3))
+    u[1, 1, 1, 0] = np.nan
+    with pytest.raises(InputError, match="NaN or inf"):
+        DisplacementField(u)
+    F = DisplacementField(u, allow_nan=True)
+    assert F.unknown_nodes == 1 and F.max_displacement() == 0.0
+    assert np.isnan(F.map_points([[1.0, 1.0, 1.0], [0.5, 0.5, 0.5]])).all()   # both interpolate from node 1,1,1
+    np.testing.assert_array_equal(F.map_points([[0.0, 0.0, 0.0], [2.0, 0.0, 2.0]]), [[0, 0, 0], [2, 0, 2]])
+    u[1, 1, 1, 0] = np.inf
+    with pytest.raises(InputError, match="NaN or inf"):
+        DisplacementField(u, allow_nan=True)

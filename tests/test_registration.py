@@ -326,7 +326,7 @@ def test_finest_level_with_its_own_cc_radius_is_one_warp_both_ways(affine_case, 
         get_preset("fast", syn_radius_finest=-1)
 
 
-def test_sitk_backend_same_call(affine_case, brain4):
+def test_sitk_backend_same_call(affine_case, brain4, tmp_path):
     """The SimpleITK backend (affine + B-spline) behind the same call, same result type and direction."""
     A, moving, fixed = affine_case["A"], affine_case["moving"], affine_case["fixed"]
     res = ar.register(moving, fixed, preset="fast", backend="sitk",
@@ -339,6 +339,12 @@ def test_sitk_backend_same_call(affine_case, brain4):
     assert np.median(err) < 80, np.median(err)
     err_b = np.linalg.norm(res.transform.inverse().map_points(p_fixed) - p_moving, axis=1)
     assert np.median(err_b) < 80
+    # the B-spline's inverse, sampled: nodes without one get zero displacement knowingly, counted in info
+    inv = res.info["inverse_field"]
+    assert inv["nodes"] > 0 and inv["zero_filled_nodes"] == inv["off_grid_nodes"] + inv["failed_nodes"]
+    # so the ITK file holds what the transform in memory does
+    saved = ar.load_transform(ar.save_transform(res.transform, tmp_path / "m2f.h5"))
+    np.testing.assert_allclose(saved.map_points(p_moving), res.transform.map_points(p_moving), atol=1e-3)
 
 
 def test_cli_register_then_points_and_warp(brain4, tmp_path):

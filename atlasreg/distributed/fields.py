@@ -275,7 +275,7 @@ def _field_task(ctx: dict, key: str, lo, hi) -> tuple[float, int]:
     x = ctx["transform"].map_points(y)
     u = x - y
     bad = ~np.all(np.isfinite(u), axis=1)
-    u[bad] = 0.0  # no information where the chain leaves its domain: no move (as InverseDisplacementField.to_field)
+    u[bad] = 0.0  # no information where the chain leaves its domain: no move, counted (sample_field's nan_nodes)
     arr = zarr.open_array(ctx["array"], mode="r+", zarr_format=2)
     arr[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2], :] = u.reshape(shape + (3,)).astype(arr.dtype)
     mark_done(ctx["done_dir"], key)

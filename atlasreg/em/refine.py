@@ -292,7 +292,11 @@ def refine_landmark_fit(em: Volume, lm: Volume, landmark_fit: Transform, heldout
         mid = Space(lm_sp.name + "__bspline", lm_sp.unit)
         U = sampled_field(bs, f_img, lm_sp, mid)
         Cinv_mid = Affine(np.linalg.inv(C), fit_sp, mid)
-        back = Sequence([Cinv_mid, U.inverse().to_field()])            # warped-EM frame -> crop frame
+        # nodes without an inverse (preimage off the crop grid) get zero displacement, so that the refined
+        # transform can be saved; counted in info
+        Uinv = U.inverse().to_field(fill="zero")
+        info["inverse_zero_filled_nodes"] = Uinv.filled_nodes
+        back = Sequence([Cinv_mid, Uinv])                              # warped-EM frame -> crop frame
         # re-label the numerical inverse's end space back to the crop's space
         back = Sequence([back, Affine(np.eye(4), back.dst, lm_sp)]) if back.dst.name != lm_sp.name else back
         refined = Sequence([T, relabel, back])

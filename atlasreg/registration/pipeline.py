@@ -252,8 +252,10 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
                                   "given_score": report.given_score, "best_score": report.best_score,
                                   "flagged": report.flagged}
     log.info("registered %s -> %s in %.1f s", moving.space.name, fixed.space.name, metrics["seconds"])
-    return RegistrationResult(T, moving.grid, fixed.grid, metrics, params, backend,
-                              {"moving_orientation": moving.orientation, "fixed_orientation": fixed.orientation},
+    result_info = {"moving_orientation": moving.orientation, "fixed_orientation": fixed.orientation}
+    if "inverse_field" in info:  # the SimpleITK backend's sampled inverse: how many nodes were zero-filled
+        result_info["inverse_field"] = info["inverse_field"]
+    return RegistrationResult(T, moving.grid, fixed.grid, metrics, params, backend, result_info,
                               qc_images=(f_n, m_n), moving_volume=moving, fixed_volume=fixed)
 
 

@@ -3,7 +3,8 @@
 Like the ANTs backend it saves each stage's transform in the work folder as it completes (a rerun with
 the same folder resumes) and returns the MOVING → FIXED map with the FIXED → MOVING map attached. The
 B-spline is sampled into a displacement field on the fixed working grid; its inverse is solved
-numerically on the same grid (residual in ``info``).
+numerically on the same grid, nodes without an inverse (preimage off the grid) set to zero displacement
+and counted in ``info["inverse_field"]``.
 """
 from __future__ import annotations
 
@@ -119,6 +120,12 @@ def register_sitk(fixed: Volume, moving: Volume, init: Affine, params: dict, wor
         note("bspline", "done")
     A_mid = Affine(A.matrix, mid, moving.space)
     forward = Sequence([U, A_mid])                        # fixed -> moving
-    Uinv = U.inverse().to_field()                         # numerical inverse, sampled on the same grid
+    # numerical inverse, sampled on the same grid. Nodes near the grid's faces whose preimage lies off the grid
+    # have no inverse: they get zero displacement (ITK's rule off a field's grid, as before), chosen here so
+    # that the transform in memory and the one saved (ITK .h5 cannot hold NaN) map points alike; counted in info.
+    inv = U.inverse()
+    Uinv = inv.to_field(fill="zero")
+    info["inverse_field"] = {"nodes": int(np.prod(Uinv.shape)), "zero_filled_nodes": Uinv.filled_nodes,
+                             "off_grid_nodes": inv.last_report.outside, "failed_nodes": inv.last_report.failed}
     backward = Sequence([A_mid.inverse(), Uinv])          # moving -> fixed
     return backward.with_inverse(forward), info

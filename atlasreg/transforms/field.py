@@ -61,6 +61,12 @@ class DisplacementField(GridFrame, Transform):
     outside : {"nan", "zero"}
         Points outside the grid become NaN (default: nothing silently wrong), or
         keep zero displacement as ITK does.
+    allow_nan : bool
+        Accept NaN nodes, meaning "displacement unknown here" (as
+        :meth:`InverseDisplacementField.to_field` leaves the nodes whose inverse
+        could not be computed). Every point that interpolates from such a node maps
+        to NaN; ``unknown_nodes`` counts them, and saving the field to a file is
+        refused (:meth:`check_known`). Infinite values are always refused.
 
     Examples
     --------
@@ -73,7 +79,8 @@ class DisplacementField(GridFrame, Transform):
     """
 
     def __init__(self, displacement, spacing=(1.0, 1.0, 1.0), origin=None, direction=None,
-                 src="src", dst="dst", outside: str = "nan", *, _finite_checked: bool = False):
+                 src="src", dst="dst", outside: str = "nan", *, allow_nan: bool = False,
+                 _finite_checked: bool = False):
         # ``_finite_checked``: the caller (a file reader) has already checked every value.
         super().__init__(src, dst)
         u = np.asarray(displacement)
@@ -83,8 +90,14 @@ class DisplacementField(GridFrame, Transform):
             raise InputError("displacement grid is empty", field="displacement")
         if u.dtype not in (np.float32, np.float64):
             u = u.astype(np.float64)
+        #: Nodes whose displacement is unknown (NaN; only with ``allow_nan``).
+        self.unknown_nodes = 0
+        #: Nodes given a chosen value instead of an unknown one (``to_field(fill=...)``); recorded, not used.
+        self.filled_nodes = 0
         if not _finite_checked and not _all_finite(u):
-            raise InputError("displacement field contains NaN or inf", field="displacement")
+            if not allow_nan or np.isinf(u).any():
+                raise InputError("displacement field contains NaN or inf", field="displacement")
+            self.unknown_nodes = int(np.isnan(u).any(axis=-1).sum())
         if self.src.unit != self.dst.unit:
             raise InputError(
                 f"a displacement field maps within one unit, but src is {self.src.unit} and dst "
@@ -133,7 +146,32 @@ class DisplacementField(GridFrame, Transform):
         return InverseDisplacementField(self)
 
     def max_displacement(self) -> float:
-        return float(np.sqrt((self.displacement.astype(np.float64) ** 2).sum(-1)).max())
+        """Largest ``|u|`` over the nodes whose displacement is known (0 when none is)."""
+        norms = np.sqrt((self.displacement.astype(np.float64) ** 2).sum(-1))
+        if self.unknown_nodes:
+            norms = norms[np.isfinite(norms)]
+        return float(norms.max()) if norms.size else 0.0
+
+    def check_known(self, path=None) -> None:
+        """Raise :class:`~atlasreg.errors.InputError` when some nodes are unknown (NaN): what every writer
+        checks, since no transform file holds "unknown" (ITK and NIfTI readers would take NaN as zero
+        displacement, atlasreg refuses NaN on load).
+
+        Examples
+        --------
+        >>> u = np.zeros((2, 2, 2, 3)); u[0, 0, 0] = np.nan
+        >>> DisplacementField(u, allow_nan=True).check_known("warp.nii.gz")
+        Traceback (most recent call last):
+        ...
+        atlasreg.errors.InputError: warp.nii.gz: field 'displacement': 1 of 8 nodes of the displacement field have no known displacement (NaN: e.g. where its inverse could not be computed); no transform file can hold that. Save the exact transform as .json (NGFF: a numerical inverse is stored as its forward field), crop the grid to where the field is known, or sample it with to_field(fill='zero') to write zero displacement there knowingly
+        """
+        if self.unknown_nodes:
+            raise InputError(
+                f"{self.unknown_nodes} of {int(np.prod(self.shape))} nodes of the displacement field have no known "
+                "displacement (NaN: e.g. where its inverse could not be computed); no transform file can hold "
+                "that. Save the exact transform as .json (NGFF: a numerical inverse is stored as its forward "
+                "field), crop the grid to where the field is known, or sample it with to_field(fill='zero') to "
+                "write zero displacement there knowingly", path=path, field="displacement")
 
     def grid_points(self) -> np.ndarray:
         """Physical positions of the grid nodes, ``(X*Y*Z, 3)`` in C order."""
@@ -168,8 +206,44 @@ class InverseDisplacementField(NumericalInverse):
         return solve_field_inverse(f.displacement, f.physical_to_index, f.outside == "nan", pts, self.tol,
                                    self.max_iter)
 
-    def to_field(self, shape=None, spacing=None, origin=None, direction=None) -> DisplacementField:
-        """Sample this inverse on a grid (by default the forward field's) as a DisplacementField."""
+    def to_field(self, shape=None, spacing=None, origin=None, direction=None, *, fill=None) -> DisplacementField:
+        """Sample this inverse on a grid (by default the forward field's) as a DisplacementField.
+
+        Parameters
+        ----------
+        shape, spacing, origin, direction : optional
+            The grid (nodes in ``self.src``); each defaults to the forward field's.
+        fill : None, "zero" or float
+            What the nodes whose inverse cannot be computed get (the preimage lies off the forward
+            field's grid, or the solve failed, e.g. at a fold). ``None`` (default): they stay NaN, so
+            every point that interpolates from one maps to NaN, and the field cannot be saved to a file
+            (:meth:`DisplacementField.check_known`). ``"zero"`` (ITK's and ANTs' rule off a field's grid)
+            or a number: that displacement on every axis — a value that is not the inverse, so choose it
+            knowingly; the field's ``filled_nodes`` counts those nodes (``self.last_report`` says why
+            they failed).
+
+        Returns
+        -------
+        DisplacementField
+            ``self.src -> self.dst``, ``unknown_nodes`` (with ``fill=None``) or ``filled_nodes`` set.
+
+        Examples
+        --------
+        >>> u = np.zeros((8, 4, 4, 3)); u[..., 0] = 1.0           # everything moves +1 along axis 0
+        >>> G = DisplacementField(u, src="a", dst="b").inverse().to_field()
+        >>> G.unknown_nodes                                        # node x = 0: its preimage -1 is off the grid
+        16
+        >>> G.map_points([[0.0, 1, 1], [3.0, 1, 1]])
+        array([[nan, nan, nan],
+               [ 2.,  1.,  1.]])
+        >>> G0 = DisplacementField(u, src="a", dst="b").inverse().to_field(fill="zero")
+        >>> G0.filled_nodes, G0.map_points([[0.0, 1, 1]])
+        (16, array([[0., 1., 1.]]))
+        """
+        if fill is not None and not (fill == "zero" if isinstance(fill, str) else
+                                     isinstance(fill, (int, float, np.integer, np.floating))
+                                     and not isinstance(fill, (bool, np.bool_)) and np.isfinite(fill)):
+            raise InputError(f"fill must be None (keep NaN), 'zero' or a finite number, got {fill!r}", field="fill")
         f = self.forward
         shape = f.shape if shape is None else tuple(shape)
         m = grid_affine(f.spacing if spacing is None else spacing,
@@ -178,10 +252,14 @@ class InverseDisplacementField(NumericalInverse):
         idx = np.indices(shape, dtype=np.float64).reshape(3, -1).T
         y = apply_affine(m, idx)
         x = self._map(y)
-        u = (x - y).reshape(*shape, 3)
-        bad = ~np.isfinite(u)
-        if bad.any():
-            u[bad] = 0.0  # nodes whose preimage left the forward grid: no information, no move
-        return DisplacementField(u, spacing=np.linalg.norm(m[:3, :3], axis=0), origin=m[:3, 3],
-                                 direction=m[:3, :3] / np.linalg.norm(m[:3, :3], axis=0),
-                                 src=self.src, dst=self.dst, outside=f.outside)
+        u = x - y
+        bad = ~np.isfinite(u).all(axis=1)
+        n_bad = int(bad.sum())
+        if n_bad and fill is not None:
+            u[bad] = 0.0 if isinstance(fill, str) else float(fill)
+        F = DisplacementField(u.reshape(*shape, 3), spacing=np.linalg.norm(m[:3, :3], axis=0), origin=m[:3, 3],
+                              direction=m[:3, :3] / np.linalg.norm(m[:3, :3], axis=0), src=self.src, dst=self.dst,
+                              outside=f.outside, allow_nan=fill is None)
+        if fill is not None:
+            F.filled_nodes = n_bad
+        return F

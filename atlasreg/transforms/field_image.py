@@ -76,7 +76,7 @@ def write_displacement_field(F: Transform, path, force: bool = False) -> Path:
     from ..io.atomic import atomic_path
 
     F = _single_field(resolved(F), path)
-    img = field_to_sitk_image(F)
+    img = field_to_sitk_image(F, path=path)
     suffix = suffix_of(path)
     with atomic_path(path, force, suffix=suffix) as tmp:
         try:

@@ -161,10 +161,11 @@ def finish(x: np.ndarray, residual: np.ndarray, status: np.ndarray, tol: float, 
     failed = status == K.NOT_CONVERGED
     conv = status == K.CONVERGED
     nfail = int(failed.sum())
+    known_failed = residual[failed][~np.isnan(residual[failed])]  # NaN where the map is unknown (a NaN node)
     rep = InverseReport(
         points=len(status), converged=int(conv.sum()), outside=int((status == K.OUTSIDE).sum()), failed=nfail,
         max_residual=float(residual[conv].max()) if conv.any() else float("nan"),
-        worst_failed_residual=float(np.nanmax(residual[failed])) if nfail else float("nan"), tol=float(tol))
+        worst_failed_residual=float(known_failed.max()) if known_failed.size else float("nan"), tol=float(tol))
     if nfail:
         msg = (f"{what}: {nfail} of {len(status)} points did not converge (worst residual "
                f"{rep.worst_failed_residual:.3g}, tolerance {tol:.3g}); the transform may fold there")

@@ -407,14 +407,15 @@ def _to_sitk(T: Transform, path):
         if isinstance(t, Affine):
             out.append(affine_to_sitk(t.matrix))
         elif isinstance(t, DisplacementField):
-            out.append(sitk.DisplacementFieldTransform(field_to_sitk_image(t, np.float64)))
+            out.append(sitk.DisplacementFieldTransform(field_to_sitk_image(t, np.float64, path)))
         elif isinstance(t, BSplineTransform):
             out.append(bspline_to_sitk(t))
         else:
             raise InputError(
                 f"ITK files hold affines, B-splines and displacement fields, not a {type(t).__name__} (an "
                 "inverse solved numerically or a thin-plate spline has no exact ITK form). Save it as .json "
-                "(NGFF, exact), or sample it first (InverseDisplacementField.to_field())", path=path,
+                "(NGFF, exact), or sample it first (InverseDisplacementField.to_field(); where some nodes have no "
+                "inverse it needs fill='zero' or a number to be written)", path=path,
                 field="transform")
     if len(out) == 1:
         return out[0]

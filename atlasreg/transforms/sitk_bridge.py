@@ -56,10 +56,12 @@ def sampled_field(tx, reference, src: Space, dst: Space, outside: str = "zero") 
     return field_from_sitk_image(disp, src, dst, outside)
 
 
-def field_to_sitk_image(F: DisplacementField, dtype=None):
-    """The field as a SimpleITK vector image with the same geometry (ITK index = atlasreg index)."""
+def field_to_sitk_image(F: DisplacementField, dtype=None, path=None):
+    """The field as a SimpleITK vector image with the same geometry (ITK index = atlasreg index), to write to
+    ``path``: a field with unknown (NaN) nodes is refused (ITK would read them as zero displacement)."""
     import SimpleITK as sitk
 
+    F.check_known(path)
     u = F.displacement if dtype is None else F.displacement.astype(dtype)
     img = sitk.GetImageFromArray(np.ascontiguousarray(u.transpose(2, 1, 0, 3)), isVector=True)
     img.SetSpacing(tuple(float(v) for v in F.spacing))

@@ -121,6 +121,7 @@ class _Writer:
         if isinstance(T, Sequence):
             return {"type": "sequence", "transformations": [self.inline(t) for t in T.steps]}
         if isinstance(T, DisplacementField):
+            T.check_known(self.path)
             self.system(T.src)
             return {"type": "displacements", "path": self.field(T.displacement, T.index_to_physical, T.src.unit,
                                                                  "displacement"),
