@@ -128,6 +128,7 @@ def test_as_voxel_size_refuses_anything_else_naming_file_field_and_value(bad):
 
 def _callers(tmp_path):
     """Each function that takes a voxel size, as ``call(bad_voxel_size)``, with the field it must name."""
+    from atlasreg.em import synthetic_lm_pair
     from atlasreg.em.pyramid import pyramid_factors
     from atlasreg.io.landmarks import read_landmarks
     from atlasreg.qc.metrics import label_interface, surface_distances
@@ -149,6 +150,7 @@ def _callers(tmp_path):
 
     tif = tmp_path / "v.tif"
     tifffile.imwrite(tif, img)
+    em = ar.Volume(img, (50, 4, 4), space=ar.Space("em", "nm"))
     return {
         "Volume": (lambda v: ar.Volume(np.zeros((2, 2, 2)), voxel_size=v), "voxel_size"),
         "read_volume": (lambda v: ar.read_volume(tif, voxel_size=v), "voxel_size"),
@@ -161,12 +163,14 @@ def _callers(tmp_path):
         "label_interface": (lambda v: label_interface(lab, 1, 2, v), "voxel_size"),
         "surface_distances": (lambda v: surface_distances(lab == 1, lab == 2, v), "voxel_size"),
         "midsagittal_plane": (lambda v: midsagittal_plane(img, v, lr_axis=2, working_spacing=1.0), "voxel_size"),
+        "synthetic_lm_pair": (lambda v: synthetic_lm_pair(em, lm_voxel_size=v, psf_sigma=0), "lm_voxel_size"),
     }
 
 
 @pytest.mark.parametrize("bad", ["25", (True, 1, 1), (50, 40), (1, np.inf, 1), -1])
 @pytest.mark.parametrize("caller", ["Volume", "read_volume", "read_swc", "read_table", "read_landmarks",
-                                    "pyramid_factors", "label_interface", "surface_distances", "midsagittal_plane"])
+                                    "pyramid_factors", "label_interface", "surface_distances", "midsagittal_plane",
+                                    "synthetic_lm_pair"])
 def test_every_voxel_size_goes_through_as_voxel_size(tmp_path, caller, bad):
     call, field = _callers(tmp_path)[caller]
     with pytest.raises(InputError, match="voxel size must be") as e:

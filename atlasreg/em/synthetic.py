@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..spaces import Space, as_space, unit_scale
+from ..spaces import Space, as_space, as_voxel_size, unit_scale
 from ..transforms.base import Affine
 from ..volume import Grid, Volume, warp
 
@@ -80,10 +80,10 @@ def synthetic_lm_pair(em: Volume, lm_voxel_size=(75.0, 24.0, 24.0), psf_sigma=(7
     lm_space = as_space(lm_space)
     if lm_space.name == em.space.name:
         raise InputError("the light-sheet space needs a name of its own", field="lm_space")
-    vs = np.broadcast_to(np.asarray(lm_voxel_size, float), (3,))
+    vs = as_voxel_size(lm_voxel_size, field="lm_voxel_size")
     sig = np.broadcast_to(np.asarray(psf_sigma, float), (3,))
-    if np.any(vs <= 0) or np.any(sig < 0):
-        raise InputError("lm_voxel_size must be positive and psf_sigma non-negative", field="lm_voxel_size")
+    if not np.all(np.isfinite(sig)) or np.any(sig < 0):
+        raise InputError(f"psf_sigma must be finite and non-negative, got {psf_sigma!r}", field="psf_sigma")
     truth = known_affine(em, lm_space, rotation_deg, scale, shift)
     a = em.numpy().astype(np.float32)
     blurred = Volume(gaussian_filter(a, sig / em.voxel_size, mode="nearest"), em.voxel_size, em.origin,
