@@ -200,12 +200,30 @@ def syn_arguments(params: dict, fs: str, ms: str) -> list[str]:
     return out
 
 
+def linear_levels(params: dict, stage: str) -> tuple[list, list, list]:
+    """The levels of the rigid or affine stage that iterate: ``(iterations, shrink, smoothing)``.
+
+    The rigid stage shares ``affine_shrink`` / ``affine_smooth``; a level given 0 iterations is left out, since
+    ``antsRegistration`` runs one iteration at a level asked for none.
+
+    Examples
+    --------
+    >>> from atlasreg.registration.presets import get_preset
+    >>> linear_levels(get_preset("lightsheet-to-atlas", rigid_iterations=(100, 30, 0)), "rigid")
+    ([100, 30], [4, 2], [2, 1])
+    """
+    its = params["rigid_iterations"] if stage == "rigid" else params["affine_iterations"]
+    keep = [k for k, n in enumerate(its) if int(n) > 0]
+    return ([int(its[k]) for k in keep], [params["affine_shrink"][k] for k in keep],
+            [params["affine_smooth"][k] for k in keep])
+
+
 def stage_plan(params: dict) -> list[str]:
     """The stages a run will perform, in order (names used for progress and resumable outputs)."""
     plan = []
-    if params["rigid_iterations"]:
+    if any(int(n) > 0 for n in params["rigid_iterations"]):
         plan.append("rigid")
-    if params["affine_iterations"]:
+    if any(int(n) > 0 for n in params["affine_iterations"]):
         plan.append("affine")
     if params["syn_iterations"]:
         plan.append("syn")
@@ -260,13 +278,13 @@ def register_ants(fixed: Volume, moving: Volume, init: Affine, params: dict, wor
                 t0 = time.perf_counter()
                 args = ["-d", "3", "-r", current]
                 if stage in ("rigid", "affine"):
-                    its = params["rigid_iterations"] if stage == "rigid" else params["affine_iterations"]
+                    its, shrink, smooth = linear_levels(params, stage)
                     level_its = list(its)
                     kind = "Rigid" if stage == "rigid" else "Affine"
                     args += ["-m", _metric(params["affine_metric"], fs, ms, params, "affine"),
                              "-t", f"{kind}[{float(params['affine_step'])}]",
                              "-c", f"[{_x(its)},1e-6,10]",
-                             "-s", _x(params["affine_smooth"]) + "vox", "-f", _x(params["affine_shrink"])]
+                             "-s", _x(smooth) + "vox", "-f", _x(shrink)]
                 else:
                     args += syn_arguments(params, fs, ms)
                     level_its = [n for level in syn_levels(params) for n in level[0]]
