@@ -46,14 +46,26 @@ def test_big_verbs_match_the_library(data_dir, tmp_path):
     assert r.exit_code == 2 and "parquet" in r.output
 
     u = np.random.default_rng(1).normal(0, 30, (9, 8, 7, 3))
+    u[..., 0] += 600  # the nodes x = 0 of the inverse have their preimage off the grid: no inverse there
     F = ar.DisplacementField(u, spacing=(1000, 1000, 1000), src="ccf", dst="ccf2")
     ar.save_transform(F, tmp_path / "field.json")
     r = runner.invoke(app, ["field", "invert", str(tmp_path / "field.json"), "-o", str(tmp_path / "inv.zarr"),
                             "--chunks", "4"])
     assert r.exit_code == 0, r.output
     inv = ar.distributed.open_field(tmp_path / "inv.zarr")
-    np.testing.assert_allclose(inv.to_field().displacement, F.inverse().to_field(fill="zero").displacement,
-                               atol=1e-3)  # the blockwise inverse writes zero where no inverse exists
+    want = F.inverse().to_field()  # nodes without an inverse: NaN, at the same nodes
+    assert want.unknown_nodes > 0 and inv.unknown_nodes == want.unknown_nodes
+    assert f"{want.unknown_nodes} unknown (NaN" in r.output
+    np.testing.assert_allclose(inv.to_field().displacement, want.displacement, atol=1e-3)
+    r = runner.invoke(app, ["field", "invert", str(tmp_path / "field.json"), "-o", str(tmp_path / "inv0.zarr"),
+                            "--chunks", "4", "--fill", "zero"])
+    assert r.exit_code == 0, r.output
+    np.testing.assert_allclose(ar.distributed.open_field(tmp_path / "inv0.zarr").to_field().displacement,
+                               F.inverse().to_field(fill="zero").displacement, atol=1e-3)
+    r = runner.invoke(app, ["field", "invert", str(tmp_path / "field.json"), "-o", str(tmp_path / "bad.zarr"),
+                            "--fill", "nan"])
+    assert r.exit_code == 2 and "fill must be None (keep NaN), 'zero' or a finite number" in r.output
+    assert not (tmp_path / "bad.zarr").exists()
     r = runner.invoke(app, ["field", "compose", "-t", str(tmp_path / "field.json"), "-t", str(tmp_path / "inv.zarr"),
                             "--like", str(tmp_path / "inv.zarr"), "-o", str(tmp_path / "roundtrip.zarr")])
     assert r.exit_code == 0, r.output

@@ -58,12 +58,21 @@ def test_chunked_field_maps_like_the_in_memory_field(field):
 
 def test_blockwise_inverse_and_composition(field, tmp_path):
     F, CF = field
-    ref = F.inverse().to_field(fill="zero")  # invert_field writes zero where no inverse exists (its nan_nodes)
+    # as to_field: nodes without an inverse stay NaN by default, or get the fill value chosen
+    ref = F.inverse().to_field()
+    assert ref.unknown_nodes > 0
     inv = invert_field(CF, tmp_path / "inv.zarr", chunks=9, progress=False)
     assert isinstance(inv, ChunkedDisplacementField) and (inv.src.name, inv.dst.name) == ("fixed", "moving")
-    np.testing.assert_allclose(inv.to_field().displacement, ref.displacement, atol=1e-4)  # float32 storage
-    inv_mem = invert_field(F, tmp_path / "inv_mem.zarr", chunks=16, dtype="float64")
-    np.testing.assert_allclose(inv_mem.to_field().displacement, ref.displacement, atol=1e-9)
+    assert (inv.unknown_nodes, inv.filled_nodes) == (ref.unknown_nodes, 0)
+    # float32 storage; NaN at the same nodes (assert_allclose compares NaN positions)
+    np.testing.assert_allclose(inv.to_field().displacement, ref.displacement, atol=1e-4)
+    assert inv.to_field().unknown_nodes == ref.unknown_nodes
+    ref0 = F.inverse().to_field(fill="zero")
+    inv_mem = invert_field(F, tmp_path / "inv_mem.zarr", chunks=16, dtype="float64", fill="zero")
+    np.testing.assert_allclose(inv_mem.to_field().displacement, ref0.displacement, atol=1e-9)
+    assert (inv_mem.unknown_nodes, inv_mem.filled_nodes) == (0, ref0.filled_nodes) and ref0.filled_nodes > 0
+    meta = zarr.open_group(str(tmp_path / "inv_mem.zarr")).attrs["atlasreg"]
+    assert (meta["fill"], meta["nan_nodes"], meta["unknown_nodes"]) == ("zero", ref0.filled_nodes, 0)
     # F then its inverse: the identity (to interpolation error) away from the grid's edges
     rng = np.random.default_rng(2)
     lo = np.asarray(GEOM["origin"]) + 500
@@ -133,3 +142,99 @@ def test_field_jobs_refuse_bad_input(field, tmp_path):
     bad[3, 3, 3, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
         ChunkedDisplacementField(bad, src="a", dst="b").map_points([[3.0, 3.0, 3.0]])
+
+
+def _shift_field():
+    """Everything moves +1 along axis 0 (8 x 4 x 4 nodes, 1 µm): the inverse's 16 nodes x = 0 have their
+    preimage (x = -1) off the grid, so no inverse there; everywhere else it is exactly -1 along axis 0."""
+    u = np.zeros((8, 4, 4, 3))
+    u[..., 0] = 1.0
+    return ar.DisplacementField(u, src="a", dst="b")
+
+
+def test_blockwise_inverse_leaves_nodes_without_inverse_unknown(tmp_path):
+    F = _shift_field()
+    inv = invert_field(F, tmp_path / "inv.zarr", chunks=3, progress=False)
+    for G in (inv, open_field(tmp_path / "inv.zarr")):  # the store, reopened
+        # node x = 0 and the cell next to it are unknown (they were mapped with zero displacement before)
+        got = G.map_points([[0.0, 1, 1], [0.5, 2, 1], [3.0, 1, 1], [6.5, 2.5, 0.5]])
+        assert np.isnan(got[:2]).all()
+        np.testing.assert_allclose(got[2:], [[2.0, 1, 1], [5.5, 2.5, 0.5]], atol=1e-6)
+        assert G.allow_nan and (G.unknown_nodes, G.filled_nodes) == (16, 0)
+        assert G.max_displacement() == pytest.approx(1.0)
+        M = G.to_field()
+        assert (M.unknown_nodes, M.filled_nodes) == (16, 0)
+        unknown = np.zeros((8, 4, 4), bool)
+        unknown[0] = True
+        np.testing.assert_array_equal(np.isnan(M.displacement).any(-1), unknown)
+        # no transform file can hold the unknown nodes
+        with pytest.raises(InputError, match="16 of 128 nodes .* no known displacement"):
+            ar.save_transform(M, tmp_path / "inv.nii.gz")
+    meta = zarr.open_group(str(tmp_path / "inv.zarr")).attrs["atlasreg"]
+    assert (meta["fill"], meta["nan_nodes"], meta["unknown_nodes"], meta["filled_nodes"]) == (None, 16, 16, 0)
+    assert meta["max_displacement"] == pytest.approx(1.0)
+    np.testing.assert_array_equal(inv.to_field().displacement, F.inverse().to_field().displacement)
+    # the inverse of the stored inverse reads the unknown nodes too: NaN there, the shift elsewhere
+    back = inv.inverse().map_points([[1.0, 1, 1], [5.0, 2, 2]])
+    np.testing.assert_allclose(back, [[2.0, 1, 1], [6.0, 2, 2]], atol=1e-6)
+
+
+@pytest.mark.parametrize("fill, value", [("zero", 0.0), (2.5, 2.5), (np.float32(-1), -1.0)])
+def test_blockwise_inverse_fills_when_asked(tmp_path, fill, value):
+    F = _shift_field()
+    inv = invert_field(F, tmp_path / "inv.zarr", chunks=3, fill=fill, progress=False)
+    meta = zarr.open_group(str(tmp_path / "inv.zarr")).attrs["atlasreg"]
+    assert (meta["fill"], meta["nan_nodes"], meta["unknown_nodes"], meta["filled_nodes"]) == (
+        fill if isinstance(fill, str) else value, 16, 0, 16)
+    G = open_field(tmp_path / "inv.zarr")
+    assert not G.allow_nan and (G.unknown_nodes, G.filled_nodes) == (0, 16)
+    want = F.inverse().to_field(fill=fill)
+    np.testing.assert_array_equal(G.to_field().displacement, want.displacement)
+    np.testing.assert_allclose(G.map_points([[0.0, 1, 1]]), [[value, 1 + value, 1 + value]])
+    assert G.to_field().filled_nodes == 16
+    ar.save_transform(G.to_field(), tmp_path / "inv.nii.gz")  # NaN-free: it can be written
+
+
+@pytest.mark.parametrize("fill", ["nan", "0", True, float("inf"), float("nan"), [0.0]])
+def test_blockwise_fill_is_checked_like_to_field(tmp_path, fill):
+    F = _shift_field()
+    with pytest.raises(InputError) as lib:
+        F.inverse().to_field(fill=fill)
+    with pytest.raises(InputError) as blk:
+        invert_field(F, tmp_path / "inv.zarr", fill=fill)
+    assert str(blk.value) == str(lib.value) and "field 'fill'" in str(blk.value)
+    with pytest.raises(InputError, match="field 'fill'"):
+        compose_fields([F], ar.Grid(F.shape, (1, 1, 1), ar.Space("a")), tmp_path / "c.zarr", fill=fill)
+    assert list(tmp_path.iterdir()) == []  # refused before any work
+
+
+def test_resumed_field_job_keeps_the_counts_of_the_blocks_done_before(tmp_path):
+    from test_distributed_warp import Flaky
+
+    F = _shift_field()
+    grid = ar.Grid(F.shape, (1, 1, 1), ar.Space("b"))
+    out = tmp_path / "inv.zarr"
+    # blocks of 3 nodes along axis 0: the unknown nodes x = 0 all lie in the first blocks, run first
+    with pytest.raises(RuntimeError, match="worker died"):
+        sample_field(Flaky(F.inverse(), fail_after=4), grid, out, chunks=3, fill="zero", scheduler="sync")
+    assert not out.exists() and len(list((tmp_path / "inv.zarr.partial" / "done").iterdir())) == 4
+    rerun = Flaky(F.inverse())
+    G = sample_field(rerun, grid, out, chunks=3, fill="zero", scheduler="sync")
+    assert rerun.calls == 3 * 2 * 2 - 4  # resumed: the 4 finished blocks were not recomputed
+    assert (G.unknown_nodes, G.filled_nodes) == (0, 16)
+    meta = zarr.open_group(str(out)).attrs["atlasreg"]
+    assert (meta["nan_nodes"], meta["max_displacement"]) == (16, pytest.approx(1.0))
+
+
+def test_stores_written_before_fill_read_as_zero_filled_and_bad_counts_are_refused(tmp_path):
+    invert_field(_shift_field(), tmp_path / "inv.zarr", chunks=3, fill="zero", progress=False)
+    g = zarr.open_group(str(tmp_path / "inv.zarr"), mode="r+")
+    meta = dict(g.attrs["atlasreg"])
+    for k in ("fill", "unknown_nodes", "filled_nodes"):  # as the blockwise inverse wrote them before
+        del meta[k]
+    g.attrs["atlasreg"] = meta
+    G = open_field(tmp_path / "inv.zarr")
+    assert not G.allow_nan and (G.unknown_nodes, G.filled_nodes) == (0, 16)
+    g.attrs["atlasreg"] = {**meta, "unknown_nodes": "many"}
+    with pytest.raises(InputError, match=r"inv.zarr: field 'unknown_nodes': .*count of nodes, got 'many'"):
+        open_field(tmp_path / "inv.zarr")

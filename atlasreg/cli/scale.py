@@ -22,6 +22,22 @@ _SCHEDULER_HELP = ("Where blocks run: 'threads' (default, this machine), 'sync',
                    "storage every worker sees).")
 
 
+_FILL_HELP = ("What nodes get where the result is unknown (e.g. no inverse: the preimage is off the field's grid): "
+              "by default they stay NaN, so points near them map to NaN and the field cannot be saved as an ITK "
+              "or NIfTI file; 'zero' or a number writes that displacement there knowingly (counted in the "
+              "output's metadata).")
+
+
+def _fill(value: Optional[str]):
+    """--fill as the library's ``fill``: None, 'zero' or a number (anything else goes through, to be refused)."""
+    if value is None or value == "zero":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def _graph(transforms: List[Path]):
     from ..errors import InputError
     from ..graph import SpaceGraph
@@ -144,11 +160,14 @@ def field_invert(
                                            "holding one (e.g. an ITK .nii.gz warp)."),
     out: Path = output_option("Output .zarr field (the inverse)."),
     chunks: int = typer.Option(64, "--chunks", help="Nodes per block edge."),
+    fill: Optional[str] = typer.Option(None, "--fill", help=_FILL_HELP),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
     force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
     restart: bool = typer.Option(False, "--restart", help="Ignore an interrupted earlier run; start afresh."),
 ) -> None:
-    """Invert a displacement field block by block (fixed-point iteration per node).
+    """Invert a displacement field block by block (Newton's method per node).
+
+    Nodes without an inverse stay NaN unless --fill zero (or a number) is given.
 
     Example: atlasreg field invert sample_to_ccf_warp.zarr -o ccf_to_sample_warp.zarr
     """
@@ -160,8 +179,9 @@ def field_invert(
     f = _load_one(field, load_transform)
     if not isinstance(f, (DisplacementField, ChunkedDisplacementField)):
         raise InputError(f"holds a {type(f).__name__}, not a displacement field", path=field)
-    inv = invert_field(f, out, chunks=chunks, scheduler=scheduler, overwrite=force, resume=not restart)
-    say(f"{out}: inverse field {inv.src.name} -> {inv.dst.name}, {inv.shape} nodes", err=True)
+    inv = invert_field(f, out, chunks=chunks, fill=_fill(fill), scheduler=scheduler, overwrite=force,
+                       resume=not restart)
+    say(f"{out}: inverse field {inv.src.name} -> {inv.dst.name}, {inv.shape} nodes" + _unknown_note(inv), err=True)
 
 
 @field_app.command("compose")
@@ -173,6 +193,7 @@ def field_compose(
                                                   "first transform's source space."),
     out: Path = output_option("Output .zarr field."),
     chunks: int = typer.Option(64, "--chunks", help="Nodes per block edge."),
+    fill: Optional[str] = typer.Option(None, "--fill", help=_FILL_HELP),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
     force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
     restart: bool = typer.Option(False, "--restart", help="Ignore an interrupted earlier run; start afresh."),
@@ -198,6 +219,12 @@ def field_compose(
         v = read_volume(like, space=steps[0].src.name, unit=steps[0].src.unit)
         grid = Grid(v.shape, tuple(v.voxel_size), Space(steps[0].src.name, steps[0].src.unit), tuple(v.origin),
                     v.direction)
-    res = compose_fields(steps, grid, out, chunks=chunks, scheduler=scheduler, overwrite=force,
+    res = compose_fields(steps, grid, out, chunks=chunks, fill=_fill(fill), scheduler=scheduler, overwrite=force,
                          resume=not restart)
-    say(f"{out}: field {res.src.name} -> {res.dst.name}, {res.shape} nodes", err=True)
+    say(f"{out}: field {res.src.name} -> {res.dst.name}, {res.shape} nodes" + _unknown_note(res), err=True)
+
+
+def _unknown_note(F) -> str:
+    if F.unknown_nodes:
+        return f"; {F.unknown_nodes} unknown (NaN; --fill to write a value there)"
+    return f"; {F.filled_nodes} filled with --fill" if F.filled_nodes else ""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,9 +94,13 @@ class Job:
     # -- per block -------------------------------------------------------------------------------
     def done_keys(self) -> set[str]:
         try:
-            return set(os.listdir(self.done_dir))
+            return {k for k in os.listdir(self.done_dir) if not k.startswith(".")}  # not a marker being written
         except FileNotFoundError:
             return set()
+
+    def done_record(self, key: str) -> str:
+        """What the task that finished block ``key`` recorded with :func:`mark_done`."""
+        return (self.done_dir / key).read_text()
 
     # -- the end -----------------------------------------------------------------------------------
     def publish(self) -> Path:
@@ -116,7 +121,11 @@ class Job:
             self._lock = None
 
 
-def mark_done(done_dir: str, key: str) -> None:
-    """Record that block ``key`` is fully written (called by tasks, possibly on other machines)."""
-    with open(os.path.join(done_dir, key), "w"):
-        pass
+def mark_done(done_dir: str, key: str, record: str = "") -> None:
+    """Record that block ``key`` is fully written (called by tasks, possibly on other machines), with the
+    block's own ``record`` (e.g. its statistics; :meth:`Job.done_record` reads it back on resume). The marker
+    appears complete or not at all (written under a hidden temporary name, then renamed)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{key}.", dir=done_dir)
+    with os.fdopen(fd, "w") as f:
+        f.write(record)
+    os.replace(tmp, os.path.join(done_dir, key))

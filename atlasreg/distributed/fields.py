@@ -12,12 +12,15 @@ box that holds every solution (the points' box grown by the largest displacement
 :func:`sample_field` writes any transform as a displacement field on a grid,
 block by block; :func:`invert_field` and :func:`compose_fields` are the two
 uses that matter (a field's inverse as a field, a chain of transforms as one
-field). Outputs are zarr groups published atomically like warp outputs, and
+field). As :meth:`~atlasreg.transforms.field.InverseDisplacementField.to_field`,
+nodes the transform cannot compute stay NaN unless ``fill`` says otherwise.
+Outputs are zarr groups published atomically like warp outputs, and
 reopened with :func:`open_field`.
 """
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import time
@@ -29,7 +32,7 @@ from ..errors import InputError
 from ..parallel import serial_kernels, task_threads
 from ..spaces import Space, apply_affine
 from ..transforms.base import NumericalInverse, Sequence, Transform
-from ..transforms.field import DisplacementField, GridFrame, InverseDisplacementField, grid_affine
+from ..transforms.field import DisplacementField, GridFrame, InverseDisplacementField, fill_value, grid_affine
 from ..transforms.inverse import MAX_ITER, InverseReport
 from ..volume import Grid, as_grid
 from . import _kernels as BK
@@ -61,6 +64,18 @@ class ChunkedDisplacementField(GridFrame, Transform):
     max_read_voxels : int
         Largest box of field nodes read at once; points spread wider are
         handled in groups of ``bin_voxels``-node cubes.
+    allow_nan : bool
+        Accept NaN nodes, meaning "displacement unknown here" (as
+        :class:`~atlasreg.transforms.field.DisplacementField` ``allow_nan``): every
+        point that interpolates from one maps to NaN. :func:`open_field` sets it
+        for stores that record unknown nodes. Infinite values are always refused.
+
+    Attributes
+    ----------
+    unknown_nodes, filled_nodes : int or None
+        As recorded in the store (:func:`open_field`): nodes left NaN, and nodes
+        given the ``fill`` value where the transform had none; None when the
+        array was given directly.
 
     Examples
     --------
@@ -73,7 +88,7 @@ class ChunkedDisplacementField(GridFrame, Transform):
 
     def __init__(self, displacement, spacing=(1.0, 1.0, 1.0), origin=None, direction=None, src="src",
                  dst="dst", outside: str = "nan", max_displacement: float | None = None,
-                 max_read_voxels: int = 8_000_000, bin_voxels: int = 64, path=None):
+                 max_read_voxels: int = 8_000_000, bin_voxels: int = 64, path=None, allow_nan: bool = False):
         super().__init__(src, dst)
         if len(getattr(displacement, "shape", ())) != 4 or displacement.shape[3] != 3:
             raise InputError(f"displacement must have shape (X, Y, Z, 3), got {getattr(displacement, 'shape', None)}",
@@ -90,6 +105,9 @@ class ChunkedDisplacementField(GridFrame, Transform):
             raise InputError("outside must be 'nan' or 'zero'", field="outside")
         self.source = Source(displacement)
         self.outside = outside
+        self.allow_nan = bool(allow_nan)
+        self.unknown_nodes: int | None = None
+        self.filled_nodes: int | None = None
         self.path = None if path is None else str(path)
         self.index_to_physical = grid_affine(spacing, origin, direction)
         if abs(np.linalg.det(self.index_to_physical)) < 1e-300:
@@ -112,13 +130,15 @@ class ChunkedDisplacementField(GridFrame, Transform):
         return tokenize(self.source.token(), self.index_to_physical, self.outside, self.src, self.dst)
 
     def max_displacement(self) -> float:
-        """Largest |u| over the field (one chunked pass, then cached)."""
+        """Largest |u| over the nodes whose displacement is known (one chunked pass, then cached; 0 when
+        none is)."""
         if self._max_disp is None:
             import dask.array as da
 
             d = self.source.data
             arr = d if hasattr(d, "dask") else da.from_array(d, chunks=(64, 64, 64, 3))
-            self._max_disp = float(da.sqrt((arr.astype(np.float64) ** 2).sum(axis=-1)).max().compute())
+            norms = da.sqrt((arr.astype(np.float64) ** 2).sum(axis=-1))
+            self._max_disp = float(da.where(da.isnan(norms), 0.0, norms).max().compute())  # |u| >= 0
         return self._max_disp
 
     def box_field(self, lo, hi) -> DisplacementField:
@@ -126,16 +146,18 @@ class ChunkedDisplacementField(GridFrame, Transform):
         lo = [int(v) for v in lo]
         hi = [int(v) for v in hi]
         u = self.source.read(lo, [h + 1 for h in hi])
-        if not np.all(np.isfinite(u)):
+        if not np.all(np.isfinite(u)) and (not self.allow_nan or np.isinf(u).any()):
             raise InputError(f"displacement field has NaN or inf in nodes {lo}..{hi}", path=self.path,
                              field="displacement")
         org = self.index_to_physical[:3, :3] @ np.asarray(lo, float) + self.index_to_physical[:3, 3]
         return DisplacementField(u, spacing=self.spacing, origin=org, direction=self.direction, src=self.src,
-                                 dst=self.dst, outside=self.outside)
+                                 dst=self.dst, outside=self.outside, allow_nan=self.allow_nan)
 
     def to_field(self) -> DisplacementField:
-        """The whole field in memory."""
-        return self.box_field((0, 0, 0), [s - 1 for s in self.shape])
+        """The whole field in memory (its ``unknown_nodes`` counted, ``filled_nodes`` as recorded)."""
+        F = self.box_field((0, 0, 0), [s - 1 for s in self.shape])
+        F.filled_nodes = self.filled_nodes or 0
+        return F
 
     # -- mapping ---------------------------------------------------------------------------------------
     def _boxes_for(self, pts: np.ndarray, margin: int):
@@ -236,6 +258,10 @@ class ChunkedInverseDisplacementField(NumericalInverse):
 def open_field(path, max_read_voxels: int = 8_000_000) -> ChunkedDisplacementField:
     """Open a displacement field written by :func:`sample_field` (lazily; nothing is read yet).
 
+    Nodes the store records as unknown (NaN, written with ``fill=None``) are accepted: points that
+    interpolate from one map to NaN. ``unknown_nodes`` and ``filled_nodes`` are set from the store's
+    metadata (stores written before ``fill`` existed zero-filled their ``nan_nodes``).
+
     Examples
     --------
     >>> F = open_field("inverse.zarr")     # doctest: +SKIP
@@ -257,10 +283,18 @@ def open_field(path, max_read_voxels: int = 8_000_000) -> ChunkedDisplacementFie
                          f"{meta.get('status')!r}); rerun the job that writes it", path=p, field="status")
     src = Space(meta["src"], meta["unit"])
     dst = Space(meta["dst"], meta["unit"])
-    return ChunkedDisplacementField(g["displacement"], meta["spacing"], meta["origin"], meta["direction"], src,
-                                    dst, outside=meta.get("outside", "nan"),
-                                    max_displacement=meta.get("max_displacement"),
-                                    max_read_voxels=max_read_voxels, path=p)
+    counts = {}
+    for name, default in (("unknown_nodes", 0), ("filled_nodes", meta.get("nan_nodes", 0))):
+        v = meta.get(name, default)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise InputError(f"{name} must be a count of nodes, got {v!r}", path=p, field=name)
+        counts[name] = v
+    F = ChunkedDisplacementField(g["displacement"], meta["spacing"], meta["origin"], meta["direction"], src,
+                                 dst, outside=meta.get("outside", "nan"),
+                                 max_displacement=meta.get("max_displacement"),
+                                 max_read_voxels=max_read_voxels, path=p, allow_nan=counts["unknown_nodes"] > 0)
+    F.unknown_nodes, F.filled_nodes = counts["unknown_nodes"], counts["filled_nodes"]
+    return F
 
 
 def _field_task(ctx: dict, key: str, lo, hi) -> tuple[float, int]:
@@ -275,22 +309,26 @@ def _field_task(ctx: dict, key: str, lo, hi) -> tuple[float, int]:
     x = ctx["transform"].map_points(y)
     u = x - y
     bad = ~np.all(np.isfinite(u), axis=1)
-    u[bad] = 0.0  # no information where the chain leaves its domain: no move, counted (sample_field's nan_nodes)
+    # where the transform gives nothing: unknown (NaN) unless a fill value was chosen; counted either way
+    u[bad] = np.nan if ctx["fill"] is None else ctx["fill"]
     arr = zarr.open_array(ctx["array"], mode="r+", zarr_format=2)
     arr[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2], :] = u.reshape(shape + (3,)).astype(arr.dtype)
-    mark_done(ctx["done_dir"], key)
-    mx = float(np.sqrt((u ** 2).sum(1)).max()) if len(u) else 0.0
-    return mx, int(bad.sum())
+    known = u if ctx["fill"] is not None else u[~bad]
+    mx = float(np.sqrt((known ** 2).sum(1)).max()) if len(known) else 0.0
+    stats = (mx, int(bad.sum()))
+    mark_done(ctx["done_dir"], key, json.dumps(stats))  # kept for a resumed run's totals
+    return stats
 
 
 def sample_field(transform: Transform, grid, output, *, chunks=64, dtype="float32", outside: str = "nan",
-                 scheduler=None, num_workers: int | None = None, progress: bool | None = None,
+                 fill=None, scheduler=None, num_workers: int | None = None, progress: bool | None = None,
                  overwrite: bool = False, resume: bool = True) -> ChunkedDisplacementField:
     """Write ``transform`` as a displacement field on ``grid`` (nodes in ``transform.src``), block by block.
 
-    Node ``x`` gets ``u(x) = transform(x) - x``; nodes the transform sends
-    nowhere (NaN, outside a field) get zero displacement and are counted in
-    ``attrs["atlasreg"]["nan_nodes"]``.
+    Node ``x`` gets ``u(x) = transform(x) - x``. Nodes the transform sends
+    nowhere (NaN: outside a field, an inverse that does not exist there) are
+    counted in ``attrs["atlasreg"]["nan_nodes"]`` and get what ``fill`` says
+    (recorded as ``fill``, with ``unknown_nodes`` / ``filled_nodes``).
 
     Parameters
     ----------
@@ -301,6 +339,12 @@ def sample_field(transform: Transform, grid, output, *, chunks=64, dtype="float3
         Written under ``<output>.partial/`` and published when complete.
     chunks : int
         Nodes per block edge (memory per thread ~ chunks**3 * 100 bytes).
+    fill : None, "zero" or float
+        As :meth:`~atlasreg.transforms.field.InverseDisplacementField.to_field`:
+        ``None`` (default) leaves those nodes NaN (unknown), so points that
+        interpolate from one map to NaN and the field cannot be saved to a
+        transform file; ``"zero"`` or a number writes that displacement there
+        knowingly (not the transform's value).
 
     Returns
     -------
@@ -330,8 +374,9 @@ def sample_field(transform: Transform, grid, output, *, chunks=64, dtype="float3
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
         raise InputError("a displacement field's dtype must be floating point", field="dtype")
+    value = fill_value(fill)
     shape = tuple(int(s) for s in g.shape)
-    token = tokenize("field-v1", transform_token(transform), shape, g.affine, c, str(dtype), outside)
+    token = tokenize("field-v2", transform_token(transform), shape, g.affine, c, str(dtype), outside, value)
     job = Job(out, token, "field", overwrite=overwrite, resume=resume)
     job.begin()
     try:
@@ -345,38 +390,35 @@ def sample_field(transform: Transform, grid, output, *, chunks=64, dtype="float3
                                      "spacing": [float(v) for v in g.spacing],
                                      "origin": [float(v) for v in g.origin],
                                      "direction": np.asarray(g.direction, float).tolist(), "outside": outside,
+                                     "fill": fill if value is None or isinstance(fill, str) else value,
                                      "made_from": repr(transform)}
             job.started()
         import dask
 
         ctx = {"transform": transform, "affine": g.affine, "array": str(store / "displacement"),
-               "done_dir": str(job.done_dir)}
+               "done_dir": str(job.done_dir), "fill": value}
         dctx = dask.delayed(ctx, name=f"field-context-{token}", traverse=False)
         done = job.done_keys()
         tasks = []
+        stats = []
         for idx in itertools.product(*(range(0, s, c) for s in shape)):
             lo = np.asarray(idx)
             hi = np.minimum(lo + c, shape)
             key = "B-" + "_".join(str(v) for v in lo)
-            if key in done:
+            if key in done:  # finished by an interrupted run: its statistics from its marker
+                stats.append(tuple(json.loads(job.done_record(key))))
                 continue
             tasks.append(dask.delayed(_field_task, pure=True)(dctx, key, tuple(lo), tuple(hi),
                                                                dask_key_name=f"field-{key}-{token}"))
-        stats = []
         with open_engine(scheduler, num_workers) as eng:
             run_tasks(tasks, eng, progress, f"field {out.name}", on_result=stats.append)
         grp = zarr.open_group(str(store), mode="r+", zarr_format=2)
         meta = dict(grp.attrs["atlasreg"])
-        if job.resumed or not stats:
-            # Blocks from an earlier run: one chunked pass for the statistics.
-            import dask.array as da
-
-            arr = da.from_zarr(grp["displacement"]).astype(np.float64)
-            meta["max_displacement"] = float(da.sqrt((arr ** 2).sum(-1)).max().compute())
-            meta["nan_nodes"] = int(meta.get("nan_nodes", 0)) + sum(s[1] for s in stats)
-        else:
-            meta["max_displacement"] = max(s[0] for s in stats)
-            meta["nan_nodes"] = sum(s[1] for s in stats)
+        meta["max_displacement"] = max(s[0] for s in stats)  # over the known nodes
+        n_bad = sum(s[1] for s in stats)
+        meta["nan_nodes"] = n_bad  # nodes the transform gave no value
+        meta["unknown_nodes"] = n_bad if value is None else 0
+        meta["filled_nodes"] = 0 if value is None else n_bad
         meta["status"] = "complete"
         grp.attrs["atlasreg"] = meta
         path = job.publish()
@@ -387,7 +429,7 @@ def sample_field(transform: Transform, grid, output, *, chunks=64, dtype="float3
 
 
 def invert_field(field, output, *, grid=None, tol: float | None = None, max_iter: int = MAX_ITER,
-                 on_fail: str = "nan", **kwargs) -> ChunkedDisplacementField:
+                 on_fail: str = "nan", fill=None, **kwargs) -> ChunkedDisplacementField:
     """The inverse of a displacement field, as a displacement field, computed block by block.
 
     Parameters
@@ -397,8 +439,13 @@ def invert_field(field, output, *, grid=None, tol: float | None = None, max_iter
     grid : Grid, optional
         Nodes of the inverse (in ``field.dst``); default: the forward field's grid.
     tol, max_iter, on_fail : solver controls (as :class:`~atlasreg.transforms.field.InverseDisplacementField`);
-        nodes whose inverse does not converge are NaN, so they get zero displacement and are counted
-        in ``attrs["atlasreg"]["nan_nodes"]``, or (``on_fail="raise"``) the job stops
+        nodes whose inverse does not converge are NaN (treated as ``fill`` says), or (``on_fail="raise"``)
+        the job stops
+    fill : None, "zero" or float
+        What nodes without an inverse (preimage off the forward grid, or a fold) get, as
+        :meth:`~atlasreg.transforms.field.InverseDisplacementField.to_field`: ``None`` (default) leaves
+        them NaN, so points near them map to NaN; ``"zero"`` or a number writes that displacement
+        knowingly. Counted in ``attrs["atlasreg"]`` (``unknown_nodes`` / ``filled_nodes``).
     **kwargs : passed to :func:`sample_field` (chunks, scheduler, progress, overwrite, resume)
 
     Examples
@@ -415,14 +462,15 @@ def invert_field(field, output, *, grid=None, tol: float | None = None, max_iter
     if grid is None:
         sp = field.dst
         grid = Grid(field.shape, tuple(field.spacing), sp, tuple(field.origin), field.direction)
-    return sample_field(inv, grid, output, outside=field.outside, **kwargs)
+    return sample_field(inv, grid, output, outside=field.outside, fill=fill, **kwargs)
 
 
 def compose_fields(transforms, grid, output, **kwargs) -> ChunkedDisplacementField:
     """A chain of transforms (fields, affines, ...) as ONE displacement field on ``grid``, block by block.
 
     ``transforms`` is a list applied in order (or a Sequence); ``grid`` is a
-    grid of the first transform's source space. See :func:`sample_field`.
+    grid of the first transform's source space. See :func:`sample_field` (nodes
+    the chain sends nowhere stay NaN unless ``fill=`` is given).
 
     Examples
     --------

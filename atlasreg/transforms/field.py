@@ -29,6 +29,32 @@ def _all_finite(u: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(u)))
 
 
+def fill_value(fill, path=None) -> float | None:
+    """The displacement to write at nodes whose value is unknown, from a ``fill`` argument: ``None`` keeps
+    them NaN (unknown), ``"zero"`` gives 0.0, a finite number gives that number (on every axis). Anything
+    else is an :class:`~atlasreg.errors.InputError` (the one check, for every sampler that takes ``fill``).
+
+    Examples
+    --------
+    >>> fill_value(None), fill_value("zero"), fill_value(2)
+    (None, 0.0, 2.0)
+    >>> fill_value("nan")
+    Traceback (most recent call last):
+    ...
+    atlasreg.errors.InputError: field 'fill': fill must be None (keep NaN), 'zero' or a finite number, got 'nan'
+    """
+    if fill is None:
+        return None
+    if isinstance(fill, str):
+        if fill == "zero":
+            return 0.0
+    elif (isinstance(fill, (int, float, np.integer, np.floating)) and not isinstance(fill, (bool, np.bool_))
+          and np.isfinite(fill)):
+        return float(fill)
+    raise InputError(f"fill must be None (keep NaN), 'zero' or a finite number, got {fill!r}", path=path,
+                     field="fill")
+
+
 class GridFrame:
     """Spacing, origin and direction of a sampling grid given by its ``index_to_physical`` 4x4 matrix
     (shared by the in-memory and the chunked displacement fields)."""
@@ -240,10 +266,7 @@ class InverseDisplacementField(NumericalInverse):
         >>> G0.filled_nodes, G0.map_points([[0.0, 1, 1]])
         (16, array([[0., 1., 1.]]))
         """
-        if fill is not None and not (fill == "zero" if isinstance(fill, str) else
-                                     isinstance(fill, (int, float, np.integer, np.floating))
-                                     and not isinstance(fill, (bool, np.bool_)) and np.isfinite(fill)):
-            raise InputError(f"fill must be None (keep NaN), 'zero' or a finite number, got {fill!r}", field="fill")
+        value = fill_value(fill)
         f = self.forward
         shape = f.shape if shape is None else tuple(shape)
         m = grid_affine(f.spacing if spacing is None else spacing,
@@ -255,11 +278,11 @@ class InverseDisplacementField(NumericalInverse):
         u = x - y
         bad = ~np.isfinite(u).all(axis=1)
         n_bad = int(bad.sum())
-        if n_bad and fill is not None:
-            u[bad] = 0.0 if isinstance(fill, str) else float(fill)
+        if n_bad and value is not None:
+            u[bad] = value
         F = DisplacementField(u.reshape(*shape, 3), spacing=np.linalg.norm(m[:3, :3], axis=0), origin=m[:3, 3],
                               direction=m[:3, :3] / np.linalg.norm(m[:3, :3], axis=0), src=self.src, dst=self.dst,
-                              outside=f.outside, allow_nan=fill is None)
-        if fill is not None:
+                              outside=f.outside, allow_nan=value is None)
+        if value is not None:
             F.filled_nodes = n_bad
         return F
