@@ -366,12 +366,13 @@ def resolve_interpolation(dtype, interpolation: str = "auto") -> str:
 
 
 def resample(volume: Volume, pull: Transform | None, grid: Grid, interpolation: str = "linear",
-             fill: float = 0.0, dtype=None, block_voxels: int = 4_000_000, progress=None) -> np.ndarray:
+             fill: float = 0.0, dtype=None, block_voxels: int = 1_000_000, progress=None) -> np.ndarray:
     """Sample ``volume`` at ``pull(p)`` for every voxel centre ``p`` of ``grid``; returns the array.
 
     ``pull`` maps ``grid.space`` -> ``volume.space`` (``None`` for the same space).
-    Works in slabs of about ``block_voxels`` output voxels, so memory is bounded
-    by the slab plus the input array.
+    Works in slabs of about ``block_voxels`` output voxels (whole planes of axis 0), so memory is bounded
+    by the input array, the output array and a few ``(block_voxels, 3)`` float64 arrays of points per slab
+    (24 MB each at the default). The slab size does not change any value: every voxel gets the same arithmetic.
     """
     if interpolation not in ("linear", "nearest"):
         raise InputError("interpolation must be 'linear' or 'nearest'", field="interpolation")
@@ -391,16 +392,20 @@ def resample(volume: Volume, pull: Transform | None, grid: Grid, interpolation: 
     out = np.empty(shape, dtype=out_dtype)
     to_index = np.linalg.inv(volume.affine)
     gaff = grid.affine
-    per_slab = max(1, block_voxels // max(1, shape[1] * shape[2]))
+    plane = shape[1] * shape[2]
+    per_slab = max(1, block_voxels // max(1, plane))
     jk = np.indices(shape[1:], dtype=np.float64).reshape(2, -1).T
     for start in range(0, shape[0], per_slab):
         stop = min(shape[0], start + per_slab)
-        i = np.repeat(np.arange(start, stop, dtype=np.float64), len(jk))
-        idx = np.column_stack([i, np.tile(jk, (stop - start, 1))])
-        pts = apply_affine(gaff, idx)
+        idx = np.empty((stop - start, plane, 3), np.float64)  # (i, j, k) of the slab's voxels, C order
+        idx[:, :, 0] = np.arange(start, stop, dtype=np.float64)[:, None]
+        idx[:, :, 1:] = jk
+        pts = apply_affine(gaff, idx.reshape(-1, 3))
+        del idx
         if pull is not None:
             pts = pull.map_points(pts)
         cidx = np.ascontiguousarray(apply_affine(to_index, pts))
+        del pts
         cidx[~np.isfinite(cidx)] = -1e9  # NaN from a field's outside -> fill value
         vals = np.empty(len(cidx), dtype=work.dtype if interpolation == "nearest" else np.float64)
         if interpolation == "linear":

@@ -124,6 +124,17 @@ def _axis_labels(ax, axis: int, code: str | None) -> None:
     ax.set_yticks([])
 
 
+def _float32_slabs(arr, voxels: int = 1 << 22):
+    """``arr`` as float32 in slabs along axis 0 of about ``voxels`` voxels (C order when joined)."""
+    a = np.asarray(arr)
+    if a.ndim == 0 or a.shape[0] == 0:
+        yield np.asarray(a, dtype=np.float32).ravel()
+        return
+    step = max(1, voxels // max(1, a[0].size))
+    for i in range(0, a.shape[0], step):
+        yield np.asarray(a[i:i + step], dtype=np.float32)
+
+
 class _Scale:
     """Intensities to [0, 1] between robust percentiles (1st, 99.5th of the finite non-zero voxels) of a whole
     volume, applied to the few slices a figure shows: the percentiles need every voxel once, but the scaled
@@ -131,16 +142,23 @@ class _Scale:
     overlay and checkerboard each held two). ``_Scale(vol)(vol[i])`` equals ``_norm(vol)[i]`` exactly."""
 
     def __init__(self, arr: np.ndarray):
-        a = np.asarray(arr)
-        if a.dtype.kind in "iub":  # every value finite; float32 keeps zero and non-zero apart
-            keep = a != 0
-            ref = a[keep].astype(np.float32) if np.count_nonzero(keep) > 100 else a.astype(np.float32).ravel()
-        else:
-            a = np.asarray(a, dtype=np.float32)
-            keep = np.isfinite(a)
-            nz = keep & (a != 0)
-            ref = a[nz] if np.count_nonzero(nz) > 100 else a[keep]
-        del keep
+        # the values the percentiles are taken of, gathered slab by slab into one float32 array: no full-size
+        # mask or float copy besides it (two passes: count, then fill)
+        n_finite = n_nonzero = 0
+        for s in _float32_slabs(arr):
+            ok = np.isfinite(s)
+            n_finite += int(np.count_nonzero(ok))
+            n_nonzero += int(np.count_nonzero(ok & (s != 0)))
+        nonzero = n_nonzero > 100  # else every finite voxel
+        ref = np.empty(n_nonzero if nonzero else n_finite, np.float32)
+        at = 0
+        for s in _float32_slabs(arr):
+            ok = np.isfinite(s)
+            if nonzero:
+                ok &= s != 0
+            v = s[ok]
+            ref[at:at + v.size] = v
+            at += v.size
         self.empty = ref.size == 0
         if self.empty:
             return
