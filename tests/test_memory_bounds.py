@@ -122,3 +122,33 @@ def test_overlay_and_checkerboard_scale_slices_not_volumes():
         # both volumes scaled whole to float64, then a float64 temporary: 245 MB; the percentile values of one
         # volume at a time (float32, 32 MB here) and 4 M-voxel slabs of it: 81 MB
         assert peak < 130 * MB, f"{draw.__name__} used {peak / MB:.0f} MB for two 8 M-voxel volumes"
+
+
+def _labels(shape, seed=5):
+    from atlasreg.atlas.labels import compact_labels
+
+    rng = np.random.default_rng(seed)
+    ids = np.array([0, 385, 1_000_000, 614_454_277], np.uint32)[rng.integers(0, 4, shape)]
+    return ids, compact_labels(ids)
+
+
+@pytest.mark.parametrize("dtype, fill", [(None, 0), (np.int64, -1), (np.float32, np.nan), (np.uint32, 7)])
+def test_compact_labels_resample_as_their_ids(dtype, fill):
+    shape = (30, 32, 34)
+    ids, compact = _labels(shape)
+    grid = Grid((40, 36, 30), (0.8, 0.9, 1.1), Space("b"))
+    pull = _pull(grid.shape)
+    want = resample(Volume(ids, space="a"), pull, grid, "nearest", fill=fill, dtype=dtype)
+    got = resample(Volume(compact, space="a"), pull, grid, "nearest", fill=fill, dtype=dtype)
+    assert got.dtype == want.dtype and got.flags.c_contiguous
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.isin(want, [fill]).any() or np.isnan(want).any()  # the fill is exercised
+
+
+def test_compact_labels_are_not_expanded_to_ids_to_resample():
+    _, compact = _labels((200, 160, 160))  # 5.1 M voxels: 20 MB as ids (uint32), 10 MB as the index
+    grid = Grid((40, 40, 40), (5.0, 4.0, 4.0), Space("b"))
+    out, peak = _peak_beyond(lambda: resample(Volume(compact, space="a"), Affine(np.eye(4), src="b", dst="a"),
+                                             grid, "nearest"))
+    # the ids expanded first: 26 MB; the index sampled as it is: 4 MB (the points of one slab)
+    assert peak - out.nbytes < 10 * MB, f"{(peak - out.nbytes) / MB:.1f} MB"
