@@ -336,8 +336,10 @@ class RegistrationResult:
         if atlas is not None:
             note("annotation on sample", "start")
             ann = atlas.annotation
-            ann_vol = Volume(np.asarray(ann.data), ann.voxel_size, ann.origin, ann.direction, self.fixed_grid.space)
+            # the atlas's compact labels as they are: resample samples their uint16 index (no full id copy)
+            ann_vol = Volume(ann.data, ann.voxel_size, ann.origin, ann.direction, self.fixed_grid.space)
             on_sample = self.warp_back(ann_vol, "nearest")
+            del ann, ann_vol
             write_volume(on_sample, out / "annotation_in_moving.nii.gz", force=True)
             _write_text(out / "region_volumes.csv", region_volumes_csv(on_sample, atlas))
             note("annotation on sample", "done")
