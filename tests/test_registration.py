@@ -494,3 +494,25 @@ def test_progress_reports_iterations_per_level_and_nothing_leaks(brain4, capfd, 
         assert events.index((stage, "done")) > events.index((stage, ends[-1]))
     logged = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("registration: syn level 2/2 done after ") for m in logged), logged[-10:]
+
+
+def test_tissue_cut_by_the_moving_images_edge_is_not_matched_with_zeros(brain4):
+    """The sample's field of view ends inside the brain (here 1.1 mm of it is shifted out of the image): beyond its
+    edge there is nothing to compare with, and ANTs would compare the fixed tissue there with zeros, dragging the
+    map near the edge. ``moving_fov_mask`` (default on) keeps those points out of the metrics."""
+    A = _known_affine(brain4.shape, SP4, deg=4.0, scale=(1.0, 1.0, 1.0), shift=(0.0, 0.0, 1100.0))
+    moving = ar.Volume(_affine_moving(brain4, SP4, A), SP4, orientation="psl", space="sample")
+    fixed = ar.Volume(brain4, SP4, orientation="psl", space="ccf")
+    p_fixed = _inside_points(brain4, SP4, n=3000, seed=1)
+    p_moving = p_fixed @ A[:3, :3].T + A[:3, 3]
+    edge = (np.asarray(brain4.shape) - 1) * np.asarray(SP4)
+    near = (p_moving[:, 2] > edge[2] - 800.0) & (p_moving[:, 2] <= edge[2] - 200.0)  # inside, near the cut edge
+    assert near.sum() > 50
+    errs = {}
+    for fov in (True, False):
+        res = ar.register(moving, fixed, preset="fast", **{**QUICK, "moving_fov_mask": fov})
+        assert res.params["moving_fov_mask"] is fov
+        errs[fov] = np.linalg.norm(res.transform.map_points(p_moving[near]) - p_fixed[near], axis=1)
+    start = np.median(np.linalg.norm(p_moving[near] - p_fixed[near], axis=1))
+    got = {k: float(np.median(v)) for k, v in errs.items()}
+    assert got[True] < 0.75 * got[False] and got[True] < 0.3 * start, (got, start)

@@ -252,13 +252,16 @@ def register_ants(fixed: Volume, moving: Volume, init: Affine, params: dict, wor
     mask_opt = []
     keep = [f_img, m_img]  # the pointer strings are only valid while these live
     if fixed_mask is not None or moving_mask is not None:
+        # the side without a mask gets one that holds everywhere: antsRegistration reads "NULL" as a file name
+        # it cannot find (and says so on standard output) before ignoring it
+        fixed_mask = np.ones(fixed.shape, bool) if fixed_mask is None else fixed_mask
+        moving_mask = np.ones(moving.shape, bool) if moving_mask is None else moving_mask
         fm = ants.from_numpy(np.ascontiguousarray(fixed_mask.astype(np.uint8)), origin=f_img.origin,
-                             spacing=f_img.spacing, direction=f_img.direction) if fixed_mask is not None else None
+                             spacing=f_img.spacing, direction=f_img.direction)
         mm = ants.from_numpy(np.ascontiguousarray(moving_mask.astype(np.uint8)), origin=m_img.origin,
-                             spacing=m_img.spacing, direction=m_img.direction) if moving_mask is not None else None
+                             spacing=m_img.spacing, direction=m_img.direction)
         keep += [fm, mm]
-        mask_opt = ["-x", "[%s,%s]" % (get_pointer_string(fm) if fm is not None else "NULL",
-                                       get_pointer_string(mm) if mm is not None else "NULL")]
+        mask_opt = ["-x", "[%s,%s]" % (get_pointer_string(fm), get_pointer_string(mm))]
     common = ["-z", "1", "--float", "1", "-v", "0", "--random-seed", str(int(params["random_seed"]))]
     current = write_ants_affine(init, work / "init_GenericAffine.mat")
     info = {"stages": {}}

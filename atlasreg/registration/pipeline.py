@@ -222,9 +222,12 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
         if backend == "ants":
             from .ants_backend import register_ants
 
+            m_metric = m_mask if metric_masks else None
+            if params["moving_fov_mask"]:  # never compare the fixed image with what lies beyond the sample's edge
+                inside = pp.image_interior(m_n.shape)
+                m_metric = inside if m_metric is None else m_metric & inside
             core, info = register_ants(f_reg, m_n, init, params, workdir,
-                                       f_mask_reg if metric_masks else None,
-                                       m_mask if metric_masks else None, on_stage=note)
+                                       f_mask_reg if metric_masks else None, m_metric, on_stage=note)
         else:
             from .sitk_backend import register_sitk
 

@@ -110,6 +110,23 @@ def normalise(arr: np.ndarray, low: float = 0.5, high: float = 99.5, mask: np.nd
     return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
+def image_interior(shape, margin: int = 1) -> np.ndarray:
+    """True on every voxel at least ``margin`` voxels inside the image, False on its outer ``margin`` layers.
+
+    A registration metric given this as the moving mask ignores the fixed points whose counterpart falls outside
+    the moving image (or on its last voxel, where interpolation reads the zero beyond it): ANTs otherwise compares
+    them with zeros and pulls the field towards tissue the moving image never showed.
+
+    Examples
+    --------
+    >>> image_interior((4, 3, 5)).sum()
+    3
+    """
+    inside = np.zeros(tuple(int(n) for n in shape), bool)
+    inside[tuple(slice(margin, n - margin) for n in inside.shape)] = True
+    return inside
+
+
 def auto_mask(arr: np.ndarray, spacing, dilate: float = 240.0, log_intensity: bool = False) -> np.ndarray:
     """A brain mask: Otsu threshold of the smoothed image, largest connected part, holes filled, dilated by
     ``dilate`` µm (so the metric sees the brain's edge against the background).
