@@ -34,7 +34,7 @@ bspline_*            the deformable stage of the SimpleITK backend (B-spline mes
                      fraction of voxels sampled by the metric)
 random_seed          seed of the metrics' random sampling: the same points are sampled every run, but with more than one
                      ITK thread ANTs' sums still differ between runs (seen on the real brain at 2 threads: correlation
-                     after registration 0.6381 vs 0.6395; ground-truth errors move by a few tenths of a µm)
+                     after registration 0.6381 vs 0.6395)
 threads              ITK threads (0: leave as configured)
 """
 from __future__ import annotations
