@@ -90,7 +90,8 @@ _COMMON = {
 #: The table. Each row lists only what differs from the common defaults above.
 PRESETS: dict[str, dict] = {
     # whole cleared brain (autofluorescence) -> atlas template; tuned on the ground-truth benchmark (public seeds
-    # 0-5, then the affine on issue15:0; results on random-affine and rough tasks in benchmarks/results)
+    # 0-5, then the affine on issue15:0, then the working grid on random:11, rough:20 and issue15:0; results on all
+    # 13 task variants in benchmarks/results/registration.md)
     "lightsheet-to-atlas": {
         # a rigid stage first (shares affine_shrink: 100 and 30 iterations at shrink 4 and 2, none on the working
         # grid; a few seconds): the affine alone, from the moments start, stopped ~185 µm off the best affine on a
