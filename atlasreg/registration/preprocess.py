@@ -119,8 +119,8 @@ def image_interior(shape, margin: int = 1) -> np.ndarray:
 
     Examples
     --------
-    >>> image_interior((4, 3, 5)).sum()
-    3
+    >>> int(image_interior((4, 3, 5)).sum())   # (4 - 2) * (3 - 2) * (5 - 2)
+    6
     """
     inside = np.zeros(tuple(int(n) for n in shape), bool)
     inside[tuple(slice(margin, n - margin) for n in inside.shape)] = True
