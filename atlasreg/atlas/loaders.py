@@ -22,7 +22,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError
-from ..spaces import Space, as_voxel_size, normalize_unit, nifti_to_origin, orientation_mapping, unit_scale, validate_orientation
+from ..spaces import (Space, as_voxel_size, nifti_to_origin, normalize_unit, orientation_mapping, unit_scale,
+                      validate_orientation)
 from .labels import LabelArray, compact_labels
 from .ontology import Ontology
 

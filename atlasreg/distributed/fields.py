@@ -32,7 +32,8 @@ from ..errors import InputError
 from ..parallel import serial_kernels, task_threads
 from ..spaces import Space, apply_affine
 from ..transforms.base import NumericalInverse, Sequence, Transform
-from ..transforms.field import DisplacementField, GridFrame, InverseDisplacementField, fill_value, grid_affine
+from ..transforms.field import (DisplacementField, GridFrame, InverseDisplacementField, fill_unknown, fill_value,
+                               grid_affine)
 from ..transforms.inverse import MAX_ITER, InverseReport
 from ..volume import Grid, as_grid
 from . import _kernels as BK
@@ -308,9 +309,8 @@ def _field_task(ctx: dict, key: str, lo, hi) -> tuple[float, int]:
     BK.index_affine(lo.astype(np.int64), np.asarray(shape, np.int64), np.ascontiguousarray(ctx["affine"][:3]), y)
     x = ctx["transform"].map_points(y)
     u = x - y
-    bad = ~np.all(np.isfinite(u), axis=1)
     # where the transform gives nothing: unknown (NaN) unless a fill value was chosen; counted either way
-    u[bad] = np.nan if ctx["fill"] is None else ctx["fill"]
+    bad = fill_unknown(u, ctx["fill"])
     arr = zarr.open_array(ctx["array"], mode="r+", zarr_format=2)
     arr[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2], :] = u.reshape(shape + (3,)).astype(arr.dtype)
     known = u if ctx["fill"] is not None else u[~bad]

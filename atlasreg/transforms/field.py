@@ -55,6 +55,23 @@ def fill_value(fill, path=None) -> float | None:
                      field="fill")
 
 
+def fill_unknown(u: np.ndarray, value: float | None) -> np.ndarray:
+    """Mark the rows of ``u`` (``(N, 3)`` displacements, changed in place) that have no finite value: NaN
+    (unknown) when ``value`` is None, else ``value`` (from :func:`fill_value`). Returns which rows they were:
+    the one rule of every sampler of a field (:meth:`InverseDisplacementField.to_field`, the blockwise
+    ``distributed.sample_field``).
+
+    Examples
+    --------
+    >>> u = np.array([[1.0, 2, 3], [np.nan, 0, 0]])
+    >>> fill_unknown(u, 0.0).tolist(), u[1].tolist()
+    ([False, True], [0.0, 0.0, 0.0])
+    """
+    bad = ~np.isfinite(u).all(axis=1)
+    u[bad] = np.nan if value is None else value
+    return bad
+
+
 class GridFrame:
     """Spacing, origin and direction of a sampling grid given by its ``index_to_physical`` 4x4 matrix
     (shared by the in-memory and the chunked displacement fields)."""
@@ -276,10 +293,7 @@ class InverseDisplacementField(NumericalInverse):
         y = apply_affine(m, idx)
         x = self._map(y)
         u = x - y
-        bad = ~np.isfinite(u).all(axis=1)
-        n_bad = int(bad.sum())
-        if n_bad and value is not None:
-            u[bad] = value
+        n_bad = int(fill_unknown(u, value).sum())
         F = DisplacementField(u.reshape(*shape, 3), spacing=np.linalg.norm(m[:3, :3], axis=0), origin=m[:3, 3],
                               direction=m[:3, :3] / np.linalg.norm(m[:3, :3], axis=0), src=self.src, dst=self.dst,
                               outside=f.outside, allow_nan=value is None)
