@@ -499,7 +499,7 @@ def test_progress_reports_iterations_per_level_and_nothing_leaks(brain4, capfd, 
 def test_tissue_cut_by_the_moving_images_edge_is_not_matched_with_zeros(brain4):
     """The sample's field of view ends inside the brain (here 1.1 mm of it is shifted out of the image): beyond its
     edge there is nothing to compare with, and ANTs would compare the fixed tissue there with zeros, dragging the
-    map near the edge. ``moving_fov_mask`` (default on) keeps those points out of the metrics."""
+    map near the edge. ``moving_fov_mask`` (an option, off by default) keeps those points out of the metrics."""
     A = _known_affine(brain4.shape, SP4, deg=4.0, scale=(1.0, 1.0, 1.0), shift=(0.0, 0.0, 1100.0))
     moving = ar.Volume(_affine_moving(brain4, SP4, A), SP4, orientation="psl", space="sample")
     fixed = ar.Volume(brain4, SP4, orientation="psl", space="ccf")
