@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _kernels as K
 from .errors import InputError, SpaceMismatchError
+from .labels import LabelArray
 from .spaces import Space, apply_affine, as_space, as_voxel_size, orientation_mapping, validate_orientation
 from .transforms.base import Affine, Transform, with_ends
 from .transforms.field import grid_affine
@@ -373,7 +374,7 @@ def resample(volume: Volume, pull: Transform | None, grid: Grid, interpolation: 
     """
     if interpolation not in ("linear", "nearest"):
         raise InputError("interpolation must be 'linear' or 'nearest'", field="interpolation")
-    labels = _label_array(volume.data)
+    labels = volume.data if isinstance(volume.data, LabelArray) else None
     if labels is not None and interpolation == "nearest":
         # ids = table[index]: sample the uint16 index, then look the ids up (the same voxels, without
         # materialising the ids: 2 bytes a voxel instead of 4-8). 65535 is no index (tables are shorter): fill.
@@ -428,15 +429,6 @@ def resample(volume: Volume, pull: Transform | None, grid: Grid, interpolation: 
         if progress is not None:
             progress(stop - start)
     return out
-
-
-def _label_array(data):
-    """``data`` if it is a :class:`~atlasreg.atlas.labels.LabelArray` (a compact label volume), else None; checked
-    without importing the atlas package (no LabelArray exists before it is imported)."""
-    import sys
-
-    mod = sys.modules.get("atlasreg.atlas.labels")
-    return data if mod is not None and isinstance(data, mod.LabelArray) else None
 
 
 def warp(volume: Volume, transform: Transform | None, reference, interpolation: str = "linear",

@@ -125,7 +125,7 @@ def test_overlay_and_checkerboard_scale_slices_not_volumes():
 
 
 def _labels(shape, seed=5):
-    from atlasreg.atlas.labels import compact_labels
+    from atlasreg.labels import compact_labels
 
     rng = np.random.default_rng(seed)
     ids = np.array([0, 385, 1_000_000, 614_454_277], np.uint32)[rng.integers(0, 4, shape)]

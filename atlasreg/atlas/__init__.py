@@ -4,7 +4,7 @@
 ``Ontology`` is the structure tree; the queries live in :mod:`atlasreg.atlas.queries`.
 """
 from .atlas import Atlas
-from .labels import LabelArray
+from ..labels import LabelArray
 from .loaders import LEFT, RIGHT
 from .ontology import NO_STRUCTURE, OUTSIDE, Ontology, Structure
 from .queries import AtlasQueryWarning

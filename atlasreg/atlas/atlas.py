@@ -8,7 +8,7 @@ from ..errors import InputError
 from ..spaces import Space
 from ..volume import Grid, Volume
 from . import queries
-from .labels import LabelArray, compact_labels
+from ..labels import LabelArray, compact_labels
 from .loaders import midline_hemispheres
 from .ontology import Ontology
 
@@ -19,7 +19,7 @@ class Atlas:
     The atlas frame is BrainGlobe's and Allen's: voxel centre ``i`` at ``i * voxel_size``
     (origin 0, identity direction), axes in ``space.orientation``. Volumes are read on first
     access and kept; the annotation is held as a uint16 index into a table of ids
-    (:class:`~atlasreg.atlas.labels.LabelArray`).
+    (:class:`~atlasreg.labels.LabelArray`).
 
     Build one with :meth:`load`; the constructor takes arrays or zero-argument callables
     returning arrays already in the atlas orientation.

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import InputError
 from ..spaces import (Space, as_voxel_size, nifti_to_origin, normalize_unit, orientation_mapping, unit_scale,
                       validate_orientation)
-from .labels import LabelArray, compact_labels
+from ..labels import LabelArray, compact_labels
 from .ontology import Ontology
 
 _ITK_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")

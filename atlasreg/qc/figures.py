@@ -359,7 +359,7 @@ def boundary_levels(image, annotation, ontology=None, positions=None, title: str
     Example
     -------
     >>> figs = boundary_levels(sample, labels_on_sample, atlas.ontology)        # doctest: +SKIP
-    >>> list(figs)
+    >>> list(figs)                                                              # doctest: +SKIP
     ['major divisions', 'depth 7: areas and nuclei', 'every structure']
     """
     if ontology is None:

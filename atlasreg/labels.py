@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-import pandas as pd
 
-from ..errors import InputError
-from ..parallel import njit_parallel
+from .errors import InputError
+from .parallel import njit_parallel
 
 
 @njit_parallel()
@@ -57,6 +56,8 @@ def compact_labels(ids: np.ndarray, path=None) -> "LabelArray":
     # remapped without first being copied into C order.
     if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
         arr = np.ascontiguousarray(arr)
+    import pandas as pd  # its hash-based unique: np.unique would sort all the voxels
+
     flat = arr.ravel(order="K")
     table = np.sort(pd.unique(flat)).astype(np.int64)
     if table[0] < 0:
