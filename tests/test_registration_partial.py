@@ -181,3 +181,67 @@ def test_cli_initial_position_parsed_and_checked(template100, tmp_path):
     r = CliRunner().invoke(app, base + ["--initial-transform", str(tmp_path / "missing.tfm"), "-o",
                                         str(tmp_path / "c")])
     assert r.exit_code != 0 and "missing.tfm" in r.output, r.output
+
+
+# -- a brain missing parts (its olfactory bulbs, its cerebellum): extent "auto" finds and names them -------------
+
+def _ellipsoid(shape=(40, 24, 30), half=(17, 9, 12)):
+    """A smooth synthetic brain on a 100 µm grid: a solid ellipsoid brighter towards its middle."""
+    z = [(np.arange(n) - (n - 1) / 2) / h for n, h in zip(shape, half)]
+    r2 = z[0][:, None, None] ** 2 + z[1][None, :, None] ** 2 + z[2][None, None, :] ** 2
+    return np.where(r2 <= 1, 1000.0 * (1.5 - r2), 0.0).astype(np.float32)
+
+
+def test_missing_parts_finds_a_removed_end_and_nothing_on_a_whole_brain():
+    from atlasreg.registration.extent import describe_missing, missing_parts
+
+    brain = _ellipsoid()
+    fixed = ar.Volume(brain, 100.0, space=ar.Space("atlas", "um", "asr"))
+    tissue = brain > 0
+    ap = np.arange(brain.shape[0])[:, None, None]
+    cut = tissue & (ap >= 10)  # asr: index 0 is anterior, so the anterior end is gone
+    moving = ar.Volume(np.where(cut, brain, 0), 100.0, space=ar.Space("sample", "um", "asr"))
+    # the sample as found by an imperfect alignment: 100 µm off along each axis
+    pull = ar.Affine.from_translation([100.0, -100.0, 100.0], fixed.space, moving.space)
+    missing = missing_parts(pull, fixed, tissue, moving, cut)
+    removed = tissue & (ap < 10)
+    assert missing[removed & (ap < 6)].all()            # the removed end, but for a tolerance's width at the cut
+    assert not missing[tissue & (ap >= 12)].any()        # nothing the sample has
+    assert describe_missing(missing, tissue, "asr") == "anterior end"
+    assert describe_missing(missing, tissue, "psl") == "posterior end"  # the same array read with axis 0 reversed
+    # a whole brain, as badly aligned: nothing missing
+    assert not missing_parts(pull, fixed, tissue, fixed.with_data(brain), tissue).any()
+
+
+def test_missing_masks_leave_out_the_gap_on_both_sides():
+    from atlasreg.registration.extent import missing_masks
+
+    brain = _ellipsoid()
+    fixed = ar.Volume(brain, 100.0, space=ar.Space("atlas", "um", "asr"))
+    tissue = brain > 0
+    ap = np.arange(brain.shape[0])[:, None, None]
+    missing = tissue & (ap < 10)
+    moving = ar.Volume(np.where(~missing, brain, 0), 100.0, space=ar.Space("sample", "um", "asr"))
+    f_keep, m_keep = missing_masks(ar.Affine.identity(fixed.space, moving.space), fixed, missing, moving,
+                                   tissue & ~missing)
+    assert not f_keep[missing].any() and f_keep[~missing].all()
+    assert not m_keep[missing].any()                     # the sample's background where the atlas has the end
+    assert m_keep[tissue & ~missing].all() and m_keep[0, 0, 0]
+
+
+def test_auto_names_the_missing_end_and_refits_the_affine(template100):
+    t = template100.numpy()
+    ap = np.arange(template100.shape[0])[:, None, None] * 100.0 + 37.5
+    sample = ar.Volume(np.where(ap >= 1800.0, t, 0).astype(np.float32), 100.0,
+                       space=ar.Space("sample", "um", "asr"))  # asr: the front 1.8 mm (the bulbs) cut off
+    quick = dict(preset="fast", working_spacing=200.0, rigid_iterations=(), affine_iterations=(5,),
+                 affine_shrink=(1,), affine_smooth=(0,), syn_iterations=(3, 2), syn_shrink=(2, 1),
+                 syn_smooth=(1, 0), orientation_search="off")
+    res = register(sample, template100, extent="auto", **quick)
+    assert res.metrics["extent"].startswith("whole brain"), res.metrics["extent"]
+    assert "missing: anterior" in res.metrics["extent"], res.metrics["extent"]
+    assert "affine_masked" in res.metrics["stage_seconds"]
+    off = register(sample, template100, extent="auto", missing_parts="off", **quick)
+    assert "missing" not in off.metrics["extent"] and "affine_masked" not in off.metrics["stage_seconds"]
+    whole = register(ar.Volume(t, 100.0, space=ar.Space("sample", "um", "asr")), template100, extent="auto", **quick)
+    assert "missing" not in whole.metrics["extent"] and "affine_masked" not in whole.metrics["stage_seconds"]

@@ -385,3 +385,139 @@ def check_overlap(init, fixed: Volume, fixed_tissue: np.ndarray, moving: Volume,
                          "(an initial transform, or the initial position of its centre in the fixed image); "
                          "check the orientation code too", field="extent")
     return share
+
+
+def _ball(radius_vox: int) -> np.ndarray:
+    r = max(int(radius_vox), 0)
+    zz = np.indices((2 * r + 1,) * 3) - r
+    return (zz ** 2).sum(0) <= r * r
+
+
+def missing_parts(pull, fixed: Volume, fixed_tissue: np.ndarray, moving: Volume, moving_tissue: np.ndarray,
+                  tolerance: float = 300.0, min_share: float = 0.002) -> np.ndarray:
+    """The fixed tissue the sample lacks (a brain without its olfactory bulbs or its cerebellum), on the fixed grid.
+
+    The sample's tissue is carried onto the fixed grid by ``pull`` (fixed → moving points, e.g. the affine
+    stage's result); fixed tissue farther than ``tolerance`` µm from it is missing from the sample. Only pieces
+    thicker than ``tolerance`` count (an opening removes the thin shells an imperfect alignment leaves along the
+    surface) and of at least ``min_share`` of the fixed tissue, so a whole brain has none.
+
+    Parameters
+    ----------
+    pull : Transform
+        Fixed working points → moving working points.
+    fixed, moving : Volume
+        The working images (one isotropic spacing; the moving one in the fixed orientation).
+    fixed_tissue, moving_tissue : bool arrays
+        Their brain masks (undilated).
+    tolerance : float
+        µm of misalignment tolerated before fixed tissue counts as uncovered.
+    min_share : float
+        Smallest missing piece, as a share of the fixed tissue's volume.
+
+    Returns
+    -------
+    bool array on the fixed grid (all False for a sample that covers the fixed tissue).
+
+    Examples
+    --------
+    >>> missing = missing_parts(affine, f_w, f_tissue, m_w, m_tissue)            # doctest: +SKIP
+    >>> describe_missing(missing, f_tissue, f_w.orientation)                     # doctest: +SKIP
+    'anterior end, posterior-dorsal part'
+    """
+    from scipy import ndimage as ndi
+
+    from ..volume import resample
+
+    if tolerance < 0 or not 0 <= min_share < 1:
+        raise InputError(f"tolerance must be >= 0 µm and min_share in [0, 1), got {tolerance!r} and {min_share!r}",
+                         field="missing_parts")
+    carried = resample(moving.with_data(moving_tissue.astype(np.float32)), pull, fixed.grid) > 0.5
+    tol_vox = int(round(tolerance / float(fixed.voxel_size[0])))
+    near = ndi.binary_dilation(carried, _ball(tol_vox)) if tol_vox else carried
+    uncovered = fixed_tissue & ~near
+    if not uncovered.any():
+        return uncovered
+    if tol_vox:
+        uncovered = ndi.binary_opening(uncovered, _ball(max(1, tol_vox // 2)))
+    smallest = min_share * max(int(fixed_tissue.sum()), 1)
+    pieces = _large_pieces(uncovered, smallest)
+    if tol_vox and pieces.any():
+        # grown back through the uncovered fixed tissue (twice the tolerance: the opening and the tolerance took
+        # that much): the whole missing piece, up to the sample's cut face, without the crumbs in its folds
+        pieces = _large_pieces(ndi.binary_dilation(pieces, iterations=2 * tol_vox, mask=fixed_tissue & ~carried),
+                               smallest)
+    return pieces
+
+
+def _large_pieces(mask: np.ndarray, smallest: float) -> np.ndarray:
+    """The connected pieces of ``mask`` of at least ``smallest`` voxels."""
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return mask.copy()
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return np.isin(lab, np.nonzero(sizes >= smallest)[0]) & mask
+
+
+#: (the side index 0 lies on, the other side) for each origin letter of an orientation code
+_SIDES = {"a": ("anterior", "posterior"), "p": ("posterior", "anterior"), "s": ("dorsal", "ventral"),
+          "i": ("ventral", "dorsal"), "l": ("left", "right"), "r": ("right", "left")}
+
+
+def describe_missing(missing: np.ndarray, fixed_tissue: np.ndarray, code: str) -> str:
+    """Where the missing pieces lie, in words: e.g. ``"anterior end, posterior-dorsal part"`` ('' if none).
+
+    Each piece is named by the sides of the fixed tissue its centre lies towards (the outer 40 % of the tissue's
+    extent along anterior-posterior; dorsal-ventral and left-right within the piece's coronal planes), as an
+    "end" where it reaches the tissue's end along the first of them.
+
+    Examples
+    --------
+    >>> t = np.ones((10, 4, 4), bool); m = np.zeros_like(t); m[:2] = True
+    >>> describe_missing(m, t, "asr")        # asr: index 0 of axis 0 is anterior
+    'anterior end'
+    """
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label(missing)
+    if n == 0:
+        return ""
+    order = [_axis(code, letters) for letters in ("ap", "si", "lr")]
+    words = []
+    for k, sl in enumerate(ndi.find_objects(lab), start=1):
+        piece = lab[sl] == k
+        centre = [sl[a].start + float(np.mean(np.nonzero(_area_profile(piece, a))[0])) for a in range(3)]
+        sides, ends = [], []
+        # dorsal-ventral and left-right against the tissue in the piece's own coronal planes (a cerebellum
+        # is dorsal to the brainstem beside it, not to the whole brain)
+        ap_planes = [slice(None)] * 3
+        ap_planes[order[0]] = sl[order[0]]
+        local = [np.nonzero(_area_profile(fixed_tissue, order[0]))[0]] + [np.nonzero(_area_profile(fixed_tissue[tuple(ap_planes)], a))[0] for a in order[1:]]
+        for a, tissue_idx in zip(order, local):
+            lo, hi = tissue_idx[0], tissue_idx[-1] + 1
+            t = (centre[a] + 0.5 - lo) / max(hi - lo, 1)
+            if t < 0.4 or t > 0.6:
+                sides.append(_SIDES[code[a]][int(t > 0.6)])
+                ends.append(sl[a].start <= lo if t < 0.4 else sl[a].stop >= hi)
+        if not sides:
+            words.append("central part")
+        else:
+            words.append("-".join(sides) + (" end" if ends[0] else " part"))
+    return ", ".join(dict.fromkeys(words))
+
+
+def missing_masks(pull, fixed: Volume, missing: np.ndarray, moving: Volume,
+                  moving_tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the metrics may look when the sample lacks ``missing`` (from :func:`missing_parts`): (fixed, moving).
+
+    The fixed mask leaves out the missing tissue; the moving mask leaves out the sample's background where
+    ``pull`` (fixed → moving points) puts the missing tissue, beyond the sample's cut faces, so a metric cannot
+    pull the sample's tissue into the gap.
+    """
+    from ..volume import resample
+
+    on_moving = resample(fixed.with_data(missing.astype(np.float32)), pull.inverse(), moving.grid) > 0.5
+    return ~missing, ~(on_moving & ~moving_tissue)

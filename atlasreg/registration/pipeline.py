@@ -182,10 +182,13 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
         m_w.index_to_physical(np.argwhere(m_mask if m_mask is not None else m_w.numpy() > 0)[::7])
     user_init = ex.user_initial(initial_transform, initial_position, moving, fixed, R, C, m_re, tissue_points)
     extent_what, setup = "whole brain", None
-    if params["extent"] != "whole":
+    look_for_missing = params["missing_parts"] == "always" or \
+        (params["missing_parts"] == "auto" and params["extent"] == "auto")
+    if params["extent"] != "whole" or look_for_missing:
         # the tissue itself (undilated): its extent and its cut faces decide
         f_t = pp.auto_mask(f_w.numpy(), f_w.voxel_size, 0.0) if f_user is None else f_mask
         m_t = pp.auto_mask(m_w.numpy(), m_w.voxel_size, 0.0) if m_user is None else m_mask
+    if params["extent"] != "whole":
         setup = ex.partial_setup(params["extent"], f_w, f_t, f_mask, m_w, m_t, m_mask,
                                  init_method=params["init"], init=user_init)
         if setup is not None:
@@ -212,7 +215,7 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     note("masks and initialisation", "done")
 
     # -- backend -------------------------------------------------------------------------------------
-    tmp = None
+    tmp, found = None, {}
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="atlasreg-reg-")
         workdir = tmp.name
@@ -226,8 +229,23 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
             if params["moving_fov_mask"]:  # never compare the fixed image with what lies beyond the sample's edge
                 inside = pp.image_interior(m_n.shape)
                 m_metric = inside if m_metric is None else m_metric & inside
+            refit_masks = None
+            if look_for_missing:
+                def refit_masks(pull):
+                    """The linear stages again without the fixed tissue the sample lacks (found through ``pull``)."""
+                    missing = ex.missing_parts(pull, f_n, f_t, m_n, m_t, params["missing_tolerance"])
+                    found["missing"] = ex.describe_missing(missing, f_t, f_n.orientation)
+                    if not missing.any():
+                        return None
+                    f_keep, m_keep = ex.missing_masks(pull, f_n, missing, m_n, m_t)
+                    if metric_masks and f_mask is not None:
+                        f_keep &= f_mask
+                    if params["pad"] > 0:
+                        f_keep = pp.pad(f_n.with_data(f_keep.astype(np.uint8)), params["pad"]).numpy().astype(bool)
+                    return f_keep, (m_keep if m_metric is None else m_keep & m_metric)
             core, info = register_ants(f_reg, m_n, init, params, workdir,
-                                       f_mask_reg if metric_masks else None, m_metric, on_stage=note)
+                                       f_mask_reg if metric_masks else None, m_metric, on_stage=note,
+                                       refit_masks=refit_masks, probe=params["missing_probe"])
         else:
             from .sitk_backend import register_sitk
 
@@ -246,6 +264,8 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     note("metrics", "done")
     metrics["seconds"] = round(time.perf_counter() - t_start, 2)
     metrics["extent"] = extent_what
+    if found.get("missing"):
+        metrics["extent"] += f"; missing: {found['missing']} (the affine fitted again without them)"
     if user_init is not None:
         metrics["initialisation"] = "given (initial_position)" if initial_position is not None else \
             "given (initial_transform)"
