@@ -166,19 +166,29 @@ class _IterationTap:
             self.report(self._status(finished=True))
 
 
-def syn_levels(params: dict) -> list[tuple[list, list, list, int | None]]:
-    """The deformable stage as ``antsRegistration`` SyN stages: ``(iterations, shrink, sigmas, CC radius)`` each.
+def syn_levels(params: dict) -> list[tuple[list, list, list, str, int]]:
+    """The deformable stage as ``antsRegistration`` SyN stages: ``(iterations, shrink, sigmas, metric, CC radius)``
+    each.
 
-    With ``syn_radius_finest`` set (> 0, CC metric, two or more levels, another radius than ``syn_radius``) the
-    finest level runs as a SyN stage of its own with that radius (a wider window where the detail is finest).
-    The first stage then ends with a 0-iteration level at the finest shrink: ANTs keeps a stage's field at its
-    last level's resolution, and two fields on different grids cannot be collapsed into one.
+    With ``syn_metric_finest`` or ``syn_radius_finest`` set (two or more levels, and another metric or CC radius
+    than the coarser levels') the finest level runs as a SyN stage of its own with them. The first stage then
+    ends with a 0-iteration level at the finest shrink: ANTs keeps a stage's field at its last level's
+    resolution, and two fields on different grids cannot be collapsed into one.
+
+    Examples
+    --------
+    >>> from atlasreg.registration.presets import get_preset
+    >>> [lv[3:] for lv in syn_levels(get_preset("lightsheet-to-atlas", syn_metric="Mattes", syn_metric_finest="CC"))]
+    [('Mattes', 1), ('CC', 1)]
     """
     its, shr, smo = (list(params[k]) for k in ("syn_iterations", "syn_shrink", "syn_smooth"))
-    fine = int(params.get("syn_radius_finest") or 0)
-    if not (fine > 0 and params["syn_metric"] == "CC" and len(its) >= 2 and fine != int(params["syn_radius"])):
-        return [(its, shr, smo, None)]
-    return [(its[:-1] + [0], shr, smo, None), (its[-1:], shr[-1:], smo[-1:], fine)]
+    metric, radius = params["syn_metric"], int(params["syn_radius"])
+    fine_metric = params.get("syn_metric_finest") or metric
+    fine_radius = int(params.get("syn_radius_finest") or 0) or radius
+    if len(its) < 2 or (fine_metric, fine_radius if fine_metric == "CC" else 0) == \
+            (metric, radius if metric == "CC" else 0):
+        return [(its, shr, smo, metric, radius)]
+    return [(its[:-1] + [0], shr, smo, metric, radius), (its[-1:], shr[-1:], smo[-1:], fine_metric, fine_radius)]
 
 
 def syn_arguments(params: dict, fs: str, ms: str) -> list[str]:
@@ -193,8 +203,8 @@ def syn_arguments(params: dict, fs: str, ms: str) -> list[str]:
     ['CC[F,M,1,1]', 'CC[F,M,1,2]']
     """
     out = []
-    for it, sh, sm, radius in syn_levels(params):
-        out += ["-m", _metric(params["syn_metric"], fs, ms, params, "syn", radius),
+    for it, sh, sm, metric, radius in syn_levels(params):
+        out += ["-m", _metric(metric, fs, ms, params, "syn", radius),
                 "-t", "SyN[%g,%g,%g]" % (params["syn_grad_step"], params["syn_flow_sigma"], params["syn_total_sigma"]),
                 "-c", f"[{_x(it)},{params['syn_convergence']:g},8]", "-s", _x(sm) + "vox", "-f", _x(sh)]
     return out

@@ -28,8 +28,9 @@ rigid_iterations     iterations per level of an optional rigid stage before the 
 syn_*                the deformable stage (ANTs SyN): metric "CC"/"MI"/"MeanSquares", CC radius,
                      iterations per level, shrink factors, smoothing sigmas (voxels), gradient step,
                      update-field and total-field smoothing as Gaussian variances in voxels² (ANTs'
-                     ``SyN[step, update variance, total variance]``); ``syn_radius_finest`` (> 0) runs the
-                     finest level with its own CC radius (0: syn_radius throughout)
+                     ``SyN[step, update variance, total variance]``); ``syn_radius_finest`` (> 0) and
+                     ``syn_metric_finest`` (a metric name) run the finest level with its own CC radius or metric
+                     (0 / "": as the coarser levels)
 bspline_*            the deformable stage of the SimpleITK backend (B-spline mesh spacing in µm, iterations,
                      fraction of voxels sampled by the metric)
 random_seed          seed of the metrics' random sampling: the same points are sampled every run, but with more than one
@@ -77,6 +78,7 @@ _COMMON = {
     "syn_metric": "CC",
     "syn_radius": 1,
     "syn_radius_finest": 0,
+    "syn_metric_finest": "",
     "syn_iterations": (100, 70, 20),
     "syn_shrink": (4, 2, 1),
     "syn_smooth": (2, 1, 0),
@@ -144,6 +146,7 @@ _CHOICES = {
     "extent": ("whole", "hemisphere-left", "hemisphere-right", "slab", "auto"),
     "affine_metric": ("MI", "Mattes", "CC", "MeanSquares"),
     "syn_metric": ("CC", "MI", "Mattes", "MeanSquares"),
+    "syn_metric_finest": ("", "CC", "MI", "Mattes", "MeanSquares"),
     "moving_fov_mask": (True, False),
     "missing_parts": ("auto", "always", "off"),
     "missing_probe": (True, False),
