@@ -495,7 +495,8 @@ def describe_missing(missing: np.ndarray, fixed_tissue: np.ndarray, code: str) -
         # is dorsal to the brainstem beside it, not to the whole brain)
         ap_planes = [slice(None)] * 3
         ap_planes[order[0]] = sl[order[0]]
-        local = [np.nonzero(_area_profile(fixed_tissue, order[0]))[0]] + [np.nonzero(_area_profile(fixed_tissue[tuple(ap_planes)], a))[0] for a in order[1:]]
+        local = [np.nonzero(_area_profile(fixed_tissue, order[0]))[0]]
+        local += [np.nonzero(_area_profile(fixed_tissue[tuple(ap_planes)], a))[0] for a in order[1:]]
         for a, tissue_idx in zip(order, local):
             lo, hi = tissue_idx[0], tissue_idx[-1] + 1
             t = (centre[a] + 0.5 - lo) / max(hi - lo, 1)
