@@ -298,7 +298,10 @@ def test_presets_are_a_table():
 
     assert "lightsheet-to-atlas" in PRESETS
     p = get_preset("lightsheet-to-atlas")
-    assert p["syn_metric"] == "CC" and len(p["syn_iterations"]) == len(p["syn_shrink"])
+    assert p["syn_metric"] == "Mattes" and len(p["syn_iterations"]) == len(p["syn_shrink"])
+    # same pipeline for pairs imaged alike, with a local correlation in the deformable stage
+    same = get_preset("lightsheet-to-lightsheet")
+    assert same["syn_metric"] == "CC" and {k for k in p if p[k] != same[k]} == {"syn_metric", "preset"}
     assert get_preset("fast", working_spacing=300)["working_spacing"] == 300
 
 

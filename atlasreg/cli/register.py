@@ -104,7 +104,8 @@ def register(
     fixed: Optional[Path] = typer.Option(None, "--fixed", help="A fixed image instead of an atlas."),
     fixed_voxel_size: Optional[str] = voxel_size_option("Voxel size of --fixed (µm).", "--fixed-voxel-size"),
     fixed_orientation: Optional[str] = typer.Option(None, "--fixed-orientation", help="Orientation of --fixed."),
-    preset: str = typer.Option("lightsheet-to-atlas", "--preset", help="Parameter preset (a row of the table)."),
+    preset: str = typer.Option("lightsheet-to-atlas", "--preset", help="Parameter preset (a row of the table): "
+                               "lightsheet-to-atlas, lightsheet-to-lightsheet (pairs imaged alike), fast, affine."),
     backend: str = typer.Option("ants", "--backend", help="ants (affine + SyN) or sitk (affine + B-spline)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a preset key: --set syn_iterations=50,20 "
                                                                  "(repeatable)."),

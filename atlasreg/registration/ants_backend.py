@@ -198,7 +198,7 @@ def syn_arguments(params: dict, fs: str, ms: str) -> list[str]:
     Examples
     --------
     >>> from atlasreg.registration.presets import get_preset
-    >>> a = syn_arguments(get_preset("lightsheet-to-atlas", syn_radius_finest=2), "F", "M")
+    >>> a = syn_arguments(get_preset("lightsheet-to-lightsheet", syn_radius_finest=2), "F", "M")
     >>> [x for x in a if x.startswith("CC")]
     ['CC[F,M,1,1]', 'CC[F,M,1,2]']
     """

@@ -60,8 +60,9 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
         Both with orientation codes (``Volume(..., orientation="psl")``) and real voxel sizes, in different
         spaces of the same unit. The moving volume is reoriented to the fixed one's code exactly first.
     preset : str
-        A row of :data:`atlasreg.registration.presets.PRESETS` (``"lightsheet-to-atlas"``, ``"fast"``,
-        ``"affine"``).
+        A row of :data:`atlasreg.registration.presets.PRESETS`: ``"lightsheet-to-atlas"`` (a sample onto an
+        atlas template), ``"lightsheet-to-lightsheet"`` (onto a brain or template imaged the same way),
+        ``"fast"``, ``"affine"``.
     backend : {"ants", "sitk"}
         ANTs (affine + SyN) or SimpleITK (affine + B-spline), same call, same result type.
     moving_mask, fixed_mask : bool arrays or Volumes on each volume's grid, optional
