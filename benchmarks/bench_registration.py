@@ -302,7 +302,7 @@ def markdown(results: list[dict], meta: dict) -> str:
         for s, by in ratios.items():
             for p, v in by.items():
                 m, _, p = p.rpartition(" vs ")
-                who = f"{LABELS.get(m, m)} " if m else ""
+                who = f"{LABELS.get(m or 'atlasreg', m)} "
                 lines.append(f"- task {s}, {who}vs {LABELS.get(p, p)}: wall {v['wall']:.2f}, CPU {v['cpu']:.2f}, "
                              f"memory {v['memory']:.2f}, median error {v['median_m2f']:.2f}")
     targets = meta.get("targets") or {}
