@@ -329,6 +329,30 @@ def test_finest_level_with_its_own_cc_radius_is_one_warp_both_ways(affine_case, 
         get_preset("fast", syn_radius_finest=-1)
 
 
+def test_finest_level_with_its_own_metric(affine_case, brain4):
+    """``syn_metric_finest``: Mattes on the coarse levels, CC on the finest, in one warp that maps both ways;
+    the same metric named twice is one stage, and an unknown metric is refused."""
+    A, moving, fixed = affine_case["A"], affine_case["moving"], affine_case["fixed"]
+    from atlasreg.registration.ants_backend import syn_arguments, syn_levels
+    from atlasreg.registration.presets import get_preset
+
+    p = get_preset("fast", **{**QUICK, "syn_metric": "Mattes", "syn_metric_finest": "CC"})
+    assert [(lv[0], lv[3]) for lv in syn_levels(p)] == [([30, 0], "Mattes"), ([15], "CC")]
+    args = syn_arguments(p, "F", "M")
+    assert args[args.index("-m") + 1] == "Mattes[F,M,1,32]" and "CC[F,M,1,1]" in args
+    assert len(syn_levels(get_preset("fast", **{**QUICK, "syn_metric_finest": "CC"}))) == 1   # CC already
+    res = ar.register(moving, fixed, preset="fast", **{**QUICK, "syn_metric": "Mattes", "syn_metric_finest": "CC"})
+    assert len(_fields(res.transform)) == 1
+    p_fixed = _inside_points(brain4, SP4)
+    p_moving = p_fixed @ A[:3, :3].T + A[:3, 3]
+    err = np.linalg.norm(res.transform.map_points(p_moving) - p_fixed, axis=1)
+    err_b = np.linalg.norm(res.transform.inverse().map_points(p_fixed) - p_moving, axis=1)
+    assert np.median(err) < 60 and np.percentile(err, 95) < 150, (np.median(err), np.percentile(err, 95))
+    assert np.median(err_b) < 60 and np.percentile(err_b, 95) < 150
+    with pytest.raises(InputError, match="syn_metric_finest"):
+        get_preset("fast", syn_metric_finest="NCC")
+
+
 def test_sitk_backend_same_call(affine_case, brain4, tmp_path):
     """The SimpleITK backend (affine + B-spline) behind the same call, same result type and direction."""
     A, moving, fixed = affine_case["A"], affine_case["moving"], affine_case["fixed"]
