@@ -305,6 +305,16 @@ def test_presets_are_a_table():
     assert get_preset("fast", working_spacing=300)["working_spacing"] == 300
 
 
+def _maps_the_affine_case_both_ways(res, A, brain4):
+    """Brain points of the affine case map moving -> fixed and back within the fast preset's accuracy."""
+    p_fixed = _inside_points(brain4, SP4)
+    p_moving = p_fixed @ A[:3, :3].T + A[:3, 3]
+    err = np.linalg.norm(res.transform.map_points(p_moving) - p_fixed, axis=1)
+    err_b = np.linalg.norm(res.transform.inverse().map_points(p_fixed) - p_moving, axis=1)
+    assert np.median(err) < 60 and np.percentile(err, 95) < 150, (np.median(err), np.percentile(err, 95))
+    assert np.median(err_b) < 60 and np.percentile(err_b, 95) < 150
+
+
 def test_finest_level_with_its_own_cc_radius_is_one_warp_both_ways(affine_case, brain4):
     """``syn_radius_finest``: the finest SyN level runs as a stage of its own (CC radius 2) in the same
     antsRegistration call; the result is still one field with ANTs' inverse, and it maps both ways."""
@@ -319,12 +329,7 @@ def test_finest_level_with_its_own_cc_radius_is_one_warp_both_ways(affine_case, 
     assert args[i - 6].startswith("[30x0,") and args[i - 2] == "2x1"   # the first stage ends on the same grid
     res = ar.register(moving, fixed, preset="fast", **{**QUICK, "syn_radius_finest": 2})
     assert len(_fields(res.transform)) == 1
-    p_fixed = _inside_points(brain4, SP4)
-    p_moving = p_fixed @ A[:3, :3].T + A[:3, 3]
-    err = np.linalg.norm(res.transform.map_points(p_moving) - p_fixed, axis=1)
-    err_b = np.linalg.norm(res.transform.inverse().map_points(p_fixed) - p_moving, axis=1)
-    assert np.median(err) < 60 and np.percentile(err, 95) < 150, (np.median(err), np.percentile(err, 95))
-    assert np.median(err_b) < 60 and np.percentile(err_b, 95) < 150
+    _maps_the_affine_case_both_ways(res, A, brain4)
     with pytest.raises(InputError, match="syn_radius_finest"):
         get_preset("fast", syn_radius_finest=-1)
 
@@ -343,12 +348,7 @@ def test_finest_level_with_its_own_metric(affine_case, brain4):
     assert len(syn_levels(get_preset("fast", **{**QUICK, "syn_metric_finest": "CC"}))) == 1   # CC already
     res = ar.register(moving, fixed, preset="fast", **{**QUICK, "syn_metric": "Mattes", "syn_metric_finest": "CC"})
     assert len(_fields(res.transform)) == 1
-    p_fixed = _inside_points(brain4, SP4)
-    p_moving = p_fixed @ A[:3, :3].T + A[:3, 3]
-    err = np.linalg.norm(res.transform.map_points(p_moving) - p_fixed, axis=1)
-    err_b = np.linalg.norm(res.transform.inverse().map_points(p_fixed) - p_moving, axis=1)
-    assert np.median(err) < 60 and np.percentile(err, 95) < 150, (np.median(err), np.percentile(err, 95))
-    assert np.median(err_b) < 60 and np.percentile(err_b, 95) < 150
+    _maps_the_affine_case_both_ways(res, A, brain4)
     with pytest.raises(InputError, match="syn_metric_finest"):
         get_preset("fast", syn_metric_finest="NCC")
 
