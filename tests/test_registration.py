@@ -301,7 +301,9 @@ def test_presets_are_a_table():
     assert p["syn_metric"] == "Mattes" and len(p["syn_iterations"]) == len(p["syn_shrink"])
     # same pipeline for pairs imaged alike, with a local correlation in the deformable stage
     same = get_preset("lightsheet-to-lightsheet")
-    assert same["syn_metric"] == "CC" and {k for k in p if p[k] != same[k]} == {"syn_metric", "preset"}
+    differ = {k for k in p if p[k] != same[k]}
+    assert same["syn_metric"] == "CC" and differ == {"syn_metric", "syn_metric_mask", "preset"}
+    assert same["syn_metric_mask"] and not p["syn_metric_mask"]   # a partial brain's masks: CC needs them in SyN
     assert get_preset("fast", working_spacing=300)["working_spacing"] == 300
 
 

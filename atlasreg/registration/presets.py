@@ -15,10 +15,11 @@ normalise            (low, high) percentiles mapped to 0..1 (clipped) — intens
 mask                 "auto" (threshold + largest component + dilation), "none"
 mask_dilate          dilation of the automatic mask (µm)
 metric_mask          also restrict the ANTs metrics to the masks (else masks serve normalisation and initialisation)
-syn_metric_mask      the deformable stage's metric too looks only inside the masks (a partial brain's, or metric_mask's):
-                     off, the masks serve the linear stages. On bench_partial (Mattes) the deformable stage without
-                     them took the slab from 36.1 / 186 to 23.2 / 64.7 µm and the hemisphere from 23.4 / 76.1 to
-                     22.0 / 67.1 (ANTs' SyN with masks was also worse for the brain without bulbs and cerebellum)
+syn_metric_mask      the deformable stage's metric too looks only inside the masks (a partial brain's, or
+                     metric_mask's); else the masks serve the linear stages only. It depends on the metric
+                     (bench_partial): with Mattes, SyN without the masks took the slab from 36.1 / 186 to 23.2 / 64.7
+                     µm (26.8 / 99.8 in a second run) and the hemisphere from 23.4 / 76.1 to 22.0 / 67.1; with CC it
+                     took the hemisphere from 15.4 / 74.8 to 13.9 / 189 and the slab from 23.8 / 114 to 24.5 / 168
 moving_fov_mask      the ANTs metrics ignore fixed points whose counterpart lies outside the moving image (one voxel
                      in from its edge): where the sample's field of view ends, ANTs otherwise compares the fixed
                      image with zeros. On the benchmark it cut the errors of points at or beyond the moving image's
@@ -66,7 +67,7 @@ _COMMON = {
     "mask": "auto",
     "mask_dilate": 240.0,
     "metric_mask": False,
-    "syn_metric_mask": False,
+    "syn_metric_mask": True,
     "moving_fov_mask": False,
     "init": "moments",
     "orientation_search": "error",
@@ -137,6 +138,8 @@ PRESETS: dict[str, dict] = {
         # a level stops when its energy's slope over 8 iterations falls below 1e-5 (1e-7: every iteration ran);
         # on the ground truth ~10 % less CPU, the same errors
         "syn_convergence": 1e-5,
+        # Mattes in SyN does better without a partial brain's masks (see syn_metric_mask above); CC needs them
+        "syn_metric_mask": False,
     },
     # same pipeline, coarser and fewer iterations: previews and tests (seconds on small images)
     "fast": {
@@ -156,7 +159,7 @@ PRESETS: dict[str, dict] = {
 # of itself as in the ground-truth benchmark): the same pipeline with a local correlation (CC, radius 1) for the
 # deformable stage, which on those pairs is ~1.5x more accurate than Mattes (bench_registration: random:11
 # 9.8 / 26.0 vs 14.9 / 34.2 µm) but less so against a template of another kind
-PRESETS["lightsheet-to-lightsheet"] = {**PRESETS["lightsheet-to-atlas"], "syn_metric": "CC"}
+PRESETS["lightsheet-to-lightsheet"] = {**PRESETS["lightsheet-to-atlas"], "syn_metric": "CC", "syn_metric_mask": True}
 
 _TUPLE_KEYS = {k for k, v in _COMMON.items() if isinstance(v, tuple)}
 _CHOICES = {
