@@ -23,14 +23,15 @@ syn_metric_mask      the deformable stage's metric too looks only inside the mas
 moving_fov_mask      the ANTs metrics ignore fixed points whose counterpart lies outside the moving image (one voxel
                      in from its edge): where the sample's field of view ends, ANTs otherwise compares the fixed
                      image with zeros. On the benchmark it cut the errors of points at or beyond the moving image's
-                     edge 2-4x (e.g. 133 / 281 -> 57 / 106 µm) but cost ~0.5-1 µm of median inside: off by default
+                     edge 2-4x (e.g. 133 / 281 -> 57 / 106 µm, with CC) but cost ~0.5-1 µm of median inside: off by
+                     default. It is a mask like the others: in SyN only with syn_metric_mask (on for CC)
 init                 "moments" (centre of mass + principal axes), "com" (centre of mass), "none"
 orientation_search   search the 48 axis orientations to catch a wrong orientation code ("error", "warn", "off")
 orientation_spacing  isotropic spacing (µm) of the orientation search
 orientation_margin   how much better (in correlation) another orientation must score to be flagged
 affine_*             the linear stage (ANTs: Affine with metric MI/Mattes; SimpleITK: the same)
 rigid_iterations     iterations per level of an optional rigid stage before the affine (empty: none)
-syn_*                the deformable stage (ANTs SyN): metric "CC"/"MI"/"MeanSquares", CC radius,
+syn_*                the deformable stage (ANTs SyN): metric "CC"/"Mattes"/"MI"/"MeanSquares", CC radius,
                      iterations per level, shrink factors, smoothing sigmas (voxels), gradient step,
                      update-field and total-field smoothing as Gaussian variances in voxels² (ANTs'
                      ``SyN[step, update variance, total variance]``); ``syn_radius_finest`` (> 0) and
