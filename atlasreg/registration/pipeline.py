@@ -208,11 +208,14 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     metric_masks = params["metric_mask"] or setup is not None
     # the backend's fixed grid: padded (room for the field, not image content, so after the initialisation);
     # metrics and QC stay on the unpadded one
-    f_reg, f_mask_reg = f_n, f_mask
-    if params["pad"] > 0:
-        f_reg = pp.pad(f_n, params["pad"])
-        if f_mask is not None:
-            f_mask_reg = pp.pad(f_n.with_data(f_mask.astype(np.uint8)), params["pad"]).numpy().astype(bool)
+    def on_reg_grid(mask: np.ndarray) -> np.ndarray:
+        """A mask of the fixed working grid on the backend's (padded) grid."""
+        if params["pad"] <= 0:
+            return mask
+        return pp.pad(f_n.with_data(mask.astype(np.uint8)), params["pad"]).numpy().astype(bool)
+
+    f_reg = pp.pad(f_n, params["pad"]) if params["pad"] > 0 else f_n
+    f_mask_reg = None if f_mask is None else on_reg_grid(f_mask)
     note("masks and initialisation", "done")
 
     # -- backend -------------------------------------------------------------------------------------
@@ -241,9 +244,7 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
                     f_keep, m_keep = ex.missing_masks(pull, f_n, missing, m_n, m_t)
                     if metric_masks and f_mask is not None:
                         f_keep &= f_mask
-                    if params["pad"] > 0:
-                        f_keep = pp.pad(f_n.with_data(f_keep.astype(np.uint8)), params["pad"]).numpy().astype(bool)
-                    return f_keep, (m_keep if m_metric is None else m_keep & m_metric)
+                    return on_reg_grid(f_keep), (m_keep if m_metric is None else m_keep & m_metric)
             core, info = register_ants(f_reg, m_n, init, params, workdir,
                                        f_mask_reg if metric_masks else None, m_metric, on_stage=note,
                                        refit_masks=refit_masks, probe=params["missing_probe"])
