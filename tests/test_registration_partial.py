@@ -269,3 +269,28 @@ def test_auto_names_the_missing_end_and_refits_the_affine(template100):
     assert "missing" not in off.metrics["extent"] and "affine_masked" not in off.metrics["stage_seconds"]
     whole = register(ar.Volume(t, 100.0, space=ar.Space("sample", "um", "asr")), template100, extent="auto", **quick)
     assert "missing" not in whole.metrics["extent"] and "affine_masked" not in whole.metrics["stage_seconds"]
+
+
+@pytest.mark.parametrize("start_um", [3000.0, 5000.0, 7000.0])
+def test_slab_window_found_where_the_tilted_slab_lies(template100, start_um):
+    """A 3 mm coronal slab of the template, turned 10° about the left-right axis (its AP extent then exceeds its
+    thickness) and moved: the window the slab search picks is centred on the true slab, within one 200 µm voxel.
+    Scoring each placement over its own window's fixed tissue put such windows 460 µm off at 100 µm."""
+    t = template100.numpy()  # averaged to 200 µm: the search visits every placement, seconds at this size
+    s = [n // 2 for n in t.shape]
+    t = t[:s[0] * 2, :s[1] * 2, :s[2] * 2].reshape(s[0], 2, s[1], 2, s[2], 2).mean(axis=(1, 3, 5))
+    tpl = ar.Volume(t, 200.0, origin=(87.5,) * 3, space=template100.space)
+    ap = np.arange(tpl.shape[0]) * 200.0 + 87.5
+    keep = np.broadcast_to(((ap > start_um) & (ap < start_um + 3000.0))[:, None, None], tpl.shape)
+    cut = tpl.with_data(np.where(keep, t, 0).astype(np.float32))
+    sa = ar.Space("sample_asr", "um", "asr")
+    truth = ar.Affine(ar.Affine.from_translation([200.0, -150.0, 120.0]).matrix
+                      @ ar.Affine.from_rotation([0.0, 0.0, 10.0], center=np.array(tpl.shape) * 100.0).matrix,
+                      sa, tpl.space)
+    moved = ar.warp(cut, ar.Affine(np.linalg.inv(truth.matrix), tpl.space, sa), ar.Grid(tpl.shape, (200.0,) * 3, sa))
+    level = np.percentile(t, 60)
+    window, what = extent_mask("slab", tpl, t > level, moved, moved.numpy() > level, margin=0.0)
+    idx = np.nonzero(window.any(axis=(1, 2)))[0]
+    centre = (idx[0] + idx[-1] + 1) / 2 * 200.0 - 12.5  # window edges in µm (voxel centres at 87.5 + 200 i)
+    true_centre = start_um + 1500.0
+    assert what.startswith("coronal slab") and abs(centre - true_centre) <= 200.0, (what, centre, true_centre)

@@ -76,9 +76,14 @@ def _slab_window(fixed: Volume, fixed_tissue: np.ndarray, moving: Volume, moving
                  ax: int):
     """Where along the fixed AP axis a slab as long as the moving tissue fits best: (start, stop, correlation,
     initial pull-back). Each placement (one working voxel apart) is initialised by centres of mass inside its
-    window and scored by the correlation of the moving image carried onto the fixed one; the best one is then
-    initialised by moments across the slab, its scale along the slab's axis (which a slab does not measure)
-    being the mean of the other two."""
+    window and scored by the correlation, over the sample's tissue, of the sample with the fixed image carried
+    onto it; the best one is then initialised by moments across the slab, its scale along the slab's axis (which
+    a slab does not measure) being the mean of the other two.
+
+    The score looks at the same voxels (the sample's) for every placement. Scored over each window's fixed
+    tissue instead, a window holding less of the sample's anatomy could win: on bench_partial's slab the chosen
+    window's centre was 650 µm posterior of the true one (now 50 µm); on CCF template slabs turned 10° about the
+    left-right axis, up to 460 µm off (now within one 100 µm working voxel)."""
     from ..qc.metrics import ncc
     from ..volume import resample
     from .preprocess import initial_affine
@@ -86,7 +91,7 @@ def _slab_window(fixed: Volume, fixed_tissue: np.ndarray, moving: Volume, moving
     nz = np.nonzero(_area_profile(moving_tissue, ax))[0]
     L = int(nz[-1] - nz[0] + 1)
     n = fixed.shape[ax]
-    f = fixed.numpy()
+    f, m = fixed.numpy(), moving.numpy()
     idx = np.arange(n)
 
     def window(k):
@@ -99,7 +104,7 @@ def _slab_window(fixed: Volume, fixed_tissue: np.ndarray, moving: Volume, moving
         if not fm.any():
             continue
         init = initial_affine(fixed.with_data(np.where(win, f, 0)), moving, fm, moving_tissue, "com")
-        score = float(ncc(f, np.asarray(resample(moving, init, fixed.grid)), fm))
+        score = float(ncc(m, np.asarray(resample(fixed, init.inverse(), moving.grid)), moving_tissue))
         if np.isfinite(score) and score > best[0]:
             best = (score, k)
     k = best[1]
