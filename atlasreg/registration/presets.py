@@ -16,15 +16,17 @@ mask                 "auto" (threshold + largest component + dilation), "none"
 mask_dilate          dilation of the automatic mask (µm)
 metric_mask          also restrict the ANTs metrics to the masks (else masks serve normalisation and initialisation)
 syn_metric_mask      the deformable stage's metric too looks only inside the masks (a partial brain's, or
-                     metric_mask's); else the masks serve the linear stages only. It depends on the metric
-                     (bench_partial): with Mattes, SyN without the masks took the slab from 36.1 / 186 to 23.2 / 64.7
-                     µm (26.8 / 99.8 in a second run) and the hemisphere from 23.4 / 76.1 to 22.0 / 67.1; with CC it
-                     took the hemisphere from 15.4 / 74.8 to 13.9 / 189 and the slab from 23.8 / 114 to 24.5 / 168
+                     metric_mask's); else the masks serve the linear stages only. On bench_partial, with CC, SyN
+                     without the masks took the hemisphere from 15.4 / 74.8 to 13.9 / 189 and the slab from
+                     23.8 / 114 to 24.5 / 168 µm. With Mattes the masks first looked worse (slab 36.1 / 186 with,
+                     23.2-26.8 / 64.7-99.8 without), but the slab's masks then lay 650 µm from the slab; placed
+                     right (extent._slab_window) they took it from 25.0 / 81.2 to 22.0 / 59.7, the hemisphere
+                     20.5 / 63.8-64.4 -> 22.2 / 64.5: on for both metrics
 moving_fov_mask      the ANTs metrics ignore fixed points whose counterpart lies outside the moving image (one voxel
                      in from its edge): where the sample's field of view ends, ANTs otherwise compares the fixed
                      image with zeros. On the benchmark it cut the errors of points at or beyond the moving image's
                      edge 2-4x (e.g. 133 / 281 -> 57 / 106 µm, with CC) but cost ~0.5-1 µm of median inside: off by
-                     default. It is a mask like the others: in SyN only with syn_metric_mask (on for CC)
+                     default. It is a mask like the others: in SyN only with syn_metric_mask
 init                 "moments" (centre of mass + principal axes), "com" (centre of mass), "none"
 orientation_search   search the 48 axis orientations to catch a wrong orientation code ("error", "warn", "off")
 orientation_spacing  isotropic spacing (µm) of the orientation search
@@ -139,8 +141,6 @@ PRESETS: dict[str, dict] = {
         # a level stops when its energy's slope over 8 iterations falls below 1e-5 (1e-7: every iteration ran);
         # on the ground truth ~10 % less CPU, the same errors
         "syn_convergence": 1e-5,
-        # Mattes in SyN does better without a partial brain's masks (see syn_metric_mask above); CC needs them
-        "syn_metric_mask": False,
     },
     # same pipeline, coarser and fewer iterations: previews and tests (seconds on small images)
     "fast": {
@@ -160,7 +160,7 @@ PRESETS: dict[str, dict] = {
 # of itself as in the ground-truth benchmark): the same pipeline with a local correlation (CC, radius 1) for the
 # deformable stage, which on those pairs is ~1.5x more accurate than Mattes (bench_registration: random:11
 # 9.8 / 26.0 vs 14.9 / 34.2 µm) but less so against a template of another kind
-PRESETS["lightsheet-to-lightsheet"] = {**PRESETS["lightsheet-to-atlas"], "syn_metric": "CC", "syn_metric_mask": True}
+PRESETS["lightsheet-to-lightsheet"] = {**PRESETS["lightsheet-to-atlas"], "syn_metric": "CC"}
 
 _TUPLE_KEYS = {k for k, v in _COMMON.items() if isinstance(v, tuple)}
 _CHOICES = {

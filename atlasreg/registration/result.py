@@ -280,7 +280,8 @@ class RegistrationResult:
         Example
         -------
         >>> res = ar.register(sample, ar.Atlas.load("allen_mouse_200um").reference)   # doctest: +SKIP
-        >>> res.save("result/")   # transforms, warped sample, annotation on the sample, region volumes, QC
+        >>> res.save("result/")   # doctest: +SKIP
+        >>> # result/ then holds the transforms, the warped sample, the annotation on the sample, region volumes, QC
         """
         from ..transforms.files import save_transform
 
