@@ -414,14 +414,8 @@ def resample(volume: Volume, pull: Transform | None, grid: Grid, interpolation: 
         del idx
         if pull is not None:
             pts = pull.map_points(pts)
-        cidx = np.ascontiguousarray(apply_affine(to_index, pts))
+        vals = _sample_at(work, to_index, pts, interpolation, fill)
         del pts
-        cidx[~np.isfinite(cidx)] = -1e9  # NaN from a field's outside -> fill value
-        vals = np.empty(len(cidx), dtype=work.dtype if interpolation == "nearest" else np.float64)
-        if interpolation == "linear":
-            K.sample_linear(work, cidx, float(fill), vals)
-        else:
-            K.sample_nearest(work, cidx, work.dtype.type(fill), vals)
         if np.issubdtype(out_dtype, np.integer) and interpolation == "linear":
             info = np.iinfo(out_dtype)
             vals = np.clip(np.rint(vals), info.min, info.max)
@@ -429,6 +423,35 @@ def resample(volume: Volume, pull: Transform | None, grid: Grid, interpolation: 
         if progress is not None:
             progress(stop - start)
     return out
+
+
+def _sample_at(work: np.ndarray, to_index: np.ndarray, points: np.ndarray, interpolation: str, fill) -> np.ndarray:
+    """``work`` at physical ``points`` (``to_index``: physical -> index): float64 values for linear, ``work``'s
+    dtype for nearest; points outside the array, or NaN, get ``fill``."""
+    cidx = np.ascontiguousarray(apply_affine(to_index, points))
+    cidx[~np.isfinite(cidx)] = -1e9  # NaN from a field's outside -> fill value
+    vals = np.empty(len(cidx), dtype=work.dtype if interpolation == "nearest" else np.float64)
+    if interpolation == "linear":
+        K.sample_linear(work, cidx, float(fill), vals)
+    else:
+        K.sample_nearest(work, cidx, work.dtype.type(fill), vals)
+    return vals
+
+
+def sample_points(volume: Volume, points, fill: float = 0.0) -> np.ndarray:
+    """The values of ``volume`` at physical ``points`` (``(N, 3)``, in its space): trilinear, float64, ``fill``
+    outside the array; the same arithmetic as :func:`resample` at those points.
+
+    Examples
+    --------
+    >>> v = Volume(np.arange(8, dtype=np.float32).reshape(2, 2, 2), voxel_size=10.0)
+    >>> sample_points(v, [[0, 0, 5.0], [5, 5, 5.0], [100, 0, 0]]).tolist()
+    [0.5, 3.5, 0.0]
+    """
+    src = volume.numpy()
+    work = src if src.dtype in (np.float32, np.float64) else src.astype(np.float32)
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    return _sample_at(work, np.linalg.inv(volume.affine), pts, "linear", fill)
 
 
 def warp(volume: Volume, transform: Transform | None, reference, interpolation: str = "linear",

@@ -83,16 +83,21 @@ def _slab_window(fixed: Volume, fixed_tissue: np.ndarray, moving: Volume, moving
     The score looks at the same voxels (the sample's) for every placement. Scored over each window's fixed
     tissue instead, a window holding less of the sample's anatomy could win: on bench_partial's slab the chosen
     window's centre was 650 µm posterior of the true one (now 50 µm); on CCF template slabs turned 10° about the
-    left-right axis, up to 460 µm off (now within one 100 µm working voxel)."""
+    left-right axis, up to 460 µm off (now within one 100 µm working voxel). Only the sample's tissue is sampled,
+    and its centre of mass is taken once: the search takes seconds, not the half minute of resampling whole grids.
+    """
     from ..qc.metrics import ncc
-    from ..volume import resample
-    from .preprocess import initial_affine
+    from ..volume import sample_points
+    from .preprocess import centre_of_mass, initial_affine
 
     nz = np.nonzero(_area_profile(moving_tissue, ax))[0]
     L = int(nz[-1] - nz[0] + 1)
     n = fixed.shape[ax]
-    f, m = fixed.numpy(), moving.numpy()
+    f = fixed.numpy()
     idx = np.arange(n)
+    tissue_points = moving.index_to_physical(np.argwhere(moving_tissue))
+    tissue_values = moving.numpy()[moving_tissue]
+    moving_centre = centre_of_mass(moving, moving_tissue)
 
     def window(k):
         return _along((idx >= k) & (idx < k + L), ax, fixed.shape)
@@ -103,8 +108,9 @@ def _slab_window(fixed: Volume, fixed_tissue: np.ndarray, moving: Volume, moving
         fm = fixed_tissue & win
         if not fm.any():
             continue
-        init = initial_affine(fixed.with_data(np.where(win, f, 0)), moving, fm, moving_tissue, "com")
-        score = float(ncc(m, np.asarray(resample(fixed, init.inverse(), moving.grid)), moving_tissue))
+        # centres of mass aligned (a translation): the sample's tissue carried back onto the fixed image
+        shift = moving_centre - centre_of_mass(fixed.with_data(np.where(win, f, 0)), fm)
+        score = ncc(tissue_values, sample_points(fixed, tissue_points - shift))
         if np.isfinite(score) and score > best[0]:
             best = (score, k)
     k = best[1]

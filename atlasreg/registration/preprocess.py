@@ -178,11 +178,35 @@ def check_mask(mask, vol: Volume, name: str) -> np.ndarray:
     return m
 
 
-def _moments(arr: np.ndarray, vol: Volume, mask: np.ndarray | None):
+def _weights(arr: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The intensities that place a centre of mass: inside ``mask``, above the median (background does not pull)."""
     w = np.asarray(arr, np.float64)
     if mask is not None:
         w = w * mask
-    w = np.clip(w - np.percentile(w, 50), 0, None)  # background does not pull
+    return np.clip(w - np.percentile(w, 50), 0, None)
+
+
+def centre_of_mass(vol: Volume, mask: np.ndarray | None = None) -> np.ndarray:
+    """The intensity-weighted centre (physical) of ``vol`` inside ``mask``, as :func:`initial_affine` weighs it;
+    through one profile per axis (the index → physical map is affine), not a point per voxel.
+
+    Examples
+    --------
+    >>> a = np.zeros((4, 4, 4)); a[3, 1, 2] = 5.0
+    >>> centre_of_mass(Volume(a, voxel_size=10.0)).tolist()
+    [30.0, 10.0, 20.0]
+    """
+    w = _weights(vol.numpy(), mask)
+    tot = w.sum()
+    if tot <= 0:
+        w, tot = np.ones_like(w), float(w.size)
+    mean_index = [float((w.sum(axis=tuple(b for b in range(3) if b != a)) * np.arange(w.shape[a])).sum() / tot)
+                  for a in range(3)]
+    return vol.index_to_physical(np.array([mean_index]))[0]
+
+
+def _moments(arr: np.ndarray, vol: Volume, mask: np.ndarray | None):
+    w = _weights(arr, mask)
     idx = np.indices(w.shape, dtype=np.float64).reshape(3, -1).T
     ww = w.ravel()
     tot = ww.sum()
