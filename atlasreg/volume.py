@@ -13,7 +13,7 @@ import numpy as np
 from . import _kernels as K
 from .errors import InputError, SpaceMismatchError
 from .labels import LabelArray
-from .spaces import Space, apply_affine, as_space, as_voxel_size, orientation_mapping, validate_orientation
+from .spaces import Space, apply_affine, as_points, as_space, as_voxel_size, orientation_mapping, validate_orientation
 from .transforms.base import Affine, Transform, with_ends
 from .transforms.field import grid_affine
 
@@ -440,7 +440,7 @@ def _sample_at(work: np.ndarray, to_index: np.ndarray, points: np.ndarray, inter
 
 def sample_points(volume: Volume, points, fill: float = 0.0) -> np.ndarray:
     """The values of ``volume`` at physical ``points`` (``(N, 3)``, in its space): trilinear, float64, ``fill``
-    outside the array; the same arithmetic as :func:`resample` at those points.
+    outside the array (``fill=np.nan`` marks them); the same arithmetic as :func:`resample` at those points.
 
     Examples
     --------
@@ -450,7 +450,7 @@ def sample_points(volume: Volume, points, fill: float = 0.0) -> np.ndarray:
     """
     src = volume.numpy()
     work = src if src.dtype in (np.float32, np.float64) else src.astype(np.float32)
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    pts = as_points(points)
     return _sample_at(work, np.linalg.inv(volume.affine), pts, "linear", fill)
 
 

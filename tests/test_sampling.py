@@ -41,6 +41,9 @@ def test_sample_points_is_resample_at_the_voxel_centres_and_fill_outside(brain):
     np.testing.assert_array_equal(sample_points(brain, pts).reshape(grid.shape).astype(np.float32), on_grid)
     far = np.array([[-1e6, 0.0, 0.0], [np.nan, 0.0, 0.0]])
     assert sample_points(brain, far, fill=-7.0).tolist() == [-7.0, -7.0]
+    assert np.isnan(sample_points(brain, far[:1], fill=np.nan)).all()
+    with pytest.raises(ar.InputError, match=r"shape \(N, 3\)"):
+        sample_points(brain, np.zeros((4, 2)))
 
 
 def test_centre_of_mass_is_what_the_com_initialisation_aligns(brain):
