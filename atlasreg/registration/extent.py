@@ -93,7 +93,6 @@ def _slab_window(fixed: Volume, fixed_tissue: np.ndarray, moving: Volume, moving
     nz = np.nonzero(_area_profile(moving_tissue, ax))[0]
     L = int(nz[-1] - nz[0] + 1)
     n = fixed.shape[ax]
-    f = fixed.numpy()
     idx = np.arange(n)
     tissue_points = moving.index_to_physical(np.argwhere(moving_tissue))
     tissue_values = moving.numpy()[moving_tissue]
@@ -109,14 +108,14 @@ def _slab_window(fixed: Volume, fixed_tissue: np.ndarray, moving: Volume, moving
         if not fm.any():
             continue
         # centres of mass aligned (a translation): the sample's tissue carried back onto the fixed image
-        shift = moving_centre - centre_of_mass(fixed.with_data(np.where(win, f, 0)), fm)
+        shift = moving_centre - centre_of_mass(fixed, fm)
         score = ncc(tissue_values, sample_points(fixed, tissue_points - shift))
         if np.isfinite(score) and score > best[0]:
             best = (score, k)
     k = best[1]
     win = window(k)
-    init = initial_affine(fixed.with_data(np.where(win, f, 0)), moving, fixed_tissue & win, moving_tissue,
-                          "moments", cut_axis=ax)
+    # the weights are taken inside the mask only, so the fixed image needs no copy cut to the window
+    init = initial_affine(fixed, moving, fixed_tissue & win, moving_tissue, "moments", cut_axis=ax)
     return k, min(n, k + L), best[0], init
 
 

@@ -179,11 +179,13 @@ def check_mask(mask, vol: Volume, name: str) -> np.ndarray:
 
 
 def _weights(arr: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """The intensities that place a centre of mass: inside ``mask``, above the median (background does not pull)."""
+    """The intensities that place a centre of mass: inside ``mask``, above the median (background does not pull);
+    all ones when nothing is left."""
     w = np.asarray(arr, np.float64)
     if mask is not None:
         w = w * mask
-    return np.clip(w - np.percentile(w, 50), 0, None)
+    w = np.clip(w - np.percentile(w, 50), 0, None)
+    return w if w.sum() > 0 else np.ones_like(w)
 
 
 def centre_of_mass(vol: Volume, mask: np.ndarray | None = None) -> np.ndarray:
@@ -198,20 +200,15 @@ def centre_of_mass(vol: Volume, mask: np.ndarray | None = None) -> np.ndarray:
     """
     w = _weights(vol.numpy(), mask)
     tot = w.sum()
-    if tot <= 0:
-        w, tot = np.ones_like(w), float(w.size)
     mean_index = [float((w.sum(axis=tuple(b for b in range(3) if b != a)) * np.arange(w.shape[a])).sum() / tot)
                   for a in range(3)]
     return vol.index_to_physical(np.array([mean_index]))[0]
 
 
 def _moments(arr: np.ndarray, vol: Volume, mask: np.ndarray | None):
-    w = _weights(arr, mask)
-    idx = np.indices(w.shape, dtype=np.float64).reshape(3, -1).T
-    ww = w.ravel()
+    ww = _weights(arr, mask).ravel()
+    idx = np.indices(arr.shape, dtype=np.float64).reshape(3, -1).T
     tot = ww.sum()
-    if tot <= 0:
-        ww, tot = np.ones_like(ww), float(ww.size)
     pts = vol.index_to_physical(idx)
     com = (pts * ww[:, None]).sum(0) / tot
     d = pts - com
