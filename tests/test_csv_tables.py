@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from atlasreg.errors import InputError
+from atlasreg.io import csv_tables
 from atlasreg.io.csv_tables import read_csv_table, write_csv_table
 
 
@@ -16,8 +17,11 @@ def _both(df, tmp_path):
     return pd.read_csv(ours), pd.read_csv(tmp_path / "pandas.csv")
 
 
+@pytest.mark.parametrize("slices", ["one", "many"])
 @pytest.mark.parametrize("case", ["cells", "integral_floats", "text", "booleans", "empty", "odd_names"])
-def test_reads_back_as_pandas_writes(tmp_path, case):
+def test_reads_back_as_pandas_writes(tmp_path, monkeypatch, case, slices):
+    if slices == "many":  # the rows formatted on several threads, slice by slice, must come back in order
+        monkeypatch.setattr(csv_tables, "_SLICE_ROWS", 300)
     rng = np.random.default_rng(0)
     n = 2000
     x = rng.normal(0, 1e4, n)
