@@ -88,7 +88,8 @@ def write_csv_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 
         # Formatting floats is the cost and pyarrow does it without the GIL: slices of rows are formatted on
         # several threads, a few at a time (memory stays a few slices' text), and written in order.
-        threads = max(1, min(4, os.cpu_count() or 1))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, min(4, cores))
         slices = [table.slice(i, _SLICE_ROWS) for i in range(0, table.num_rows, _SLICE_ROWS)]
         with open(p, "wb") as f:
             f.write(df.iloc[:0].to_csv(index=False).encode())  # pandas' header: names quoted only if needed
