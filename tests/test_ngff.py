@@ -600,3 +600,27 @@ def test_files_opened_by_a_relative_path_read_the_same(tmp_path, monkeypatch):
         assert np.array_equal(np.isnan(got), np.isnan(want)), name
         ok = ~np.isnan(want)
         assert np.allclose(got[ok], want[ok], atol=1e-9) and np.allclose(again[ok], want[ok], atol=1e-9), name
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_field_array_with_nan_or_inf_is_refused_naming_it(tmp_path, bad, dtype):
+    """A stored field read as it is (float32 files stay float32) is still checked value by value: a NaN or inf
+    written into the array by zarr itself is an error naming that array, not a silently wrong point."""
+    import zarr
+
+    rng = np.random.default_rng(4)
+    u = rng.normal(0, 3, (6, 7, 8, 3)).astype(dtype)
+    F = ar.DisplacementField(u, spacing=(10, 10, 10), src="a", dst="b")
+    p = save_transform(F, tmp_path / "f.json")
+    arrays = sorted((tmp_path / "f_fields.zarr").rglob("s0"))
+    assert arrays
+    back = load_transform(p)
+    pts = rng.uniform(5, 45, (50, 3))
+    assert np.array_equal(back.map_points(pts), F.map_points(pts))  # the same values, the same arithmetic
+    a = zarr.open_array(str(arrays[0]), mode="r+")
+    assert np.dtype(a.dtype) == np.dtype(dtype)
+    a[1, 2, 3, 4] = bad
+    with pytest.raises(InputError, match="NaN or inf") as exc:
+        load_transform(p)
+    assert "f_fields.zarr" in str(exc.value)
