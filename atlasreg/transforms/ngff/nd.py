@@ -319,7 +319,9 @@ class Field(NDTransform):
             raise InputError("the field's grid transformation is singular", path=self.where, field="scale")
         try:
             return DisplacementField(u3, spacing=sp, origin=m4[:3, 3], direction=m4[:3, :3] / sp, src=src,
-                                     dst=dst, outside=self.outside, _finite_checked=True)
+                                     dst=dst, outside=self.outside,
+                                     # checked above; coordinates minus the grid are new values: checked again
+                                     _finite_checked=self.kind == "displacements")
         except InputError as exc:
             raise InputError(str(exc), path=self.where, field="displacement") from None
 
