@@ -88,8 +88,7 @@ def write_csv_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 
         # Formatting floats is the cost and pyarrow does it without the GIL: slices of rows are formatted on
         # several threads, a few at a time (memory stays a few slices' text), and written in order.
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, min(4, cores))
+        threads = max(1, min(4, pa.cpu_count()))  # pyarrow's own count: honours OMP_NUM_THREADS, as its pool does
         slices = [table.slice(i, _SLICE_ROWS) for i in range(0, table.num_rows, _SLICE_ROWS)]
         with open(p, "wb") as f:
             f.write(df.iloc[:0].to_csv(index=False).encode())  # pandas' header: names quoted only if needed

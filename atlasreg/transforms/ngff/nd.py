@@ -297,9 +297,10 @@ class Field(NDTransform):
         from ..field import DisplacementField
 
         n = self.n
-        # float32 files stay float32: the kernel widens each value to float64 exactly as a copy would, at half
-        # the memory and without the copy (a real 25 µm registration's reload: 0.85 -> 0.25 s).
-        v = self.values if self.values.dtype in (np.float32, np.float64) else self.values.astype(np.float64)
+        # The file's dtype is kept: DisplacementField takes float32 and float64 as they are (its kernel widens each
+        # float32 value exactly as a float64 copy would) and converts anything else, so one copy is made here, not
+        # three (a real 25 µm registration's reload: 0.85 -> 0.25 s).
+        v = self.values
         if not np.all(np.isfinite(v)):
             raise InputError(f"the {self.kind} array holds NaN or inf", path=self.where, field="values")
         m4 = np.eye(4)
