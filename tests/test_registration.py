@@ -116,6 +116,50 @@ def test_field_reaches_past_the_image_edge(affine_case):
     assert np.abs(u[k]).max() > 1.0 and np.abs(u[-k - 1]).max() > 1.0
 
 
+def _field_box(field) -> np.ndarray:
+    """(2, 3): the lowest and highest physical coordinates of a field's voxel centres."""
+    n = np.array(field.shape[:3]) - 1
+    corners = np.array([[i, j, k, 1] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])], float)
+    xyz = corners @ np.asarray(field.index_to_physical).T
+    return np.stack([xyz[:, :3].min(0), xyz[:, :3].max(0)])
+
+
+def test_margin_only_where_the_fixed_tissue_reaches_the_edge(brain4):
+    """A fixed brain with background on every side but one (cut at its first axis' start): the field's margin is
+    added on that face only (``pad_faces="auto"``, the default, for a whole brain); ``"all"``, and ``"auto"`` for
+    a partial extent, pad every face."""
+    fixed_arr = np.pad(brain4, [(0, 5), (5, 5), (6, 6)])            # 1 mm of background except at axis 0's start
+    A = _known_affine(fixed_arr.shape, SP4, deg=3.0, shift=(100.0, -80.0, 60.0))
+    moving = ar.Volume(_affine_moving(fixed_arr, SP4, A), SP4, orientation="psl", space="sample")
+    fixed = ar.Volume(fixed_arr, SP4, orientation="psl", space="ccf")
+    quick = {**QUICK, "syn_iterations": (2, 1)}
+    boxes = {how: _field_box(_fields(ar.register(moving, fixed, preset="fast", **quick, **kw).transform)[0])
+             for how, kw in (("none", {"pad": 0.0}), ("tissue", {}), ("all", {"pad_faces": "all"}),
+                             ("partial", {"extent": "auto", "missing_parts": "off"}))}
+    k = np.ceil(360.0 / QUICK["working_spacing"]) * QUICK["working_spacing"]   # the margin, whole working voxels
+    grown = boxes["tissue"] - boxes["none"]
+    expected = np.zeros((2, 3))
+    expected[0, 0] = -k                                               # axis 0's start: lower coordinates
+    assert np.allclose(grown, expected, atol=1.0), grown
+    assert np.allclose(boxes["all"] - boxes["none"], [[-k] * 3, [k] * 3], atol=1.0)
+    assert np.allclose(boxes["partial"] - boxes["none"], [[-k] * 3, [k] * 3], atol=1.0)
+
+
+def test_faces_reached_and_one_sided_pad():
+    from atlasreg.registration.preprocess import faces_reached, pad
+
+    m = np.zeros((8, 9, 10), bool)
+    m[0:4, 2:9, 4:7] = True    # on axis 0's start and axis 1's end; 4, 2, 4 and 3 voxels from the other faces
+    assert faces_reached(m, 10.0, 10.0).tolist() == [[True, False], [False, True], [False, False]]
+    assert faces_reached(m, 10.0, 35.0).tolist() == [[True, False], [True, True], [False, True]]
+    assert not faces_reached(np.zeros_like(m), 10.0, 100.0).any()
+    v = ar.Volume(m.astype(np.float32), (10.0, 20.0, 30.0), origin=(1.0, 2.0, 3.0), space="x")
+    p = pad(v, 45.0, faces=faces_reached(m, v.voxel_size, 10.0))   # 5 voxels on axis 0's start, 3 on axis 1's end
+    assert p.shape == (13, 12, 10)
+    assert np.array_equal(p.numpy()[5:, :9], m.astype(np.float32)) and p.numpy()[:5].max() == 0
+    assert np.allclose(p.index_to_physical([[5, 0, 0]]), v.index_to_physical([[0, 0, 0]]))
+
+
 def test_pad_keeps_the_physical_frame():
     from atlasreg.registration.preprocess import pad
 

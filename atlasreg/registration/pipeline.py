@@ -185,6 +185,7 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     extent_what, setup = "whole brain", None
     look_for_missing = params["missing_parts"] == "always" or \
         (params["missing_parts"] == "auto" and params["extent"] == "auto")
+    f_t = None
     if params["extent"] != "whole" or look_for_missing:
         # the tissue itself (undilated): its extent and its cut faces decide
         f_t = pp.auto_mask(f_w.numpy(), f_w.voxel_size, 0.0) if f_user is None else f_mask
@@ -208,13 +209,23 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     metric_masks = params["metric_mask"] or setup is not None
     # the backend's fixed grid: padded (room for the field, not image content, so after the initialisation);
     # metrics and QC stay on the unpadded one
+    pad_faces = None
+    faces = params["pad_faces"] if params["pad_faces"] != "auto" else \
+        "tissue" if params["extent"] == "whole" else "all"
+    if faces == "tissue" and params["pad"] > 0:
+        # only where the fixed tissue reaches the grid's edge (within one working voxel), where the field needs
+        # room; elsewhere the margin cost the real brain -> CCF a little on every measure (presets: pad_faces)
+        tissue = f_t if f_t is not None else f_mask if f_user is not None else \
+            pp.auto_mask(f_w.numpy(), f_w.voxel_size, 0.0)
+        pad_faces = pp.faces_reached(tissue, f_w.voxel_size, ws)
+
     def on_reg_grid(mask: np.ndarray) -> np.ndarray:
         """A mask of the fixed working grid on the backend's (padded) grid."""
         if params["pad"] <= 0:
             return mask
-        return pp.pad(f_n.with_data(mask.astype(np.uint8)), params["pad"]).numpy().astype(bool)
+        return pp.pad(f_n.with_data(mask.astype(np.uint8)), params["pad"], faces=pad_faces).numpy().astype(bool)
 
-    f_reg = pp.pad(f_n, params["pad"]) if params["pad"] > 0 else f_n
+    f_reg = pp.pad(f_n, params["pad"], faces=pad_faces) if params["pad"] > 0 else f_n
     f_mask_reg = None if f_mask is None else on_reg_grid(f_mask)
     note("masks and initialisation", "done")
 

@@ -83,21 +83,48 @@ def to_working(vol: Volume, spacing: float, data: np.ndarray | None = None) -> V
     return Volume(np.ascontiguousarray(arr), tgt, vol.origin, vol.direction, vol.space)
 
 
-def pad(vol: Volume, margin: float, value: float = 0.0) -> Volume:
-    """``vol`` with ``ceil(margin / voxel size)`` voxels of ``value`` added on every side, same physical frame.
+def pad(vol: Volume, margin: float, value: float = 0.0, faces: np.ndarray | None = None) -> Volume:
+    """``vol`` with ``ceil(margin / voxel size)`` voxels of ``value`` added on every side (or on the ``faces``
+    chosen: a (3, 2) bool array, ``[axis, 0]`` the index-0 face, ``[axis, 1]`` the far one), same physical frame.
 
     Examples
     --------
     >>> v = pad(Volume(np.ones((4, 4, 4), np.float32), 10.0), 25.0)
     >>> v.shape, v.origin.tolist()
     ((10, 10, 10), [-30.0, -30.0, -30.0])
+    >>> pad(Volume(np.ones((4, 4, 4), np.float32), 10.0), 25.0, faces=[[True, False], [False, False], [False, True]]).shape
+    (7, 4, 7)
     """
     k = np.ceil(float(margin) / vol.voxel_size - 1e-9).astype(int)
-    if not k.any():
+    sides = np.ones((3, 2), bool) if faces is None else np.asarray(faces, bool).reshape(3, 2)
+    widths = k[:, None] * sides
+    if not widths.any():
         return vol
-    arr = np.pad(vol.numpy(), [(int(n), int(n)) for n in k], constant_values=value)
-    origin = vol.origin - vol.direction @ (k * vol.voxel_size)
+    arr = np.pad(vol.numpy(), [(int(a), int(b)) for a, b in widths], constant_values=value)
+    origin = vol.origin - vol.direction @ (widths[:, 0] * vol.voxel_size)
     return Volume(arr, vol.voxel_size, origin, vol.direction, vol.space)
+
+
+def faces_reached(mask: np.ndarray, voxel_size, within: float) -> np.ndarray:
+    """Which faces of the grid ``mask`` comes within ``within`` µm of: (3, 2) bool, as :func:`pad`'s ``faces``.
+
+    Examples
+    --------
+    >>> m = np.zeros((10, 10, 10), bool); m[0:5, 3:7, 3:9] = True
+    >>> faces_reached(m, 100.0, 150.0).tolist()
+    [[True, False], [False, False], [False, True]]
+    """
+    m = np.asarray(mask, bool)
+    out = np.zeros((3, 2), bool)
+    if not m.any():
+        return out
+    vs = np.broadcast_to(np.asarray(voxel_size, float), (3,))
+    for ax in range(3):
+        idx = np.nonzero(m.any(axis=tuple(a for a in range(3) if a != ax)))[0]
+        # voxels between the face's own layer and the first one with tissue, in µm (0: tissue on the border)
+        out[ax, 0] = idx[0] * vs[ax] < within
+        out[ax, 1] = (m.shape[ax] - 1 - idx[-1]) * vs[ax] < within
+    return out
 
 
 def normalise(arr: np.ndarray, low: float = 0.5, high: float = 99.5, mask: np.ndarray | None = None) -> np.ndarray:
