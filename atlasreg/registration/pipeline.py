@@ -213,8 +213,8 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     faces = params["pad_faces"] if params["pad_faces"] != "auto" else \
         "tissue" if params["extent"] == "whole" else "all"
     if faces == "tissue" and params["pad"] > 0:
-        # only where the fixed tissue reaches the grid's edge (within one working voxel), where the field needs
-        # room; elsewhere the margin cost the real brain -> CCF a little on every measure (presets: pad_faces)
+        # only where the fixed tissue reaches the grid's outermost layer, where the field needs room; elsewhere
+        # the margin cost the real brain -> CCF a little on every measure (presets: pad_faces)
         tissue = f_t if f_t is not None else f_mask if f_user is not None else \
             pp.auto_mask(f_w.numpy(), f_w.voxel_size, 0.0)
         pad_faces = pp.faces_reached(tissue, f_w.voxel_size, ws)

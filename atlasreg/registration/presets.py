@@ -11,13 +11,13 @@ working_spacing      isotropic spacing (µm) both images are smoothed and resamp
 pad                  margin (µm) of background added around the fixed working image: the deformation field
                      lives on that grid and is held at zero on its edge, so tissue cut by the image edge
                      needs room beyond it to move freely
-pad_faces            which faces of the fixed working grid get the margin: "tissue", only those its tissue comes
-                     within one working voxel of (the 25 µm CCF: its posterior face); "all"; "auto" (default):
+pad_faces            which faces of the fixed working grid get the margin: "tissue", only those whose outermost
+                     layer of working voxels holds tissue (the 25 µm CCF: its posterior face); "all"; "auto" (default):
                      "tissue" for extent "whole", "all" for a partial one. Real brain -> 25 µm CCF
                      (bench_realdata): "tissue" 26.4 / 79.6 µm symmetry, correlation 0.422, Dice 0.9313 against
                      "all"'s 27.9 / 82.2, 0.420, 0.9309 (no margin at all: 25.2 / 80.7, 0.423, 0.9318); ground
                      truth: the same within the run-to-run noise. But on bench_partial "tissue" took the brain
-                     without bulbs and cerebellum from 61-79 to 100 µm p95 (hemisphere 64 -> 69; no margin: 98),
+                     without bulbs and cerebellum from 61-80 to 100 µm p95 (hemisphere 64 -> 69; no margin: 98),
                      so a partial extent keeps every face
 normalise            (low, high) percentiles mapped to 0..1 (clipped) — intensity normalisation
 mask                 "auto" (threshold + largest component + dilation), "none"
