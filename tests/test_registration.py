@@ -133,9 +133,14 @@ def test_margin_only_where_the_fixed_tissue_reaches_the_edge(brain4):
     moving = ar.Volume(_affine_moving(fixed_arr, SP4, A), SP4, orientation="psl", space="sample")
     fixed = ar.Volume(fixed_arr, SP4, orientation="psl", space="ccf")
     quick = {**QUICK, "syn_iterations": (2, 1)}
-    boxes = {how: _field_box(_fields(ar.register(moving, fixed, preset="fast", **quick, **kw).transform)[0])
-             for how, kw in (("none", {"pad": 0.0}), ("tissue", {}), ("all", {"pad_faces": "all"}),
-                             ("partial", {"extent": "auto", "missing_parts": "off"}))}
+    runs = {how: ar.register(moving, fixed, preset="fast", **quick, **kw)
+            for how, kw in (("none", {"pad": 0.0}), ("tissue", {}), ("all", {"pad_faces": "all"}),
+                            ("partial", {"extent": "auto", "missing_parts": "off"}))}
+    boxes = {how: _field_box(_fields(res.transform)[0]) for how, res in runs.items()}
+    # the result says where the margin went, by the fixed orientation's letters (psl: index 0 of axis 0 posterior)
+    margin = {how: (r.metrics["fixed_margin_um"], r.metrics["fixed_margin_faces"]) for how, r in runs.items()}
+    assert margin["tissue"] == (360.0, "p") and margin["none"] == (0.0, "")
+    assert margin["all"] == margin["partial"] == (360.0, "p,a,s,i,l,r")
     k = np.ceil(360.0 / QUICK["working_spacing"]) * QUICK["working_spacing"]   # the margin, whole working voxels
     grown = boxes["tissue"] - boxes["none"]
     expected = np.zeros((2, 3))

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.atomic import write_atomic
-from ..spaces import Space
+from ..spaces import Space, origin_to_nifti
 from ..transforms.base import Affine, Sequence
 from ..volume import Volume
 from . import preprocess as pp
@@ -277,6 +277,8 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     note("metrics", "done")
     metrics["seconds"] = round(time.perf_counter() - t_start, 2)
     metrics["extent"] = extent_what
+    metrics["fixed_margin_um"], metrics["fixed_margin_faces"] = _margin_record(params["pad"], pad_faces,
+                                                                               f_n.orientation)
     if found.get("missing"):
         metrics["extent"] += f"; missing: {found['missing']} (the affine fitted again without them)"
     if user_init is not None:
@@ -323,6 +325,18 @@ def _prepare_workdir(work: Path, backend: str, params: dict, f_n: Volume, m_n: V
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     work.mkdir(parents=True, exist_ok=True)
     write_atomic(fp, json.dumps(key, indent=1), force=True)
+
+
+def _margin_record(pad: float, faces: np.ndarray | None, code: str | None) -> tuple[float, str]:
+    """The fixed grid's margin as the result records it: µm, and the faces that got it, named by the fixed
+    orientation code's letters (``"p"``: the posterior face; ``"0-"``, ``"0+"`` by axis without a code)."""
+    sides = np.ones((3, 2), bool) if faces is None else faces
+    if pad <= 0:
+        sides = np.zeros((3, 2), bool)
+    far = origin_to_nifti(code).lower() if code else None
+    names = [(code[ax] if side == 0 else far[ax]) if code else f"{ax}{'-+'[side]}"
+             for ax in range(3) for side in range(2) if sides[ax, side]]
+    return (float(pad) if names else 0.0), ",".join(names)
 
 
 def _metrics(T, f_n: Volume, m_n: Volume, f_mask, core, init, C) -> dict:

@@ -18,7 +18,8 @@ pad_faces            which faces of the fixed working grid get the margin: "tiss
                      "all"'s 27.9 / 82.2, 0.420, 0.9309 (no margin at all: 25.2 / 80.7, 0.423, 0.9318); ground
                      truth: the same within the run-to-run noise. But on bench_partial "tissue" took the brain
                      without bulbs and cerebellum from 61-80 to 100 µm p95 (hemisphere 64 -> 69; no margin: 98),
-                     so a partial extent keeps every face
+                     so a partial extent keeps every face. The result's metrics say which faces got it
+                     (``fixed_margin_faces``, by the fixed orientation's letters, and ``fixed_margin_um``)
 normalise            (low, high) percentiles mapped to 0..1 (clipped) — intensity normalisation
 mask                 "auto" (threshold + largest component + dilation), "none"
 mask_dilate          dilation of the automatic mask (µm)
