@@ -137,11 +137,11 @@ def test_margin_only_where_the_fixed_tissue_reaches_the_edge(brain4):
             for how, kw in (("none", {"pad": 0.0}), ("tissue", {}), ("all", {"pad_faces": "all"}),
                             ("partial", {"extent": "auto", "missing_parts": "off"}))}
     boxes = {how: _field_box(_fields(res.transform)[0]) for how, res in runs.items()}
-    # the result says where the margin went, by the fixed orientation's letters (psl: index 0 of axis 0 posterior)
-    margin = {how: (r.metrics["fixed_margin_um"], r.metrics["fixed_margin_faces"]) for how, r in runs.items()}
-    assert margin["tissue"] == (360.0, "p") and margin["none"] == (0.0, "")
-    assert margin["all"] == margin["partial"] == (360.0, "p,a,s,i,l,r")
     k = np.ceil(360.0 / QUICK["working_spacing"]) * QUICK["working_spacing"]   # the margin, whole working voxels
+    # the result says where the margin went, by the fixed orientation's letters (psl: index 0 of axis 0 posterior)
+    margin = {how: (r.metrics["fixed_margin"], r.metrics["fixed_margin_faces"]) for how, r in runs.items()}
+    assert margin["tissue"] == (k, "p") and margin["none"] == (0.0, "")   # 360 µm in whole working voxels
+    assert margin["all"] == margin["partial"] == (k, "p,a,s,i,l,r")
     grown = boxes["tissue"] - boxes["none"]
     expected = np.zeros((2, 3))
     expected[0, 0] = -k                                               # axis 0's start: lower coordinates

@@ -277,8 +277,7 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     note("metrics", "done")
     metrics["seconds"] = round(time.perf_counter() - t_start, 2)
     metrics["extent"] = extent_what
-    metrics["fixed_margin_um"], metrics["fixed_margin_faces"] = _margin_record(params["pad"], pad_faces,
-                                                                               f_n.orientation)
+    metrics["fixed_margin"], metrics["fixed_margin_faces"] = _margin_record(f_n, f_reg, pad_faces)
     if found.get("missing"):
         metrics["extent"] += f"; missing: {found['missing']} (the affine fitted again without them)"
     if user_init is not None:
@@ -327,16 +326,21 @@ def _prepare_workdir(work: Path, backend: str, params: dict, f_n: Volume, m_n: V
     write_atomic(fp, json.dumps(key, indent=1), force=True)
 
 
-def _margin_record(pad: float, faces: np.ndarray | None, code: str | None) -> tuple[float, str]:
-    """The fixed grid's margin as the result records it: µm, and the faces that got it, named by the fixed
-    orientation code's letters (``"p"``: the posterior face; ``"0-"``, ``"0+"`` by axis without a code)."""
-    sides = np.ones((3, 2), bool) if faces is None else faces
-    if pad <= 0:
-        sides = np.zeros((3, 2), bool)
+def _margin_record(grid: Volume, padded: Volume, faces: np.ndarray | None) -> tuple[float, str]:
+    """The fixed grid's margin as the result records it, from the grids themselves: its width (in the fixed
+    grid's unit, whole working voxels) and the faces that got it, named by the orientation code's letters (``"p"``: the posterior face;
+    ``"0-"``, ``"0+"`` by axis without a code)."""
+    added = np.array(padded.shape) - np.array(grid.shape)
+    if not added.any():
+        return 0.0, ""
+    sides = np.ones((3, 2), bool) if faces is None else np.asarray(faces, bool)
+    ax = int(np.argmax(added > 0))
+    width = float(added[ax] / sides[ax].sum() * grid.voxel_size[ax])
+    code = grid.orientation
     far = origin_to_nifti(code).lower() if code else None
-    names = [(code[ax] if side == 0 else far[ax]) if code else f"{ax}{'-+'[side]}"
-             for ax in range(3) for side in range(2) if sides[ax, side]]
-    return (float(pad) if names else 0.0), ",".join(names)
+    names = [(code[a] if side == 0 else far[a]) if code else f"{a}{'-+'[side]}"
+             for a in range(3) for side in range(2) if sides[a, side]]
+    return width, ",".join(names)
 
 
 def _metrics(T, f_n: Volume, m_n: Volume, f_mask, core, init, C) -> dict:

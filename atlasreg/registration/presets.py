@@ -19,7 +19,7 @@ pad_faces            which faces of the fixed working grid get the margin: "tiss
                      truth: the same within the run-to-run noise. But on bench_partial "tissue" took the brain
                      without bulbs and cerebellum from 61-80 to 100 µm p95 (hemisphere 64 -> 69; no margin: 98),
                      so a partial extent keeps every face. The result's metrics say which faces got it
-                     (``fixed_margin_faces``, by the fixed orientation's letters, and ``fixed_margin_um``)
+                     (``fixed_margin_faces``, by the fixed orientation's letters, and ``fixed_margin``, its width)
 normalise            (low, high) percentiles mapped to 0..1 (clipped) — intensity normalisation
 mask                 "auto" (threshold + largest component + dilation), "none"
 mask_dilate          dilation of the automatic mask (µm)
