@@ -165,6 +165,54 @@ def test_faces_reached_and_one_sided_pad():
     assert np.allclose(p.index_to_physical([[5, 0, 0]]), v.index_to_physical([[0, 0, 0]]))
 
 
+_THREADS_SCRIPT = r"""
+import sys, warnings
+import numpy as np, tifffile
+import atlasreg as ar
+from atlasreg.transforms.field import DisplacementField
+
+a = tifffile.imread(sys.argv[1])
+s = tuple(n // 4 * 4 for n in a.shape)
+b = a[:s[0], :s[1], :s[2]].reshape(s[0] // 4, 4, s[1] // 4, 4, s[2] // 4, 4).mean((1, 3, 5)).astype(np.float32)
+sp = (200.0, 160.0, 160.0)
+moving = ar.Volume(np.roll(b, (2, -1, 1), axis=(0, 1, 2)), sp, orientation="psl", space="sample")
+fixed = ar.Volume(b, sp, orientation="psl", space="ccf")
+quick = dict(working_spacing=320.0, orientation_search="off", affine_iterations=(30, 10), affine_shrink=(2, 1),
+             affine_smooth=(1, 0), syn_iterations=(10, 5), syn_shrink=(2, 1), syn_smooth=(1, 0),
+             syn_metric="Mattes", threads=1)
+
+def field(res):
+    steps = [res.transform]
+    while steps:
+        t = steps.pop()
+        if isinstance(t, DisplacementField):
+            return np.asarray(t.displacement)
+        steps += list(getattr(t, "steps", []))
+
+one, two = (field(ar.register(moving, fixed, preset="fast", **quick)) for _ in range(2))
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    ar.register(moving, fixed, preset="fast", **{**quick, "threads": 2})
+print("IDENTICAL" if np.array_equal(one, two) else "DIFFERENT")
+print("WARNED" if any("threads=2 cannot take effect" in str(w.message) for w in seen) else "SILENT")
+"""
+
+
+def test_threads_apply_before_ants_loads(data_dir):
+    """``threads`` sets ITK's thread count for ANTs where it takes effect: before ANTs loads in the process. At one
+    thread the same inputs then register identically (at two, ITK's sums differ from run to run); asked for another
+    count once ANTs runs, it cannot apply, and says so."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"}
+    out = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT,
+                          str(data_dir / "lightsheet" / "brain_psl_50x40x40um.tif")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["IDENTICAL", "WARNED"], out.stdout
+
+
 def test_pad_keeps_the_physical_frame():
     from atlasreg.registration.preprocess import pad
 

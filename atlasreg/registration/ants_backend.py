@@ -48,25 +48,29 @@ def write_ants_affine(A: Affine, path: str | os.PathLike) -> str:
     return str(path)
 
 
-class _Threads:
-    """Set ITK's thread count for the duration of a call (0: leave it)."""
+def _set_itk_threads(n: int) -> None:
+    """ITK's thread count for ANTs (0: leave it), set where it can take effect.
 
-    def __init__(self, n: int):
-        self.n = int(n or 0)
+    The ITK inside antspyx reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` once, at its first use in the process,
+    and keeps that count (ANTsPy's advice: set it before importing ``ants``). Set between two calls it changed
+    nothing: the same inputs still registered differently from run to run at 1 thread, as they do at 2, and
+    identically when it was set first. So the count is set before this process first loads ``ants``; asked for
+    later, and different from what the environment said, it cannot apply, and a warning says so.
+    """
+    import sys
+    import warnings
 
-    def __enter__(self):
-        if self.n > 0:
-            import ants  # noqa: F401  (loads ITK)
-            self.old = os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
-            os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(self.n)
-        return self
-
-    def __exit__(self, *exc):
-        if self.n > 0:
-            if self.old is None:
-                os.environ.pop("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", None)
-            else:
-                os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = self.old
+    n = int(n or 0)
+    if n <= 0:
+        return
+    current = os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+    if "ants" not in sys.modules:
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(n)
+    elif current != str(n):
+        warnings.warn(f"threads={n} cannot take effect: ANTs (ITK) is already loaded in this process and keeps the "
+                      f"thread count it started with (ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="
+                      f"{current or 'unset: all cores'}); set that variable before the first registration",
+                      stacklevel=4)
 
 
 def _run(args: list[str], on_iteration: Callable[[str], None] | None = None,
@@ -260,6 +264,7 @@ def register_ants(fixed: Volume, moving: Volume, init: Affine, params: dict, wor
     """
     if on_stage:  # importing ANTs takes seconds on a first run: a stage of its own, so stage times add up
         on_stage("ANTs start-up", "start")
+    _set_itk_threads(params.get("threads", 0))  # before ants loads: only then can the count apply
     import ants
     from ants.internal import get_pointer_string
 
@@ -335,19 +340,18 @@ def register_ants(fixed: Volume, moving: Volume, init: Affine, params: dict, wor
 
     # the probe: the deformable stage without its finest level, so that refit_masks sees the sample closely aligned
     probe_params = {**params, **{k: tuple(params[k])[:-1] for k in ("syn_iterations", "syn_shrink", "syn_smooth")}}
-    with _Threads(params.get("threads", 0)):
-        for stage in plan:
-            if stage == "syn" and refit_masks is not None and "affine" in plan:
-                if probe and len(params["syn_iterations"]) >= 2:
-                    run_stage("syn_probe", current, mask_opt if params["syn_metric_mask"] else [])
-                    pull = load_ants_registration(syn_pair("syn_probe_"), fixed=fixed.space,
-                                                  moving=moving.space).inverse()
-                else:
-                    pull = load_transform(current, src=fixed.space, dst=moving.space)
-                masks = refit_masks(pull)
-                if masks is not None:  # the affine again, looking only where the new masks let it
-                    current = run_stage("affine_masked", current, mask_option(*masks))
-            current = run_stage(stage, current, mask_opt if stage != "syn" or params["syn_metric_mask"] else [])
+    for stage in plan:
+        if stage == "syn" and refit_masks is not None and "affine" in plan:
+            if probe and len(params["syn_iterations"]) >= 2:
+                run_stage("syn_probe", current, mask_opt if params["syn_metric_mask"] else [])
+                pull = load_ants_registration(syn_pair("syn_probe_"), fixed=fixed.space,
+                                              moving=moving.space).inverse()
+            else:
+                pull = load_transform(current, src=fixed.space, dst=moving.space)
+            masks = refit_masks(pull)
+            if masks is not None:  # the affine again, looking only where the new masks let it
+                current = run_stage("affine_masked", current, mask_option(*masks))
+        current = run_stage(stage, current, mask_opt if stage != "syn" or params["syn_metric_mask"] else [])
     del keep
     if plan and plan[-1] == "syn":
         fwd, inv = syn_pair("syn_")

@@ -53,7 +53,10 @@ bspline_*            the deformable stage of the SimpleITK backend (B-spline mes
 random_seed          seed of the metrics' random sampling: the same points are sampled every run, but with more than one
                      ITK thread ANTs' sums still differ between runs (seen on the real brain at 2 threads: correlation
                      after registration 0.6381 vs 0.6395)
-threads              ITK threads (0: leave as configured)
+threads              ITK threads (0: leave as configured). ANTs' ITK takes its count once per process, when it first
+                     runs: the key is applied before ANTs loads, and asked for later with another count it warns
+                     (set ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS before the first registration instead). At 1 thread
+                     the same inputs register identically (bit for bit), at 2 or more they do not (random_seed)
 missing_parts        look for fixed tissue the sample lacks (a brain without its olfactory bulbs or cerebellum;
                      ANTs backend): after the linear stages (and a probe, below) the fixed tissue farther than
                      ``missing_tolerance`` µm from the sample's is left out of the metric masks and the affine is
