@@ -54,8 +54,9 @@ def _set_itk_threads(n: int) -> None:
     The ITK inside antspyx reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` once, at its first use in the process,
     and keeps that count (ANTsPy's advice: set it before importing ``ants``). Set between two calls it changed
     nothing: the same inputs still registered differently from run to run at 1 thread, as they do at 2, and
-    identically when it was set first. So the count is set before this process first loads ``ants``; asked for
-    later, and different from what the environment said, it cannot apply, and a warning says so.
+    identically when it was set first. So the count is set before this process first loads ``ants`` (and the
+    variable stays set: it now says what this process's ITK uses); asked for later, and different from what the
+    variable says, it cannot apply, and a warning says so.
     """
     import sys
     import warnings
