@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..volume import Volume
+from .preprocess import occupied_span
 
 EXTENTS = ("whole", "hemisphere-left", "hemisphere-right", "slab", "auto")
 
@@ -38,11 +39,10 @@ def _axis(code: str, letters: str) -> int:
 
 
 def _extent_um(mask: np.ndarray, axis: int, spacing: float) -> tuple[float, float]:
-    prof = mask.any(axis=tuple(a for a in range(3) if a != axis))
-    idx = np.nonzero(prof)[0]
-    if idx.size == 0:
+    span = occupied_span(mask, axis)
+    if span is None:
         return 0.0, 0.0
-    return float(idx[0] * spacing), float((idx[-1] + 1) * spacing)
+    return float(span[0] * spacing), float((span[1] + 1) * spacing)
 
 
 def _area_profile(mask: np.ndarray, axis: int) -> np.ndarray:

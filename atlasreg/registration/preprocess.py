@@ -105,6 +105,19 @@ def pad(vol: Volume, margin: float, value: float = 0.0, faces: np.ndarray | None
     return Volume(arr, vol.voxel_size, origin, vol.direction, vol.space)
 
 
+def occupied_span(mask: np.ndarray, axis: int) -> tuple[int, int] | None:
+    """The first and last index along ``axis`` at which ``mask`` holds anything (None for an empty mask).
+
+    Examples
+    --------
+    >>> m = np.zeros((4, 5, 6), bool); m[1:3, 2, 5] = True
+    >>> occupied_span(m, 0), occupied_span(m, 2), occupied_span(m & False, 1)
+    ((1, 2), (5, 5), None)
+    """
+    idx = np.nonzero(np.asarray(mask, bool).any(axis=tuple(a for a in range(3) if a != axis)))[0]
+    return (int(idx[0]), int(idx[-1])) if idx.size else None
+
+
 def faces_reached(mask: np.ndarray, voxel_size, within: float) -> np.ndarray:
     """Which faces of the grid ``mask`` comes within ``within`` µm of: (3, 2) bool, as :func:`pad`'s ``faces``.
 
@@ -116,14 +129,13 @@ def faces_reached(mask: np.ndarray, voxel_size, within: float) -> np.ndarray:
     """
     m = np.asarray(mask, bool)
     out = np.zeros((3, 2), bool)
-    if not m.any():
-        return out
     vs = np.broadcast_to(np.asarray(voxel_size, float), (3,))
     for ax in range(3):
-        idx = np.nonzero(m.any(axis=tuple(a for a in range(3) if a != ax)))[0]
+        span = occupied_span(m, ax)
+        if span is None:
+            return out
         # voxels between the face's own layer and the first one with tissue, in µm (0: tissue on the border)
-        out[ax, 0] = idx[0] * vs[ax] < within
-        out[ax, 1] = (m.shape[ax] - 1 - idx[-1]) * vs[ax] < within
+        out[ax] = span[0] * vs[ax] < within, (m.shape[ax] - 1 - span[1]) * vs[ax] < within
     return out
 
 
