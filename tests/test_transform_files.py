@@ -345,6 +345,44 @@ def test_ngff_round_trip_of_an_ants_registration(reg, points, tmp_path):
     assert np.array_equal(rev.map_points(points), M.inverse().map_points(points))
 
 
+def test_a_saved_registration_stores_each_field_once_and_reads_only_the_way_it_maps(reg, points, tmp_path):
+    """What ``atlasreg register`` saves: both directions in one file (sample -> atlas, with its inverse), where
+    the inverse chain repeats the forward's two fields. Each array is stored once; mapping one way reads only
+    that way's field, and a damaged other half is an error naming the file when, and only when, it is used."""
+    import shutil
+
+    import zarr
+
+    core = load_ants_registration(reg, fixed=FIXED, moving=MOVING)
+    sample, atlas = ar.Space("sample", "um", "psl"), ar.Space("atlas", "um", "asr")
+    R = ar.Affine.from_translation([5.0, -3.0, 2.0], src=sample, dst=MOVING)
+    C = ar.Affine.from_rotation([0, 0, 90], src=atlas, dst=FIXED)
+    T = ar.Sequence([R, core, C.inverse()]).with_inverse(ar.Sequence([C, core.inverse(), R.inverse()]))
+    p = save_transform(T, tmp_path / "moving_to_fixed.json")
+    fields = tmp_path / "moving_to_fixed_fields.zarr" / "coordinateTransformations"
+    stored = sorted(g.name for g in fields.iterdir() if g.is_dir())
+    assert len(stored) == 2, stored  # ANTs' warp and inverse warp, each once (before: four arrays)
+    text = p.read_text()
+    assert all(text.count(f"coordinateTransformations/{g}\"") == 2 for g in stored)
+
+    x = R.inverse().map_points(points)
+    y = T.map_points(x)
+    assert np.array_equal(load_transform(p).map_points(x), y)
+    assert np.array_equal(load_transform(p).inverse().map_points(y), T.inverse().map_points(y), equal_nan=True)
+    # Which array holds the inverse warp (atlas -> sample only): the one of the inverse's first step.
+    doc = json.loads(text)
+    inner = doc["ome"]["scene"]["coordinateTransformations"][0]["forward"]["transformations"][1]
+    inverse_only = inner["inverse"]["transformations"][0]["path"].rsplit("/", 1)[1]
+    assert inverse_only in stored
+    arr = zarr.open_array(str(fields / inverse_only / "s0"), mode="r")
+    assert arr.shape[0] == 3
+    shutil.rmtree(fields / inverse_only)
+    back = load_transform(p)  # reads the forward half only
+    assert np.array_equal(back.map_points(x), y)
+    with pytest.raises(InputError, match="moving_to_fixed"):
+        back.inverse().map_points(y)
+
+
 def test_ngff_round_trip_of_every_kind(tmp_path, data_dir):
     em, lm = ar.Space("em", "nm"), ar.Space("lm", "um", "psl")
     mid, ccf = ar.Space("lm_warped", "um"), ar.Space("ccf", "um", "asr")

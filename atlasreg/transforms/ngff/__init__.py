@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nd import Field, NDTransform, NotInvertible, parse
+from .nd import Bijection, Field, NDTransform, NotInvertible, parse
 from .read import read_ngff, scene_graph, space_from_system
 from .scene import Scene, read_scene
 from .write import AXIS_NAMES, NGFF_VERSION, coordinate_system, fields_store_name, scene_document, write_ngff
@@ -50,8 +50,11 @@ def _leaves(T):
     for attr in ("items",):
         for it in getattr(T, attr, []) or []:
             yield from _leaves(it[0] if isinstance(it, tuple) else it)
-    for attr in ("forward", "_inv"):
-        sub = getattr(T, attr, None)
+    if isinstance(T, Bijection):
+        subs = T.parsed_halves()  # only what was used: looking for notes reads no array
+    else:
+        subs = [getattr(T, "forward", None)]
+    for sub in subs:
         if isinstance(sub, NDTransform):
             yield from _leaves(sub)
     yield T

@@ -228,17 +228,51 @@ class ByDimension(NDTransform):
         return m
 
 
+class ParsedOnUse:
+    """One half of a bijection, parsed (its arrays read) when first used: mapping one way never reads the
+    fields of the other. ``parse`` is a zero-argument callable returning the :class:`NDTransform`."""
+
+    def __init__(self, parse):
+        self._parse, self._value = parse, None
+
+    def get(self) -> NDTransform:
+        if self._value is None:
+            self._value = self._parse()
+        return self._value
+
+    @property
+    def parsed(self) -> NDTransform | None:
+        """The transformation if it has been parsed already, else None (never parses)."""
+        return self._value
+
+
 class Bijection(NDTransform):
+    """A transformation with its inverse given; each half is a :class:`ParsedOnUse` (or an NDTransform)."""
+
     kind = "bijection"
 
-    def __init__(self, forward: NDTransform, inverse: NDTransform):
-        self.forward, self._inv = forward, inverse
+    def __init__(self, forward, inverse):
+        wrap = lambda t: t if isinstance(t, ParsedOnUse) else ParsedOnUse(lambda: t)  # noqa: E731
+        self._halves = (wrap(forward), wrap(inverse))
+
+    @property
+    def forward(self) -> NDTransform:
+        return self._halves[0].get()
+
+    @property
+    def given_inverse(self) -> NDTransform:
+        """The inverse as the file gives it (parsed now if it was not yet)."""
+        return self._halves[1].get()
+
+    def parsed_halves(self) -> list[NDTransform]:
+        """The halves parsed so far (reading nothing)."""
+        return [t for t in (h.parsed for h in self._halves) if t is not None]
 
     def _apply(self, pts):
         return self.forward._apply(pts)
 
     def inverse(self):
-        return Bijection(self._inv, self.forward)
+        return Bijection(self._halves[1], self._halves[0])
 
     def homogeneous(self, n):
         return None
@@ -509,7 +543,10 @@ def _parse(obj, kind, n_in, n_out, ctx) -> NDTransform:
         if not isinstance(obj.get("forward"), dict) or not isinstance(obj.get("inverse"), dict):
             raise ctx.error("bijection needs 'forward' and 'inverse' transformations", "bijection")
         _dim(n_in, n_out, kind, ctx)
-        return Bijection(parse(obj["forward"], n_in, n_out, ctx), parse(obj["inverse"], n_out, n_in, ctx))
+        # Each half is parsed when first used: a saved registration maps one way without reading the other
+        # way's fields (half the reading of every load).
+        return Bijection(ParsedOnUse(lambda: parse(obj["forward"], n_in, n_out, ctx)),
+                         ParsedOnUse(lambda: parse(obj["inverse"], n_out, n_in, ctx)))
     if kind == "inverseOf":  # atlasreg files before NGFF 0.6rc0
         inner = obj.get("transformation")
         if not isinstance(inner, dict):

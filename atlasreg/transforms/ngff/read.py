@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ...errors import InputError, SpaceMismatchError
 from ...spaces import Space, as_space, validate_orientation
-from ..base import Affine, Sequence, Transform
+from ..base import Affine, LazyTransform, Sequence, Transform
 from .nd import ByDimension, Bijection, Field, Inverted, Matrix, NDTransform, SequenceND, Spline
 from .scene import Edge, Scene, read_scene
 from .units import to_atlasreg_unit
@@ -120,7 +120,9 @@ class _Converter:
         if isinstance(t, SequenceND):
             return self.sequence(t, s, d)
         if isinstance(t, Bijection):
-            return self.convert(t.forward, s, d).with_inverse(self.convert(t._inv, d, s))
+            inverse = LazyTransform(lambda: self.convert(t.given_inverse, d, s), d, s,
+                                    f"the inverse given in {self.doc}")
+            return self.convert(t.forward, s, d).with_inverse(inverse)
         if isinstance(t, Field):
             if t.n != 3:
                 raise InputError(f"a {t.n}-D {t.kind} field: atlasreg transforms are 3-D", path=self.doc,

@@ -84,6 +84,9 @@ class _Writer:
         self.edges: list[dict] = []
         self.arrays: list[tuple[str, np.ndarray, dict]] = []
         self.fields_rel, self.path = fields_rel, path
+        # Arrays already stored, by identity: a bijection's inverse repeats its forward's fields (a saved
+        # registration states both directions), and each is written once and referenced twice.
+        self.stored: list[tuple[np.ndarray, np.ndarray, str, str, str]] = []
 
     def system(self, space: Space) -> dict:
         cs = coordinate_system(space)
@@ -137,6 +140,9 @@ class _Writer:
     # -- arrays --------------------------------------------------------------------------------
     def field(self, u: np.ndarray, index_to_physical: np.ndarray, unit: str, vector: str) -> str:
         """Store ``u`` (X, Y, Z, 3) as a multiscales group; return its path relative to the JSON's folder."""
+        for known, M, known_unit, known_vector, path in self.stored:
+            if known is u and np.array_equal(M, index_to_physical) and (known_unit, known_vector) == (unit, vector):
+                return path
         name = f"field_{len(self.arrays)}"
         rel = f"coordinateTransformations/{name}"
         axes = [{"name": "d", "type": vector, "discrete": True}] + \
@@ -165,6 +171,7 @@ class _Writer:
         if extra:
             ms["coordinateTransformations"] = extra
         self.arrays.append((rel, np.moveaxis(u, -1, 0), {"ome": {"version": NGFF_VERSION, "multiscales": [ms]}}))
+        self.stored.append((u, np.array(index_to_physical), unit, vector, f"{self.fields_rel}/{rel}"))
         return f"{self.fields_rel}/{rel}"
 
     def sampled(self, T: Transform, M: np.ndarray, shape: tuple, outside: str, exact_key: str, exact: dict) -> dict:
