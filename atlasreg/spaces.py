@@ -28,6 +28,66 @@ _UNIT_ALIASES = {
 
 _OPPOSITE = {"a": "p", "p": "a", "s": "i", "i": "s", "l": "r", "r": "l"}
 _AXIS_OF = {"a": 0, "p": 0, "s": 1, "i": 1, "l": 2, "r": 2}
+#: The anatomical side each orientation letter names: the one home of these words (NGFF's RFC-4 orientations,
+#: MouseLight's axis descriptions, BrainGlobe 3's axes and atlasreg's own messages all use them).
+SIDE_NAMES = {"a": "anterior", "p": "posterior", "s": "superior", "i": "inferior", "l": "left", "r": "right"}
+_SIDE_LETTER = {**{w: k for k, w in SIDE_NAMES.items()}, "dorsal": "s", "ventral": "i"}
+
+
+def side_letter(word: str) -> str | None:
+    """The orientation letter of an anatomical side's name (``dorsal``/``ventral`` are ``s``/``i``), else None.
+
+    >>> side_letter("Anterior"), side_letter("ventral"), side_letter("caudal")
+    ('a', 'i', None)
+    """
+    return _SIDE_LETTER.get(str(word).strip().lower())
+
+
+def side_name(letter: str, dorsal_ventral: bool = False) -> str:
+    """The name of the side an orientation letter names; ``dorsal_ventral`` says dorsal/ventral for s/i.
+
+    >>> side_name("p"), side_name("s", dorsal_ventral=True)
+    ('posterior', 'dorsal')
+    """
+    if dorsal_ventral and letter in ("s", "i"):
+        return "dorsal" if letter == "s" else "ventral"
+    return SIDE_NAMES[letter]
+
+
+def opposite_side(letter: str) -> str:
+    """The letter of the opposite side (``a`` -> ``p``)."""
+    return _OPPOSITE[letter]
+
+
+def anatomical_axis(letter: str) -> int:
+    """Which anatomical axis a side lies on: 0 anterior-posterior, 1 superior-inferior, 2 left-right (the order
+    of the Allen CCF's axes, ``asr``).
+
+    >>> anatomical_axis("i")
+    1
+    """
+    return _AXIS_OF[letter]
+
+
+def rfc4_orientation(letter: str) -> str:
+    """The NGFF (RFC-4) anatomical orientation of an axis whose index 0 lies on the side ``letter`` names.
+
+    >>> rfc4_orientation("a")
+    'anterior-to-posterior'
+    """
+    return f"{SIDE_NAMES[letter]}-to-{SIDE_NAMES[_OPPOSITE[letter]]}"
+
+
+def letter_of_rfc4(value: str) -> str | None:
+    """The orientation letter of an RFC-4 value (``"anterior-to-posterior"`` -> ``a``; ``"dorsal-to-ventral"``
+    -> ``s``), or None when it does not name two opposite sides.
+
+    >>> letter_of_rfc4("left-to-right"), letter_of_rfc4("left-to-anterior")
+    ('l', None)
+    """
+    first, sep, second = str(value).partition("-to-")
+    a, b = side_letter(first), side_letter(second)
+    return a if sep and a is not None and b == _OPPOSITE[a] else None
 
 
 def as_points(points, name: str = "points") -> np.ndarray:

@@ -399,7 +399,9 @@ def test_presets_are_a_table():
     # same pipeline for pairs imaged alike, with a local correlation in the deformable stage
     same = get_preset("lightsheet-to-lightsheet")
     differ = {k for k in p if p[k] != same[k]}
-    assert same["syn_metric"] == "CC" and differ == {"syn_metric", "preset"}
+    assert same["syn_metric"] == "CC"
+    assert differ == {"syn_metric", "preset", "working_spacing", "syn_iterations", "affine_sampling"}
+    assert same["working_spacing"] < p["working_spacing"] and len(same["syn_iterations"]) == len(same["syn_shrink"])
     assert same["syn_metric_mask"] and p["syn_metric_mask"]   # a partial brain's masks reach SyN with both metrics
     assert get_preset("fast", working_spacing=300)["working_spacing"] == 300
 

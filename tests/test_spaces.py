@@ -18,6 +18,30 @@ def test_there_are_48_orientation_codes():
         assert validate_orientation(c.upper()) == c
 
 
+def test_side_words_one_table_for_every_reader():
+    """The side names every reader and message uses (NGFF RFC-4 axes, BrainGlobe 3, MouseLight, extent's
+    messages), against what the orientation codes and ITK's direction matrices state."""
+    from atlasreg.spaces import (anatomical_axis, letter_of_rfc4, lps_direction, opposite_side, rfc4_orientation,
+                                 side_letter, side_name)
+
+    lps_side = {(0, 1.0): "r", (0, -1.0): "l", (1, 1.0): "a", (1, -1.0): "p", (2, 1.0): "i", (2, -1.0): "s"}
+    for code in ALL_CODES:
+        D = lps_direction(code)
+        for j, ch in enumerate(code):
+            # axis j runs from the side ch names: its direction column points away from that side
+            row = int(np.argmax(np.abs(D[:, j])))
+            assert lps_side[(row, float(np.sign(D[row, j])))] == ch
+            assert rfc4_orientation(ch) == f"{side_name(ch)}-to-{side_name(opposite_side(ch))}"
+            assert letter_of_rfc4(rfc4_orientation(ch)) == ch
+            assert side_letter(side_name(ch).upper()) == ch
+        assert sorted(anatomical_axis(ch) for ch in code) == [0, 1, 2]
+    assert [anatomical_axis(ch) for ch in "asr"] == [0, 1, 2]  # the CCF's own axis order
+    assert (letter_of_rfc4("dorsal-to-ventral"), letter_of_rfc4("ventral-to-dorsal")) == ("s", "i")
+    assert (side_name("s", dorsal_ventral=True), side_name("i", dorsal_ventral=True)) == ("dorsal", "ventral")
+    for bad in ("anterior-to-left", "anterior", "left-to-left", "rostral-to-caudal", ""):
+        assert letter_of_rfc4(bad) is None, bad
+
+
 @pytest.mark.parametrize("unit,alias", [("um", "µm"), ("um", "microns"), ("nm", "nanometers"), ("mm", "MM")])
 def test_unit_aliases(unit, alias):
     assert ar.Space("s", alias).unit == unit

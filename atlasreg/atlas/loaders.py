@@ -22,8 +22,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError
-from ..spaces import (Space, as_voxel_size, nifti_to_origin, normalize_unit, orientation_mapping, unit_scale,
-                      validate_orientation)
+from ..spaces import (Space, as_voxel_size, letter_of_rfc4, nifti_to_origin, normalize_unit, orientation_mapping,
+                      unit_scale, validate_orientation)
 from ..labels import LabelArray, compact_labels
 from .ontology import Ontology
 
@@ -137,10 +137,6 @@ class ArrayFile:
         return arr
 
 
-_ANATOMICAL_LETTER = {"left": "l", "right": "r", "anterior": "a", "posterior": "p", "superior": "s",
-                      "inferior": "i", "dorsal": "s", "ventral": "i"}
-
-
 def ngff_anatomical_orientation(path: str | Path) -> str | None:
     """BrainGlobe origin code from an OME-Zarr's anatomical axis orientations (RFC-4), or None.
 
@@ -169,11 +165,11 @@ def ngff_anatomical_orientation(path: str | Path) -> str | None:
         o = ax.get("orientation")
         if not isinstance(o, dict) or o.get("type") != "anatomical":
             return None
-        first = str(o.get("value", "")).split("-to-")[0]
-        if first not in _ANATOMICAL_LETTER:
+        letter = letter_of_rfc4(o.get("value", ""))
+        if letter is None:
             raise InputError(f"unknown anatomical orientation {o.get('value')!r} on axis {ax.get('name')!r}",
                              path=p, field="orientation")
-        letters.append(_ANATOMICAL_LETTER[first])
+        letters.append(letter)
     if len(letters) != 3:
         return None
     return validate_orientation("".join(letters))

@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
+from ..spaces import opposite_side, side_name
 from ..volume import Volume
 from .preprocess import occupied_span
 
@@ -473,10 +474,6 @@ def _large_pieces(mask: np.ndarray, smallest: float) -> np.ndarray:
 
 
 #: (the side index 0 lies on, the other side) for each origin letter of an orientation code
-_SIDES = {"a": ("anterior", "posterior"), "p": ("posterior", "anterior"), "s": ("dorsal", "ventral"),
-          "i": ("ventral", "dorsal"), "l": ("left", "right"), "r": ("right", "left")}
-
-
 def describe_missing(missing: np.ndarray, fixed_tissue: np.ndarray, code: str) -> str:
     """Where the missing pieces lie, in words: e.g. ``"anterior end, posterior-dorsal part"`` ('' if none).
 
@@ -511,7 +508,8 @@ def describe_missing(missing: np.ndarray, fixed_tissue: np.ndarray, code: str) -
             lo, hi = tissue_idx[0], tissue_idx[-1] + 1
             t = (centre[a] + 0.5 - lo) / max(hi - lo, 1)
             if t < 0.4 or t > 0.6:
-                sides.append(_SIDES[code[a]][int(t > 0.6)])
+                low_side = code[a]  # the side index 0 of this axis lies on
+                sides.append(side_name(low_side if t < 0.4 else opposite_side(low_side), dorsal_ventral=True))
                 ends.append(sl[a].start <= lo if t < 0.4 else sl[a].stop >= hi)
         if not sides:
             words.append("central part")

@@ -32,12 +32,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, OutputExistsError
-from ..spaces import Space
+from ..spaces import Space, anatomical_axis, opposite_side, side_letter
 from .neuron import Neuron, NeuronList, make_space, validate_structure
 
-#: MouseLight's words for the anatomical axes -> the CCF axis (0 AP, 1 DV, 2 LR) they name.
-_AXIS_WORDS = {frozenset(("anterior", "posterior")): 0, frozenset(("superior", "inferior")): 1,
-               frozenset(("dorsal", "ventral")): 1, frozenset(("left", "right")): 2}
 #: CCF versions MouseLight exports in (their coordinates are the CCF's, in µm).
 _CCF_VERSIONS = ("ccfv3", "ccfv2.5")
 
@@ -78,7 +75,8 @@ def ccf_axes(annotation_space, path=None, unknown: str = "raise") -> tuple[int, 
                          path=path, field="annotationSpace")
     perm = [-1, -1, -1]
     for letter, a, b in re.findall(r"([XYZ])\s*:\s*([A-Za-z]+)\s*-\s*([A-Za-z]+)", axes_text):
-        ccf = _AXIS_WORDS.get(frozenset((a.lower(), b.lower())))
+        sa, sb = side_letter(a), side_letter(b)
+        ccf = anatomical_axis(sa) if sa is not None and sb == opposite_side(sa) else None  # CCF axes: AP, DV, LR
         if ccf is None or perm[ccf] != -1:
             raise InputError(f"MouseLight annotationSpace {text!r}: cannot read axis {letter}: {a}-{b}",
                              path=path, field="annotationSpace")

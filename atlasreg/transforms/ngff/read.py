@@ -11,18 +11,12 @@ atlasreg Space: reading it says so (the N-D :mod:`.scene` still maps its points)
 from __future__ import annotations
 
 from ...errors import InputError, SpaceMismatchError
-from ...spaces import Space, as_space, validate_orientation
+from ...spaces import Space, as_space, letter_of_rfc4, validate_orientation
 from ..base import Affine, LazyTransform, Sequence, Transform
 from .nd import ByDimension, Bijection, Field, Inverted, Matrix, NDTransform, SequenceND, Spline
 from .scene import Edge, Scene, read_scene
 from .units import to_atlasreg_unit
 
-# BrainGlobe origin letter (side where index 0 lies) -> RFC-4 direction the axis runs.
-ORIGIN_TO_RFC4 = {"a": "anterior-to-posterior", "p": "posterior-to-anterior",
-                  "s": "superior-to-inferior", "i": "inferior-to-superior",
-                  "l": "left-to-right", "r": "right-to-left"}
-_RFC4_TO_ORIGIN = {v: k for k, v in ORIGIN_TO_RFC4.items()}
-_RFC4_TO_ORIGIN.update({"dorsal-to-ventral": "s", "ventral-to-dorsal": "i"})
 
 
 def space_from_system(cs: dict, name: str | None = None, given: Space | None = None, path=None
@@ -61,9 +55,10 @@ def space_from_system(cs: dict, name: str | None = None, given: Space | None = N
             raise InputError(f"coordinate system {name!r}: {exc}", path=path, field="unit") from None
     orient = None
     vals = [a.get("orientation", {}).get("value") if isinstance(a.get("orientation"), dict) else None for a in axes]
-    if all(v in _RFC4_TO_ORIGIN for v in vals):
+    letters = [letter_of_rfc4(v) if isinstance(v, str) else None for v in vals]
+    if all(letters):
         try:
-            orient = validate_orientation("".join(_RFC4_TO_ORIGIN[v] for v in vals))
+            orient = validate_orientation("".join(letters))
         except InputError:
             orient = None
     sp = Space(name, unit, orient)

@@ -44,12 +44,11 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError, SpaceMismatchError
-from ...spaces import AXIS_NAMES, Space, apply_affine
+from ...spaces import AXIS_NAMES, Space, apply_affine, rfc4_orientation
 from ..base import Affine, Sequence, Transform, resolved
 from ..bspline import BSplineTransform
 from ..field import DisplacementField, InverseDisplacementField
 from ..tps import InverseThinPlateSpline, ThinPlateSpline
-from .read import ORIGIN_TO_RFC4
 from .units import ATLASREG_TO_NGFF
 
 NGFF_VERSION = "0.6rc0"
@@ -69,7 +68,7 @@ def coordinate_system(space: Space) -> dict:
     for i, name in enumerate(AXIS_NAMES):
         ax = {"name": name, "type": "space", "unit": ATLASREG_TO_NGFF[space.unit]}
         if space.orientation:
-            ax["orientation"] = {"type": "anatomical", "value": ORIGIN_TO_RFC4[space.orientation[i]]}
+            ax["orientation"] = {"type": "anatomical", "value": rfc4_orientation(space.orientation[i])}
         axes.append(ax)
     return {"name": space.name, "axes": axes}
 
