@@ -18,7 +18,6 @@ from .scene import Edge, Scene, read_scene
 from .units import to_atlasreg_unit
 
 
-
 def space_from_system(cs: dict, name: str | None = None, given: Space | None = None, path=None
                       ) -> tuple[Space, float]:
     """The atlasreg Space of an NGFF coordinate system, and the factor from its numbers to the file's.
