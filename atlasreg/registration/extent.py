@@ -473,7 +473,6 @@ def _large_pieces(mask: np.ndarray, smallest: float) -> np.ndarray:
     return np.isin(lab, np.nonzero(sizes >= smallest)[0]) & mask
 
 
-#: (the side index 0 lies on, the other side) for each origin letter of an orientation code
 def describe_missing(missing: np.ndarray, fixed_tissue: np.ndarray, code: str) -> str:
     """Where the missing pieces lie, in words: e.g. ``"anterior end, posterior-dorsal part"`` ('' if none).
 

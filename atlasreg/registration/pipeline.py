@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.atomic import write_atomic
-from ..spaces import Space, origin_to_nifti
+from ..spaces import Space, opposite_side
 from ..transforms.base import Affine, Sequence
 from ..volume import Volume
 from . import preprocess as pp
@@ -185,10 +185,14 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     extent_what, setup = "whole brain", None
     look_for_missing = params["missing_parts"] == "always" or \
         (params["missing_parts"] == "auto" and params["extent"] == "auto")
+    # where the backend's fixed grid gets its margin (below)
+    pad_where = params["pad_faces"] if params["pad_faces"] != "auto" else \
+        "tissue" if params["extent"] == "whole" else "all"
     f_t = None
-    if params["extent"] != "whole" or look_for_missing:
-        # the tissue itself (undilated): its extent and its cut faces decide
+    if params["extent"] != "whole" or look_for_missing or (pad_where == "tissue" and params["pad"] > 0):
+        # the fixed tissue itself (undilated): its extent, its cut faces and the faces it reaches decide
         f_t = pp.auto_mask(f_w.numpy(), f_w.voxel_size, 0.0) if f_user is None else f_mask
+    if params["extent"] != "whole" or look_for_missing:
         m_t = pp.auto_mask(m_w.numpy(), m_w.voxel_size, 0.0) if m_user is None else m_mask
     if params["extent"] != "whole":
         setup = ex.partial_setup(params["extent"], f_w, f_t, f_mask, m_w, m_t, m_mask,
@@ -210,14 +214,10 @@ def register(moving: Volume, fixed: Volume, preset: str = "lightsheet-to-atlas",
     # the backend's fixed grid: padded (room for the field, not image content, so after the initialisation);
     # metrics and QC stay on the unpadded one
     pad_faces = None
-    faces = params["pad_faces"] if params["pad_faces"] != "auto" else \
-        "tissue" if params["extent"] == "whole" else "all"
-    if faces == "tissue" and params["pad"] > 0:
+    if pad_where == "tissue" and params["pad"] > 0:
         # only where the fixed tissue reaches the grid's outermost layer, where the field needs room; elsewhere
         # the margin cost the real brain -> CCF a little on every measure (presets: pad_faces)
-        tissue = f_t if f_t is not None else f_mask if f_user is not None else \
-            pp.auto_mask(f_w.numpy(), f_w.voxel_size, 0.0)
-        pad_faces = pp.faces_reached(tissue, f_w.voxel_size, ws)
+        pad_faces = pp.faces_reached(f_t, f_w.voxel_size, ws)
 
     def on_reg_grid(mask: np.ndarray) -> np.ndarray:
         """A mask of the fixed working grid on the backend's (padded) grid."""
@@ -328,8 +328,8 @@ def _prepare_workdir(work: Path, backend: str, params: dict, f_n: Volume, m_n: V
 
 def _margin_record(grid: Volume, padded: Volume, faces: np.ndarray | None) -> tuple[float, str]:
     """The fixed grid's margin as the result records it, from the grids themselves: its width (in the fixed
-    grid's unit, whole working voxels) and the faces that got it, named by the orientation code's letters (``"p"``: the posterior face;
-    ``"0-"``, ``"0+"`` by axis without a code)."""
+    grid's unit, whole working voxels) and the faces that got it, named by the orientation code's letters
+    (``"p"``: the posterior face; ``"0-"``, ``"0+"`` by axis without a code)."""
     added = np.array(padded.shape) - np.array(grid.shape)
     if not added.any():
         return 0.0, ""
@@ -337,8 +337,7 @@ def _margin_record(grid: Volume, padded: Volume, faces: np.ndarray | None) -> tu
     ax = int(np.argmax(added > 0))
     width = float(added[ax] / sides[ax].sum() * grid.voxel_size[ax])
     code = grid.orientation
-    far = origin_to_nifti(code).lower() if code else None
-    names = [(code[a] if side == 0 else far[a]) if code else f"{a}{'-+'[side]}"
+    names = [(code[a] if side == 0 else opposite_side(code[a])) if code else f"{a}{'-+'[side]}"
              for a in range(3) for side in range(2) if sides[a, side]]
     return width, ",".join(names)
 
